@@ -87,3 +87,27 @@ def test_empty_text_is_rejected(fake_model):
 def test_missing_local_model_dir_is_a_clear_error(tmp_path):
     with pytest.raises(InstaError, match="does not exist"):
         resolve_encoder(str(tmp_path / "nope" / "model"))
+
+
+def _fake_model_dir(root, *, stamp: str, version: str, weights: bytes):
+    import json
+
+    root.mkdir(parents=True)
+    (root / "config.json").write_text(json.dumps({"hidden_size": 8, "transformers_version": version}, indent=2))
+    (root / "model.safetensors").write_bytes(weights)
+    (root / "insta_source.json").write_text(json.dumps({"converted_from": "x.gguf", "at": stamp}))
+    return root
+
+
+def test_model_fingerprint_ignores_location_provenance_and_version_stamps(tmp_path):
+    """Caches keyed by a model must survive a re-conversion on another machine (new time, path and library)."""
+    from insta.encoder import model_fingerprint
+
+    a = _fake_model_dir(tmp_path / "cache1" / "m", stamp="2026-11-24T09:00:00", version="5.1.0", weights=b"w" * 1000)
+    b = _fake_model_dir(tmp_path / "cache2" / "other", stamp="2026-11-30T15:42:33", version="5.24.0",
+                        weights=b"w" * 1000)
+    c = _fake_model_dir(tmp_path / "cache3" / "m", stamp="2026-11-24T09:00:00", version="5.1.0", weights=b"v" * 1000)
+    assert model_fingerprint(str(a)) == model_fingerprint(str(b))
+    assert model_fingerprint(str(a)) != model_fingerprint(str(c))  # different weights, different identity
+    (b / "config.json").write_text('{"hidden_size": 16}')
+    assert model_fingerprint(str(a)) != model_fingerprint(str(b))  # a real config change still counts

@@ -8,6 +8,7 @@ is the cosine similarity, and cached per (model identity, text): a repeated sele
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
 import sys
@@ -88,25 +89,45 @@ def _single_model_dir(root: Path) -> Path:
     return root
 
 
+# files that record where and when a model directory was made, not what it computes
+PROVENANCE_FILES = frozenset({"insta_source.json", "insta_alignment.json"})
+
+
 def model_fingerprint(path_or_id: str) -> str:
-    """A short identity for a model: its name plus, for a local directory, its config and weight files."""
-    h = hashlib.sha256(path_or_id.encode())
+    """A short identity for a model, stable across machines and re-conversions.
+
+    For a local directory: its config and weight files (names, sizes, and the first and last 64 KiB of each weight
+    file), not its location and not provenance records such as the conversion time. Otherwise: the string itself.
+    """
     path = Path(path_or_id)
-    if path.is_dir():
-        for f in sorted(path.rglob("*")):
-            if not f.is_file():
-                continue
-            rel = str(f.relative_to(path))
-            if f.suffix in {".json", ".txt"} and f.stat().st_size < 2_000_000:
-                h.update(rel.encode() + f.read_bytes())
-            elif f.suffix in {".safetensors", ".bin", ".pt"}:
-                size = f.stat().st_size
-                h.update(f"{rel}:{size}".encode())
-                with open(f, "rb") as fh:
-                    h.update(fh.read(1 << 16))
-                    fh.seek(max(0, size - (1 << 16)))
-                    h.update(fh.read())
+    if not path.is_dir():
+        return hashlib.sha256(path_or_id.encode()).hexdigest()[:16]
+    h = hashlib.sha256(b"insta-model-v2")
+    for f in sorted(path.rglob("*")):
+        rel = f.relative_to(path).as_posix()
+        if not f.is_file() or f.name in PROVENANCE_FILES:
+            continue
+        if f.suffix in {".json", ".txt"} and f.stat().st_size < 2_000_000:
+            h.update(rel.encode() + _without_version_stamps(f.read_bytes()))
+        elif f.suffix in {".safetensors", ".bin", ".pt"}:
+            size = f.stat().st_size
+            h.update(f"{rel}:{size}".encode())
+            with open(f, "rb") as fh:
+                h.update(fh.read(1 << 16))
+                fh.seek(max(0, size - (1 << 16)))
+                h.update(fh.read())
     return h.hexdigest()[:16]
+
+
+def _without_version_stamps(raw: bytes) -> bytes:
+    """A JSON file's canonical bytes without the library-version stamps that saving adds (same model, new stamp)."""
+    try:
+        obj = json.loads(raw)
+    except ValueError:
+        return raw
+    if isinstance(obj, dict):
+        obj = {k: v for k, v in obj.items() if k not in {"transformers_version", "__version__"}}
+    return json.dumps(obj, sort_keys=True).encode()
 
 
 class EmbeddingCache:

@@ -300,6 +300,9 @@ def train_model(mixture: Any, config: TrainConfig | None = None, callbacks: Sequ
 
     collator = _CausalCollator(tokenizer.pad_token_id) if kind == "causal" else _Seq2SeqCollator(tokenizer, model)
     use_cpu = not torch.cuda.is_available()
+    # transformers 5.x renamed gradient checkpointing to activation checkpointing (the old name warns)
+    ckpt_field = ("activation_checkpointing" if "activation_checkpointing" in TrainingArguments.__dataclass_fields__
+                  else "gradient_checkpointing")
     args = TrainingArguments(
         output_dir=str(ckpt_dir),
         num_train_epochs=config.epochs,
@@ -322,9 +325,9 @@ def train_model(mixture: Any, config: TrainConfig | None = None, callbacks: Sequ
         disable_tqdm=not config.progress,
         use_cpu=use_cpu,
         bf16=config.bf16 and not use_cpu,
-        gradient_checkpointing=config.gradient_checkpointing,
         dataloader_num_workers=config.dataloader_num_workers,
         remove_unused_columns=False,
+        **{ckpt_field: config.gradient_checkpointing},
     )
     trainer = Trainer(model=model, args=args, train_dataset=_ListDataset(feats), data_collator=collator,
                       processing_class=tokenizer, callbacks=list(callbacks) or None)
