@@ -229,3 +229,23 @@ def test_allocate_budget_keeps_the_total():
     assert alloc == allocate_budget(many, 20, seed=1)
     with pytest.raises(InstaError):
         allocate_budget([], 10)
+
+
+def test_insta_topk_vote_breaks_zero_vote_ties_by_mean_cosine_like_the_selector(monkeypatch):
+    """With vote depth 1 only one task gets a vote; the rest tie at 0 and must rank by mean cosine (as
+    ``insta select`` does), not alphabetically."""
+    import insta.methods as m
+    from insta.selection import Selector
+
+    enc = TableEncoder({"target": [1, 0, 0], "near": [0.9, 0.1, 0], "mid": [0.6, 0.8, 0], "far": [0.1, 0.2, 0.97]})
+    monkeypatch.setitem(m._ENCODERS, "table", enc)
+    pool = Catalog("toy", [Task(id="a_far", instructions=["far"], catalog="toy"),
+                           Task(id="b_mid", instructions=["mid"], catalog="toy"),
+                           Task(id="c_near", instructions=["near"], catalog="toy")])
+    target = Task(id="T", instructions=["target"], catalog="toy")
+    res = make_method("insta-topk-vote", encoder="table", vote_depth=1).select(target, pool, 3)
+    assert res.task_ids == ["c_near", "b_mid", "a_far"]
+    assert [r.score for r in res.ranked][1:] == [0.0, 0.0]
+    assert res.ranked[1].detail["mean_cosine"] > res.ranked[2].detail["mean_cosine"]
+    direct = Selector(pool, enc, "topk-vote", vote_depth=1).select(["target"], 3)
+    assert direct.task_ids == res.task_ids

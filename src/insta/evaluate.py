@@ -165,7 +165,9 @@ class Scorer:
         with torch.inference_mode():
             pre = self.model(input_ids=torch.tensor([prefix], device=dev), use_cache=True)
         self.n_forward += 1
-        cache = pre.past_key_values
+        # transformers >= 5.2x names the KV cache `cache` (input and output); older versions `past_key_values`
+        cache_arg = "cache" if hasattr(pre, "cache") else "past_key_values"
+        cache = getattr(pre, cache_arg)
         last = torch.log_softmax(pre.logits[0, -1].float(), dim=-1)
         for s in range(0, len(members), self.batch_size):
             chunk = members[s:s + self.batch_size]
@@ -184,8 +186,8 @@ class Scorer:
             past = copy.deepcopy(cache)
             past.batch_repeat_interleave(len(chunk))
             with torch.inference_mode():
-                logits = self.model(input_ids=ids.to(dev), attention_mask=att.to(dev), past_key_values=past,
-                                    use_cache=True).logits
+                logits = self.model(input_ids=ids.to(dev), attention_mask=att.to(dev), use_cache=True,
+                                    **{cache_arg: past}).logits
             self.n_forward += 1
             for r, i in enumerate(chunk):
                 seq, k = enc[i]

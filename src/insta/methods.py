@@ -241,7 +241,7 @@ class SelectionMethod:
         if "target_samples" in self.consumes and not target_samples:
             raise InstaError(f"method {self.name!r} needs unlabelled target instances of {target.id!r}")
         scores = self._score(target, cand, list(target_samples or []))
-        order = sorted(cand.ids, key=lambda t: (-scores[t][0], t))
+        order = sorted(cand.ids, key=lambda t: self._order_key(t, scores))
         if self.uses_k:
             order = order[:k]
         ranked = [RankedTask(i + 1, t, float(scores[t][0]), scores[t][1]) for i, t in enumerate(order)]
@@ -253,6 +253,10 @@ class SelectionMethod:
 
     def _score(self, target: Task, pool: Catalog, samples: list[Example]) -> dict[str, tuple[float, dict]]:
         raise NotImplementedError
+
+    def _order_key(self, task_id: str, scores: dict[str, tuple[float, dict]]) -> tuple:
+        """Ranking order: higher score first, ties by task id (subclasses may add a finer tie-breaker)."""
+        return (-scores[task_id][0], task_id)
 
 
 class InstaMethod(SelectionMethod):
@@ -305,13 +309,16 @@ class InstaMethod(SelectionMethod):
             instructions = instructions[: self.n_target_instructions]
         sel = self._selector(pool)
         sim = sel.similarity(instructions)
-        agg = sel._aggregate(sim)
-        out = {}
-        for i, tid in enumerate(pool.ids):
-            cols = np.flatnonzero(sel._owner == i)
-            best = float(sim[:, cols].max()) if len(cols) else float("nan")
-            out[tid] = (float(agg[i]), {"best_pair_cosine": round(best, 4)})
-        return out
+        agg, mean, best = sel.aggregate(sim), sel.mean_cosine(sim), sel.best_pair_cosine(sim)
+        return {tid: (float(agg[i]), {"best_pair_cosine": round(float(best[i]), 4),
+                                      "mean_cosine": float(mean[i])})
+                for i, tid in enumerate(pool.ids)}
+
+    def _order_key(self, task_id, scores):
+        from .selection import ranking_key
+
+        score, info = scores[task_id]
+        return ranking_key(score, info["mean_cosine"], task_id)
 
 
 class InstaVoteMethod(InstaMethod):

@@ -86,6 +86,12 @@ def topk_vote_weights(depth: int, n_queries: int) -> np.ndarray:
     return base ** np.arange(depth - 1, -1, -1, dtype=np.float64)
 
 
+def ranking_key(score: float, mean_cosine: float, task_id: str) -> tuple[float, float, str]:
+    """Sort key of INSTA's ranking: higher score first; ties (e.g. tasks with no top-k vote at all) go to the
+    higher mean cosine, then to the task id, so a ranking never depends on catalog order."""
+    return (-score, -mean_cosine, task_id)
+
+
 class Selector:
     """Scores a catalog's tasks against target instructions with a sentence encoder.
 
@@ -129,20 +135,22 @@ class Selector:
     def scores(self, target_instructions: Sequence[str] | str) -> dict[str, float]:
         """Aggregated score of every task in the catalog."""
         sim = self.similarity(clean_instructions(target_instructions))
-        return dict(zip(self._task_ids, self._aggregate(sim).tolist()))
+        return dict(zip(self._task_ids, self.aggregate(sim).tolist()))
 
-    def _mean(self, sim: np.ndarray) -> np.ndarray:
+    def mean_cosine(self, sim: np.ndarray) -> np.ndarray:
+        """Per catalog task: the mean cosine over all (target, source) instruction pairs (the tie-breaker)."""
         n_tasks = len(self._task_ids)
         sums = np.zeros(n_tasks)
         np.add.at(sums, self._owner, sim.sum(axis=0))
         counts = np.bincount(self._owner, minlength=n_tasks) * sim.shape[0]
         return np.where(counts > 0, sums / np.maximum(counts, 1), -np.inf)
 
-    def _aggregate(self, sim: np.ndarray) -> np.ndarray:
+    def aggregate(self, sim: np.ndarray) -> np.ndarray:
+        """Per catalog task: the score under this selector's aggregation, from a :meth:`similarity` matrix."""
         n_tasks = len(self._task_ids)
         owner = self._owner
         if self.aggregation == "mean":
-            return self._mean(sim)
+            return self.mean_cosine(sim)
         if self.aggregation == "max":
             out = np.full(n_tasks, -np.inf)
             np.maximum.at(out, owner, sim.max(axis=0))
@@ -174,12 +182,11 @@ class Selector:
         if k > pool_size:
             raise InstaError(f"k={k} is larger than the pool ({pool_size} tasks after exclusions)")
         sim = self.similarity(instructions)
-        agg = self._aggregate(sim)
-        # ties (e.g. tasks with no top-k vote at all) go to the higher mean cosine, then to the task id
-        tie = agg if self.aggregation == "mean" else self._mean(sim)
+        agg = self.aggregate(sim)
+        tie = agg if self.aggregation == "mean" else self.mean_cosine(sim)
         order = sorted(
             (i for i, tid in enumerate(self._task_ids) if tid not in excluded_ids),
-            key=lambda i: (-agg[i], -tie[i], self._task_ids[i]),
+            key=lambda i: ranking_key(agg[i], tie[i], self._task_ids[i]),
         )[:k]
         ranked = [self._explain(rank, i, agg[i], sim, instructions) for rank, i in enumerate(order, 1)]
         config = {
@@ -207,6 +214,13 @@ class Selector:
             if task.family in fams or task.id in fams:
                 out.add(task.id)
         return out & set(self._task_ids)
+
+    def best_pair_cosine(self, sim: np.ndarray) -> np.ndarray:
+        """Per catalog task: its closest (target, source) instruction pair's cosine."""
+        self._ensure_embedded()
+        out = np.full(len(self._task_ids), -np.inf)
+        np.maximum.at(out, self._owner, sim.max(axis=0))
+        return out
 
     def _explain(self, rank: int, i: int, score: float, sim: np.ndarray, instructions: list[str]) -> TaskScore:
         cols = np.flatnonzero(self._owner == i)
