@@ -79,6 +79,9 @@ def test_tiny_grid_runs_and_a_second_run_does_no_work(tmp_path):
     assert (b2.n_train, b2.n_eval) == (0, 0)
     assert res2["stats"]["cells_cached"] == n_cells
     assert [c["eval_key"] for c in res2["cells"]] == [c["eval_key"] for c in res["cells"]]
+    # the report keeps describing the run that did the work, not the rerun that found everything cached
+    assert res2["working_run"]["stats"]["evaluated"] == n_cells
+    assert res2["working_run"]["seconds_total"] == res["seconds_total"]
 
 
 def test_an_interrupted_run_resumes_and_redoes_only_the_missing_cells(tmp_path):

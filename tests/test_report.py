@@ -147,3 +147,31 @@ def test_verdict_with_identical_seeds_says_so():
     assert "inf" not in line and "scored the same under every seed" in line
     comp["average"]["baseline_seed_sd"] = 0.02
     assert "2.5x that spread" in verdict_lines({"comparisons": [comp]})[0]
+
+
+def test_compute_line_sums_the_cells_and_names_each_stretch_of_a_resumed_run():
+    from insta.report import _compute_line
+
+    res = fake_results(10)
+    res["trained_models"] = [{"seconds": 60.0, "finished": "2026-11-24T09:30:00"},
+                             {"seconds": 60.0, "finished": "2026-11-30T15:50:00"}]
+    for i, c in enumerate(res["cells"]):
+        c["eval_seconds"] = 3.0
+        c["finished"] = "2026-11-24T10:00:00" if i % 2 else "2026-11-30T15:59:00"
+    line = _compute_line(res)
+    assert f"2 trainings (2 min 00 s) and {len(res['cells'])} evaluations" in line
+    assert "2 stretches (2026-11-24 09:30-10:00; 2026-11-30 15:50-15:59)" in line and "resumed" in line
+    for c in res["cells"]:
+        c["finished"] = "2026-11-30T15:59:00"
+    res["trained_models"] = []
+    assert "stretches" not in _compute_line(res)
+
+
+def test_hand_written_notes_are_included_in_both_renderings(tmp_path):
+    (tmp_path / "notes.md").write_text("First **finding**.\n\nSecond paragraph with `code`.\n")
+    write_report(fake_results(10), tmp_path, plots=False)
+    md = (tmp_path / "results.md").read_text()
+    assert md.index("## Run") < md.index("## Reading these results") < md.index("## Verdict")
+    assert "First **finding**." in md and "Second paragraph with `code`." in md
+    html = (tmp_path / "report.html").read_text()
+    assert "First <b>finding</b>." in html and "<code>code</code>" in html

@@ -610,7 +610,7 @@ def assemble_results(exp: Experiment) -> dict[str, Any]:
             "allocation": e.allocation, "model_key": e.model_key, "eval_key": e.eval_key,
             "shared_model": len({x.target for x in exp.entries if x.model_key == e.model_key}) > 1,
             "evaluate_metrics": cell.get("metrics", {}),
-            "eval_seconds": cell.get("seconds"),
+            "eval_seconds": cell.get("seconds"), "finished": cell.get("finished"),
             "train": {k: train.get(k) for k in ("seconds", "metrics", "mixture_seconds") if k in train},
         })
     methods = [{"label": "base", "method": "base", "group": "base", "consumes": [], "depends_on_target": False,
@@ -751,19 +751,21 @@ def run_experiment(cfg: ExperimentConfig, *, out: str | os.PathLike | None = Non
         results["p3_table"] = table
     results["command"] = command
     results["seconds_total"] = round(time.perf_counter() - t0, 1)
+    # the run that trained or evaluated something; a rerun that found every cell cached keeps the earlier record
+    results["working_run"] = {"command": command, "seconds_total": results["seconds_total"],
+                              "stats": dict(exp.stats), "finished": results.get("finished"),
+                              "machine": results.get("machine")}
     prev = exp.out / "results.json"
     if prev.is_file() and exp.stats["trained"] == 0 and exp.stats["evaluated"] == 0:
-        try:  # a rerun that did no work keeps the wall time of the run that did
+        try:
             old = json.loads(prev.read_text())
-            results["seconds_total_of_run_that_did_the_work"] = old.get(
-                "seconds_total_of_run_that_did_the_work", old.get("seconds_total"))
-            results["command_of_run_that_did_the_work"] = old.get("command_of_run_that_did_the_work",
-                                                                  old.get("command"))
         except ValueError:
-            pass
-    else:
-        results["seconds_total_of_run_that_did_the_work"] = results["seconds_total"]
-        results["command_of_run_that_did_the_work"] = command
+            old = {}
+        if isinstance(old.get("working_run"), dict):
+            results["working_run"] = old["working_run"]
+        elif "seconds_total_of_run_that_did_the_work" in old:  # results.json written before "working_run"
+            results["working_run"].update(command=old.get("command_of_run_that_did_the_work"),
+                                          seconds_total=old["seconds_total_of_run_that_did_the_work"])
     if report:
         from .report import write_report
 

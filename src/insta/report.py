@@ -181,8 +181,17 @@ def summarize(results: dict[str, Any]) -> dict[str, Any]:
                                    "sd": statistics.stdev(per_seed) if len(per_seed) > 1 else None,
                                    "n_seeds": len(per_seed), "values": per_seed}
     comparisons = _comparisons(results, groups, cells, samples, targets, primary, n_boot, conf, seed, rcfg)
+    # a continuous secondary metric: the gold answer's log-probability moves with small training effects that
+    # leave the argmax (and so accuracy) unchanged; INSTA variants against the baselines only
+    secondary = None
+    second = rcfg.get("secondary_metric", "gold_logprob")
+    if second:
+        comps = _comparisons(results, groups, cells, samples, targets, {t["id"]: second for t in targets},
+                             n_boot, conf, seed, rcfg)
+        secondary = {"metric": second, "comparisons": [c for c in comps if c["focus"]]}
     return {"primary": primary, "table": table, "average": average, "comparisons": comparisons,
-            "groups": [g["group"] for g in groups], "group_info": groups, "n_boot": n_boot, "confidence": conf}
+            "secondary": secondary, "groups": [g["group"] for g in groups], "group_info": groups,
+            "n_boot": n_boot, "confidence": conf}
 
 
 def _comparisons(results, groups, cells, samples, targets, primary, n_boot, conf, seed, rcfg) -> list[dict[str, Any]]:
@@ -319,13 +328,15 @@ def main_table(summary: dict[str, Any], results: dict[str, Any], metric: str | N
     return header, rows
 
 
-def comparison_table(summary: dict[str, Any], which: str = "all") -> tuple[list[str], list[list[str]]]:
-    """``which``: ``average`` (one row per pair), ``per-target``, or ``all``."""
+def comparison_table(summary: dict[str, Any], which: str = "all",
+                     comparisons: list[dict[str, Any]] | None = None) -> tuple[list[str], list[list[str]]]:
+    """``which``: ``average`` (one row per pair), ``per-target``, or ``all``; ``comparisons`` defaults to the
+    primary metric's."""
     conf = int(round(summary["confidence"] * 100))
     header = ["method", "vs", "target", "difference", f"{conf}% CI (paired bootstrap)", "p", "verdict",
               "baseline sd over seeds"]
     rows = []
-    for comp in summary["comparisons"]:
+    for comp in summary["comparisons"] if comparisons is None else comparisons:
         avg = [comp["average"]] if comp["average"] and which in ("average", "all") else []
         per = comp["per_target"] if which in ("per-target", "all") else []
         for r in avg + per:
@@ -360,6 +371,24 @@ def verdict_lines(summary: dict[str, Any]) -> list[str]:
         s += (f". Per target: higher on {pos}/{n}, significantly better on {wins}, significantly worse on {losses}.")
         lines.append(s)
     return lines
+
+
+def secondary_verdict_lines(summary: dict[str, Any]) -> list[str]:
+    """One sentence per INSTA variant: its average difference on the secondary metric against each baseline."""
+    second = summary.get("secondary")
+    if not second:
+        return []
+    name = METRIC_NAMES.get(second["metric"], second["metric"])
+    by_method: dict[str, list[str]] = {}
+    for comp in second["comparisons"]:
+        avg = comp["average"]
+        if not avg:
+            continue
+        part = f"vs {comp['baseline']} {_f(avg['diff'], 2, True)} ({avg['verdict']}"
+        if avg.get("baseline_seed_sd"):
+            part += f", {abs(avg['diff']) / avg['baseline_seed_sd']:.1f}x its sd over seeds"
+        by_method.setdefault(comp["method"], []).append(part + ")")
+    return [f"**{m}, {name} (secondary)**: " + "; ".join(parts) + "." for m, parts in by_method.items()]
 
 
 def _md_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
@@ -547,9 +576,11 @@ def plot_selection_heatmap(results: dict[str, Any], max_rows: int = 60) -> bytes
 def _run_lines(results: dict[str, Any]) -> list[str]:
     cfg = results.get("config") or {}
     train = cfg.get("train") or {}
-    m = results.get("machine") or {}
-    secs = results.get("seconds_total_of_run_that_did_the_work", results.get("seconds_total"))
-    cmd = results.get("command_of_run_that_did_the_work") or results.get("command")
+    run = results.get("working_run") or {}
+    m = run.get("machine") or results.get("machine") or {}
+    secs = run.get("seconds_total", results.get("seconds_total"))
+    cmd = run.get("command") or results.get("command")
+    stats = run.get("stats") or results.get("stats") or {}
     lines = []
     if results.get("backend") == "dry-run":
         lines.append("**DRY RUN: no model was trained or evaluated; every number below is a deterministic fake.**")
@@ -563,17 +594,49 @@ def _run_lines(results: dict[str, Any]) -> list[str]:
     lines += [
         f"Command: `{cmd}`" if cmd else "Command: (library call)",
         f"Wall time of the run that did the work: {_fmt_time(secs)} on {m.get('cpus_available', m.get('cpus'))} "
-        f"CPU core(s), torch {m.get('torch', '?')}, CUDA {m.get('cuda', False)}; finished {results.get('finished')}.",
+        f"CPU core(s), torch {m.get('torch', '?')}, CUDA {m.get('cuda', False)}; finished "
+        f"{run.get('finished') or results.get('finished')}.",
         f"Model: {results.get('model')}; k = {results.get('k')}; training budget: exactly {results.get('n_total')} "
         f"instances for every method (all tasks included), training options {json.dumps(train)}; "
         f"evaluation: rank classification on up to {(cfg.get('eval') or {}).get('n', 100)} examples per target.",
-        f"Work done by this invocation: {results.get('stats', {}).get('trained', 0)} models trained, "
-        f"{results.get('stats', {}).get('evaluated', 0)} evaluations, {results.get('stats', {}).get('cells_cached', 0)} "
-        f"cells reused from the cache.",
+        f"Work done by that run: {stats.get('trained', 0)} models trained, {stats.get('evaluated', 0)} evaluations, "
+        f"{stats.get('cells_cached', 0)} cells reused from the cache.",
     ]
+    compute = _compute_line(results)
+    if compute:
+        lines.append(compute)
     if results.get("missing_cells"):
         lines.append(f"Missing cells: {', '.join(results['missing_cells'])}")
     return lines
+
+
+def _compute_line(results: dict[str, Any], gap_hours: float = 1.0) -> str | None:
+    """The model compute recorded in the cells and when it happened: a resumed grid's cells come from several
+    invocations, so the last invocation's wall time alone understates the cost of the results."""
+    from datetime import datetime
+
+    trained = results.get("trained_models") or []
+    cells = results.get("cells") or []
+    if not cells:
+        return None
+    t_train = sum(t.get("seconds") or 0 for t in trained)
+    t_eval = sum(c.get("eval_seconds") or 0 for c in cells)
+    stamps = sorted(datetime.fromisoformat(x["finished"]) for x in [*trained, *cells] if x.get("finished"))
+    spans: list[list[datetime]] = []
+    for st in stamps:
+        if spans and (st - spans[-1][1]).total_seconds() <= gap_hours * 3600:
+            spans[-1][1] = st
+        else:
+            spans.append([st, st])
+    when = "; ".join(f"{a:%Y-%m-%d %H:%M}-{b:%H:%M}" for a, b in spans)
+    line = (f"Model compute recorded in the cells: {len(trained)} trainings ({_fmt_time(t_train)}) and {len(cells)} "
+            f"evaluations ({_fmt_time(t_eval)}), {_fmt_time(t_train + t_eval)} in all")
+    if len(spans) > 1:
+        line += (f"; the cells were finished in {len(spans)} stretches ({when}): the run was interrupted and "
+                 "resumed from its cache, so the wall time above covers only the last invocation")
+    elif spans:
+        line += f"; cells finished {when}"
+    return line + "."
 
 
 def _fmt_time(s: float | None) -> str:
@@ -587,7 +650,7 @@ def build_sections(results: dict[str, Any], summary: dict[str, Any], images: dic
     """The report as sections of paragraphs, tables and images (rendered to markdown and HTML)."""
     secs: list[dict[str, Any]] = []
     secs.append({"title": "Run", "paragraphs": _run_lines(results)})
-    secs.append({"title": "Verdict", "paragraphs": verdict_lines(summary) + [
+    secs.append({"title": "Verdict", "paragraphs": verdict_lines(summary) + secondary_verdict_lines(summary) + [
         "Differences are paired over the same evaluation examples (bootstrap over examples, "
         f"{summary['n_boot']} resamples); 'better'/'worse' means the 95% CI excludes zero. A seeded baseline "
         "(random) enters as the mean over its seeds; compare each difference with that baseline's sd over seeds."]})
@@ -605,7 +668,18 @@ def build_sections(results: dict[str, Any], summary: dict[str, Any], images: dic
     for metric in SECONDARY:
         h, r = main_table(summary, results, metric)
         secs.append({"title": f"{METRIC_NAMES.get(metric, metric)}", "tables": [(h, r)], "level": 3})
-    secs.append({"title": "Gold log-probability", "images": ["bars_gold_logprob.png"], "level": 3})
+    sec = {"title": "Gold log-probability", "images": ["bars_gold_logprob.png"], "level": 3}
+    second = summary.get("secondary")
+    if second and second["comparisons"]:
+        name = METRIC_NAMES.get(second["metric"], second["metric"])
+        sec["paragraphs"] = [
+            f"Secondary comparison on {name} (higher is better): it moves with training effects too small to change "
+            "which option wins, so it shows whether a selection taught the target's answers at all. Same paired "
+            "bootstrap as above; INSTA variants against every baseline, averaged over targets."]
+        sec["tables"] = [comparison_table(summary, "average", second["comparisons"])]
+        sec["details"] = (f"per-target comparisons on {name}",
+                          list(comparison_table(summary, "per-target", second["comparisons"])))
+    secs.append(sec)
     h, r = selections_table(results)
     secs.append({"title": "Selections", "tables": [(h, r)], "images": ["selection_heatmap.png"]})
     h, r = _targets_table(results, summary)
@@ -685,9 +759,13 @@ def render_html(title: str, sections: list[dict[str, Any]], images: dict[str, st
     return "\n".join(parts)
 
 
+NOTES_FILE = "notes.md"  # hand-written interpretation in an experiment's output folder, shown after "Run"
+
+
 def write_report(results: dict[str, Any], out_dir: str | Path, log: Callable[[str], None] = lambda m: None,
                  plots: bool = True) -> dict[str, Path]:
-    """Write ``results.json`` (with the summary), ``results.md``, ``*.png`` and ``report.html`` into ``out_dir``."""
+    """Write ``results.json`` (with the summary), ``results.md``, ``*.png`` and ``report.html`` into ``out_dir``;
+    a hand-written ``notes.md`` there is included as the report's second section."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     summary = summarize(results)
@@ -704,6 +782,10 @@ def write_report(results: dict[str, Any], out_dir: str | Path, log: Callable[[st
             paths[name] = out / name
     title = f"insta experiment: {results['name']}"
     sections = build_sections(results, summary, images)
+    notes = out / NOTES_FILE
+    if notes.is_file():  # the experimenters' reading of the numbers, kept next to them in every rendering
+        paras = [p.strip() for p in notes.read_text(encoding="utf-8").split("\n\n") if p.strip()]
+        sections.insert(1, {"title": "Reading these results", "paragraphs": paras})
     atomic_write_json(out / "results.json", results, indent=None)  # per-example arrays: keep it compact
     atomic_write_text(out / "results.md", render_markdown(title, sections))
     atomic_write_text(out / "report.html", render_html(title, sections, images))
