@@ -695,7 +695,9 @@ def build_sections(results: dict[str, Any], summary: dict[str, Any], images: dic
     if p3:
         h, r = p3_rows(p3)
         paras = [f"INSTA on P3 (no training: P3 instances are not available offline): the top-{p3['k']} of the "
-                 f"{p3['pool_size']}-dataset T0 training pool for each T0 held-out target. {p3.get('anli', '')}."]
+                 f"{p3['pool_size']}-dataset T0 training pool for each T0 held-out target. {p3.get('anli', '')}. "
+                 "Scores in brackets: mean cosine for mean aggregation; for top-k vote, the share of the top-10 "
+                 "votes of the target's instructions (0.000 = no vote; such ties are ranked by mean cosine)."]
         if p3.get("note"):
             paras.append(p3["note"])
         secs.append({"title": "P3 selection table", "paragraphs": paras, "tables": [(h, r)]})
