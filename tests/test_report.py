@@ -158,8 +158,10 @@ def test_compute_line_sums_the_cells_and_names_each_stretch_of_a_resumed_run():
     for i, c in enumerate(res["cells"]):
         c["eval_seconds"] = 3.0
         c["finished"] = "2026-11-24T10:00:00" if i % 2 else "2026-11-30T15:59:00"
+    n_cells = len({c["eval_key"] for c in res["cells"]})
+    res["cells"].append(dict(res["cells"][0], label="another-method"))  # one model shared by two methods
     line = _compute_line(res)
-    assert f"2 trainings (2 min 00 s) and {len(res['cells'])} evaluations" in line
+    assert f"2 trainings (2 min 00 s) and {n_cells} evaluations" in line
     assert "2 stretches (2026-11-24 09:30-10:00; 2026-11-30 15:50-15:59)" in line and "resumed" in line
     for c in res["cells"]:
         c["finished"] = "2026-11-30T15:59:00"

@@ -616,7 +616,8 @@ def _compute_line(results: dict[str, Any], gap_hours: float = 1.0) -> str | None
     from datetime import datetime
 
     trained = results.get("trained_models") or []
-    cells = results.get("cells") or []
+    # two grid entries that trained the same model read one evaluation cell: count each cell once
+    cells = list({c.get("eval_key", i): c for i, c in enumerate(results.get("cells") or [])}.values())
     if not cells:
         return None
     t_train = sum(t.get("seconds") or 0 for t in trained)
