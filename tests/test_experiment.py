@@ -79,6 +79,10 @@ def test_tiny_grid_runs_and_a_second_run_does_no_work(tmp_path):
     assert (b2.n_train, b2.n_eval) == (0, 0)
     assert res2["stats"]["cells_cached"] == n_cells
     assert [c["eval_key"] for c in res2["cells"]] == [c["eval_key"] for c in res["cells"]]
+    # the returned results carry the summary when the report is written
+    res3 = run_experiment(cfg, backend=DryRunBackend(), log=quiet)
+    assert set(res3["summary"]["average"]) >= {"insta-mean", "random", "all"}
+    assert res3["summary"]["average"]["random"]["n_seeds"] == 3
     # the report keeps describing the run that did the work, not the rerun that found everything cached
     assert res2["working_run"]["stats"]["evaluated"] == n_cells
     assert res2["working_run"]["seconds_total"] == res["seconds_total"]

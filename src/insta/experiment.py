@@ -767,9 +767,10 @@ def run_experiment(cfg: ExperimentConfig, *, out: str | os.PathLike | None = Non
             results["working_run"].update(command=old.get("command_of_run_that_did_the_work"),
                                           seconds_total=old["seconds_total_of_run_that_did_the_work"])
     if report:
-        from .report import write_report
+        from .report import summarize, write_report
 
-        write_report(results, exp.out, log=exp.log)
+        results["summary"] = summarize(results)  # returned too: means, seed spreads, paired comparisons
+        write_report(results, exp.out, log=exp.log, summary=results["summary"])
     else:
         atomic_write_json(exp.out / "results.json", results)
     exp.log(f"done: trained {exp.stats['trained']}, evaluated {exp.stats['evaluated']}, "

@@ -766,12 +766,12 @@ NOTES_FILE = "notes.md"  # hand-written interpretation in an experiment's output
 
 
 def write_report(results: dict[str, Any], out_dir: str | Path, log: Callable[[str], None] = lambda m: None,
-                 plots: bool = True) -> dict[str, Path]:
+                 plots: bool = True, summary: dict[str, Any] | None = None) -> dict[str, Path]:
     """Write ``results.json`` (with the summary), ``results.md``, ``*.png`` and ``report.html`` into ``out_dir``;
     a hand-written ``notes.md`` there is included as the report's second section."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    summary = summarize(results)
+    summary = summary or summarize(results)
     results = {**results, "summary": summary}
     images: dict[str, str] = {}
     paths: dict[str, Path] = {}
