@@ -186,15 +186,18 @@ def summarize(results: dict[str, Any]) -> dict[str, Any]:
     secondary = None
     second = rcfg.get("secondary_metric", "gold_logprob")
     if second:
-        comps = _comparisons(results, groups, cells, samples, targets, {t["id"]: second for t in targets},
-                             n_boot, conf, seed, rcfg)
-        secondary = {"metric": second, "comparisons": [c for c in comps if c["focus"]]}
+        secondary = {"metric": second, "comparisons": _comparisons(
+            results, groups, cells, samples, targets, {t["id"]: second for t in targets}, n_boot, conf, seed, rcfg,
+            focus_only=True)}
     return {"primary": primary, "table": table, "average": average, "comparisons": comparisons,
             "secondary": secondary, "groups": [g["group"] for g in groups], "group_info": groups,
             "n_boot": n_boot, "confidence": conf}
 
 
-def _comparisons(results, groups, cells, samples, targets, primary, n_boot, conf, seed, rcfg) -> list[dict[str, Any]]:
+def _comparisons(results, groups, cells, samples, targets, primary, n_boot, conf, seed, rcfg,
+                 focus_only: bool = False) -> list[dict[str, Any]]:
+    """Paired differences: each focus method (INSTA variants) against every baseline and, unless ``focus_only``,
+    every other method against random and all."""
     names = [g["group"] for g in groups]
     focus = rcfg.get("focus") or [g for g in names if g.startswith("insta")]
     baselines = rcfg.get("baselines") or [b for b in DEFAULT_BASELINES if b in names]
@@ -223,7 +226,7 @@ def _comparisons(results, groups, cells, samples, targets, primary, n_boot, conf
 
     pairs = [(f, b, True) for f in focus if f in by_name for b in baselines if b in by_name and b != f]
     # every other method against the two target-independent baselines too
-    others = [g for g in names if g not in focus and g not in ("base", "random")]
+    others = [] if focus_only else [g for g in names if g not in focus and g not in ("base", "random")]
     pairs += [(f, b, False) for f in others for b in ("random", "all") if b in by_name and b != f]
     for f, b, is_focus in pairs:
         if True:

@@ -152,9 +152,7 @@ class Selector:
         if self.aggregation == "mean":
             return self.mean_cosine(sim)
         if self.aggregation == "max":
-            out = np.full(n_tasks, -np.inf)
-            np.maximum.at(out, owner, sim.max(axis=0))
-            return out
+            return self.best_pair_cosine(sim)
         depth = min(self.vote_depth, sim.shape[1])
         weights = topk_vote_weights(depth, sim.shape[0])
         out = np.zeros(n_tasks)
