@@ -4,5 +4,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 if [ -z "${INSTA_DATA_DIR:-}" ] && [ -d ../shared/data ]; then export INSTA_DATA_DIR="$(cd ../shared/data && pwd)"; fi
+if [ ! -d "${INSTA_DATA_DIR:-}" ] && [[ " $* " != *" not slow"* ]]; then
+  echo "scripts/test.sh: the real-data tests need the upstream data folder (BIG-bench, BBH, P3 templates, SuperGLUE):" \
+       "set INSTA_DATA_DIR or place it at ../shared/data; -m 'not slow' runs the rest without it" >&2
+  exit 2
+fi
 export HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 exec .venv/bin/python -m pytest -q "$@"
