@@ -23,6 +23,7 @@ COMMANDS = (
     "train",
     "evaluate",
     "experiment",
+    "transfer",
 )
 
 

@@ -53,3 +53,25 @@ def _jsonable(obj: Any) -> Any:
     if hasattr(obj, "item"):
         return obj.item()
     raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+
+
+def remove_stale_tmp(folder: str | os.PathLike, older_than_s: float = 60.0) -> int:
+    """Delete ``.*.tmp`` files that :func:`atomic_write_bytes` left behind when a run was killed mid-write.
+
+    Only files older than ``older_than_s`` go, so a concurrent writer's file in flight is left alone; returns
+    how many were removed.
+    """
+    import time
+
+    folder = Path(folder)
+    if not folder.is_dir():
+        return 0
+    now, n = time.time(), 0
+    for p in folder.glob(".*.tmp"):
+        try:
+            if p.is_file() and now - p.stat().st_mtime > older_than_s:
+                p.unlink()
+                n += 1
+        except OSError:
+            continue
+    return n

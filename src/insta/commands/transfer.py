@@ -1,0 +1,76 @@
+"""``insta transfer``: measure a source-to-target transfer matrix (one model per source and seed)."""
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser(
+        "transfer",
+        help="measure transfer: train one model per (source, seed), evaluate it on every target, write the matrix",
+        description="Build a source-to-target transfer matrix from a config (configs/transfer-*.yaml): each "
+        "(source, seed) model is trained on that source alone and evaluated zero-shot on every target; transfer "
+        "= base model's gold-answer NLL per token minus the trained model's (and the accuracy deltas). Every "
+        "cell is cached: an interrupted run resumes where it stopped. Writes matrix.csv, matrix.json, "
+        "results.json, report.md and report.html (with the seeds' reliability and every selection method scored "
+        "against the matrix).",
+    )
+    p.add_argument("config", help="transfer config (YAML)")
+    p.add_argument("--out", help="output folder (default: the config's 'out', else experiments/<name>)")
+    p.add_argument("--data-dir", help="upstream data folder (default: the config's data_dir, $INSTA_DATA_DIR)")
+    p.add_argument("--plan", action="store_true", help="print the sources, the work, the cells done and an ETA; "
+                   "train nothing")
+    p.add_argument("--executor", choices=["sequential", "ray"], help="where units run (default: the config's, "
+                   "else sequential); ray joins $RAY_ADDRESS or starts a local instance")
+    p.add_argument("--report-only", action="store_true", help="rewrite the matrix and the report from the cells "
+                   "finished so far (no training; safe while a run is going on)")
+    p.add_argument("--no-report", action="store_true", help="write the matrix but not the report and scoring")
+    p.add_argument("--dry-run", action="store_true", help="dry-run backend (no model; fake numbers)")
+    p.add_argument("--json", dest="json_out", help="write the plan or the results as JSON here ('-' for stdout)")
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress bar or lines")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..experiment_pool import Log
+    from ..transfer import load_transfer_config, plan_transfer, run_transfer
+    from ._common import write_json
+
+    overrides = {"out": args.out, "data_dir": args.data_dir, "executor": args.executor}
+    if args.dry_run:
+        overrides["backend"] = "dry-run"
+    cfg = load_transfer_config(args.config, overrides)
+    log = Log(quiet=args.quiet)
+    if args.plan:
+        plan = plan_transfer(cfg, log=log)
+        if args.json_out:
+            write_json(args.json_out, plan)
+        if args.json_out != "-" and not args.quiet:
+            _print_plan(plan)
+        return 0
+    command = None
+    if sys.argv[1:2] == ["transfer"]:
+        command = "insta transfer " + " ".join(shlex.quote(a) for a in sys.argv[2:])
+    results = run_transfer(cfg, log=log, progress=not args.quiet, report=not args.no_report,
+                           run_cells=not args.report_only, command=command)
+    if args.json_out:
+        write_json(args.json_out, results)
+    return 0
+
+
+def _fmt_s(s: float) -> str:
+    s = int(round(s))
+    return f"{s // 3600}h {s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m {s % 60:02d}s"
+
+
+def _print_plan(plan) -> None:
+    from ..textsafe import printable
+
+    print(f"{plan['n_sources']} sources x {len(plan['seeds'])} seeds + base = {plan['n_units']} models; "
+          f"{plan['n_targets']} targets; {plan['cells']} cells ({plan['cells_done']} done)")
+    print("sources: " + ", ".join(printable(s["id"]) for s in plan["sources"]))
+    print("targets: " + ", ".join(printable(t) for t in plan["targets"]))
+    print(f"to run: {plan['units_to_train']} training(s); measured cost {plan['seconds_per_training']} s per "
+          f"training, {plan['seconds_per_eval_example']} s per evaluated example; ETA {_fmt_s(plan['eta_seconds'])}")

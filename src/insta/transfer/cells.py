@@ -1,0 +1,89 @@
+"""What one transfer cell keeps per evaluation example, and the metrics computed from it.
+
+Per example (parallel arrays, so a cell stays small and a paired analysis needs no model): the gold option's
+negative log-likelihood per token (the primary metric: continuous, one forward pass), and the predictions of
+rank classification under the lm-evaluation-harness rules: ``acc`` (summed log-likelihood), ``acc_norm``
+(divided by the option's length in characters, as lm-eval's ``acc_norm``), ``acc_norm_token`` (divided by its
+token count) and ``acc_calibrated`` (minus the option's log-likelihood after a content-free prompt).
+"""
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+#: metric -> True when higher is better
+METRICS = {
+    "nll_per_token": False,
+    "acc": True,
+    "acc_norm": True,
+    "acc_norm_token": True,
+    "acc_calibrated": True,
+    "bal_acc_norm": True,
+}
+PRIMARY = "nll_per_token"
+
+
+def _argmax(xs: Sequence[float]) -> int:
+    return max(range(len(xs)), key=lambda i: (xs[i], -i))
+
+
+def compact_rank_samples(samples: Sequence[dict[str, Any]]) -> dict[str, list]:
+    """Per-example arrays from :func:`insta.evaluate.evaluate_examples` rank samples."""
+    out: dict[str, list] = {k: [] for k in ("ids", "label", "gold", "n_options", "nll_per_token", "pred_sum",
+                                             "pred_norm", "pred_norm_token", "pred_calibrated")}
+    for s in samples:
+        if s.get("type", "rank") != "rank":
+            continue
+        lab = int(s["label"])
+        sums = [float(x) for x in s["scores_sum"]]
+        ntok = s.get("n_tokens") or [1] * len(sums)
+        chars = [max(1, len(o)) for o in s["options"]]
+        cal = s.get("scores_calibrated")
+        out["ids"].append(s["id"])
+        out["label"].append(lab)
+        out["gold"].append(s["options"][lab])
+        out["n_options"].append(len(sums))
+        out["nll_per_token"].append(round(-sums[lab] / max(1, ntok[lab]), 6))
+        out["pred_sum"].append(_argmax(sums))
+        out["pred_norm"].append(_argmax([x / c for x, c in zip(sums, chars)]))
+        out["pred_norm_token"].append(_argmax([x / max(1, n) for x, n in zip(sums, ntok)]))
+        out["pred_calibrated"].append(_argmax(cal) if cal else None)
+    return out
+
+
+def cell_metrics(s: dict[str, list]) -> dict[str, float | None]:
+    """The cell's metrics (see :data:`METRICS`) from its per-example arrays."""
+    from ..metrics import balanced_accuracy
+
+    n = len(s["ids"])
+    if n == 0:
+        return {m: None for m in METRICS} | {"n": 0}
+    labels = s["label"]
+
+    def acc(key: str) -> float | None:
+        preds = s[key]
+        if any(p is None for p in preds):
+            return None
+        return sum(int(p == lab) for p, lab in zip(preds, labels)) / n
+
+    golds = s["gold"]
+    # balanced accuracy over gold answer strings: meaningful where the label set is fixed
+    pred_text = [None if p is None else (golds[i] if p == labels[i] else f"#{p}")
+                 for i, p in enumerate(s["pred_norm"])]
+    return {
+        "n": n,
+        "nll_per_token": sum(s["nll_per_token"]) / n,
+        "acc": acc("pred_sum"),
+        "acc_norm": acc("pred_norm"),
+        "acc_norm_token": acc("pred_norm_token"),
+        "acc_calibrated": acc("pred_calibrated"),
+        "bal_acc_norm": balanced_accuracy(pred_text, golds),
+    }
+
+
+def per_example(s: dict[str, list], metric: str) -> list[float]:
+    """The per-example values of a metric (0/1 for accuracies), for paired standard errors."""
+    if metric == "nll_per_token":
+        return list(s["nll_per_token"])
+    key = {"acc": "pred_sum", "acc_norm": "pred_norm", "acc_norm_token": "pred_norm_token",
+           "acc_calibrated": "pred_calibrated", "bal_acc_norm": "pred_norm"}[metric]
+    return [float(p == lab) if p is not None else float("nan") for p, lab in zip(s[key], s["label"])]

@@ -1,0 +1,162 @@
+"""Every selection method ranks a transfer matrix's sources for each of its targets, then gets scored.
+
+What each method may see is what it would see in practice: INSTA variants and lexical BM25 read the target's
+instructions; RoE and DSIR read ``target_samples`` unlabelled target inputs (never the matrix's evaluation
+examples when the matrix says which those were); ``random`` and ``all`` read nothing.
+"""
+from __future__ import annotations
+
+import hashlib
+from typing import Any, Callable, Sequence
+
+from ..catalogs.base import Catalog
+from ..errors import InstaError
+from ..records import Example, Task
+from .cells import METRICS, PRIMARY
+from .matrix import TransferMatrix, reliability
+from .scoring import score_rankings
+
+#: (label, method name, options): the methods scored by default
+DEFAULT_METHODS: list[tuple[str, str, dict[str, Any]]] = [
+    ("insta-mean", "insta-mean", {}),
+    ("insta-max", "insta-mean", {"aggregation": "max"}),
+    ("insta-topk-vote", "insta-topk-vote", {}),
+    ("lexical", "lexical", {}),
+    ("roe", "roe", {}),
+    ("dsir", "dsir", {}),
+    ("all", "all", {}),
+]
+
+
+def with_encoder(methods: Sequence[tuple[str, str, dict[str, Any]]], encoder: str | None
+                 ) -> list[tuple[str, str, dict[str, Any]]]:
+    """The methods with ``encoder`` as the sentence encoder of INSTA (base) and RoE."""
+    if not encoder:
+        return list(methods)
+    return [(lab, name, {**opts, "encoder": encoder} if name in ("insta-mean", "insta-topk-vote", "roe") else opts)
+            for lab, name, opts in methods]
+
+
+def aligned_methods(encoder: str) -> list[tuple[str, str, dict[str, Any]]]:
+    """INSTA-aligned with each aggregation, for an encoder directory written by ``insta align``."""
+    return [("insta-aligned-mean", "insta-aligned", {"encoder": encoder, "aggregation": "mean"}),
+            ("insta-aligned-max", "insta-aligned", {"encoder": encoder, "aggregation": "max"}),
+            ("insta-aligned-topk-vote", "insta-aligned", {"encoder": encoder, "aggregation": "topk-vote"})]
+
+
+def _key(*parts: Any) -> str:
+    return hashlib.sha256(":".join(map(str, parts)).encode()).hexdigest()
+
+
+def unlabelled_samples(task: Task, n: int, avoid: set[str], seed: int = 0) -> list[Example]:
+    """``n`` unlabelled target inputs in a stable seeded order, none of them an evaluation example."""
+    pool = [ex for ex in task.iter_examples() if ex.id not in avoid]
+    pool.sort(key=lambda ex: _key("samples", seed, ex.id))
+    return [Example(id=ex.id, input=ex.input, references=[], options=list(ex.options) if ex.options else None,
+                    label=None, provenance={"task": task.id}) for ex in pool[:n]]
+
+
+def method_scores(method: Any, target: Task, pool: Catalog, samples: Sequence[Example]) -> dict[str, float]:
+    """Scores that reproduce the method's own ranking of the whole pool, equal only where it sees a true tie.
+
+    Methods break score ties with a finer signal (INSTA: mean cosine); that signal is kept, the task-id
+    fallback is not, so sources the method cannot tell apart stay tied (scored as a random order).
+    """
+    from ..methods import relatives
+
+    n = len(pool) - len(relatives(target, pool))
+    if n < 2:
+        return {}
+    res = method.select(target, pool, n, target_samples=list(samples))
+    keys = {r.task: (r.score, float((r.detail or {}).get("mean_cosine", 0.0))) for r in res.ranked}
+    distinct = sorted(set(keys.values()), reverse=True)
+    rank = {v: i for i, v in enumerate(distinct)}
+    return {t: float(-rank[v]) for t, v in keys.items()}
+
+
+def evaluate_methods_on_matrix(
+    matrix: TransferMatrix,
+    catalogs: Callable[[str], Catalog],
+    *,
+    source_catalog: str | None = None,
+    unit: str | None = None,
+    metric: str = PRIMARY,
+    methods: Sequence[tuple[str, str, dict[str, Any]]] | None = None,
+    k: int = 5,
+    target_samples: int = 32,
+    library_size: int = 50,
+    reliability_min: float = 0.5,
+    include_unreliable: bool = False,
+    draws: int = 1000,
+    n_boot: int = 10000,
+    seed: int = 0,
+    log: Callable[[str], None] = lambda m: None,
+) -> dict[str, Any]:
+    """Rank the matrix's sources with every method for every (reliable) target and score the rankings."""
+    from ..experiment_pool import merge_families, parse_target
+    from ..methods import make_method
+
+    meta = matrix.meta or {}
+    cat_name = source_catalog or meta.get("source_catalog")
+    if not cat_name:
+        raise InstaError("the matrix does not say which catalog its sources come from: pass --catalog")
+    unit = unit or meta.get("unit") or "task"
+    source = catalogs(cat_name)
+    if unit == "family":
+        source = merge_families(source, source.name)
+    missing = [s for s in matrix.sources if s not in source]
+    if missing:
+        raise InstaError(f"{len(missing)} source(s) of the matrix are not tasks of catalog {cat_name!r} "
+                         f"(unit {unit}): {', '.join(missing[:5])}")
+    pool = Catalog(source.name, [source.get(s) for s in matrix.sources])
+    metric_names = matrix.metrics
+    if metric not in metric_names:
+        if len(metric_names) == 1:
+            metric = metric_names[0]
+        else:
+            raise InstaError(f"the matrix has no metric {metric!r} (it has: {', '.join(metric_names)})")
+    rel = reliability(matrix, metric, reliability_min)
+    kept, left_out = [], {}
+    for t in matrix.targets:
+        r = rel[t]
+        if r["n_seeds"] >= 2 and not r["reliable"] and not include_unreliable:
+            left_out[t] = r["why"]
+        else:
+            kept.append(t)
+    if not kept:
+        raise InstaError("no target of the matrix is reliable enough to score methods on "
+                         "(pass --include-unreliable to score them anyway)")
+    specs = list(methods or DEFAULT_METHODS)
+    built = {}
+    for label, name, opts in specs:
+        if name in ("roe", "dsir") and "library_size" not in opts:
+            opts = {**opts, "library_size": library_size}
+        built[label] = make_method(name, label=label, **opts)
+    higher = METRICS.get(metric, True)
+    gold, perf, scores = {}, {}, {lab: {} for lab in built}
+    eval_ids = meta.get("eval_ids") or {}
+    for t in kept:
+        cat, tid = parse_target(t, cat_name) if ":" in t else (cat_name, t)
+        task = catalogs(cat).get(tid)
+        gold[t] = matrix.mean_transfer(t, metric)
+        values: dict[str, list[float]] = {}
+        for r in matrix.rows:
+            if r["target"] == t and r["metric"] == metric and r.get("value") is not None:
+                values.setdefault(r["source"], []).append(float(r["value"]))
+        perf[t] = {s: (sum(v) / len(v)) * (1 if higher else -1) for s, v in values.items()}
+        samples = unlabelled_samples(task, target_samples, set(eval_ids.get(t, [])), seed)
+        for label, m in built.items():
+            if "target_samples" in m.consumes and not samples:
+                log(f"{label}: no unlabelled instances of {t}: not scored there")
+                continue
+            scores[label][t] = method_scores(m, task, pool, samples)
+        log(f"ranked {len(pool)} sources for {t} with {len(built)} method(s)")
+    result = score_rankings(gold, perf, scores, k=k, draws=draws, n_boot=n_boot, seed=seed)
+    result.update({"metric": metric, "reliability": rel, "targets_scored": kept, "targets_left_out": left_out,
+                   "n_sources": len(pool), "source_catalog": cat_name, "unit": unit,
+                   "methods": [{"label": lab, "method": m.name, "consumes": list(m.consumes),
+                                "params": m.params()} for lab, m in built.items()]
+                              + [{"label": "random", "method": "random", "consumes": ["seed"],
+                                  "params": {"draws": draws}}],
+                   "target_samples": target_samples})
+    return result

@@ -1,0 +1,161 @@
+"""Score selection methods against a measured transfer matrix (TaskWeb / TaskShop style, METHOD.md section 7).
+
+For each target, a method ranks the matrix's sources from what it may see; the ranking is compared with the gold
+order (sources sorted by measured transfer, best first):
+
+* **NDCG** over the whole list: relevance of a source = N - its 0-based gold rank (tied sources share the best
+  rank of their group), gain ``2^rel - 1``, discount ``1 / log2(position + 2)``, divided by the ideal DCG.
+* **Regret@k**: ``(gold top-k mean - method top-k mean) / |gold top-k mean|`` of the per-source performance
+  (the trained model's metric where the matrix has it, oriented so that higher is better; else the transfer).
+  0 is perfect, lower is better.
+
+Ties in a method's scores are scored as their expectation over a random order of the tied sources (exact, not
+sampled), so a method that scores every source alike (``all``) gets exactly the random expectation. ``random``
+is the mean over ``draws`` seeded random permutations.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Sequence
+
+import numpy as np
+
+
+def _groups(order_scores: Sequence[float]) -> list[list[int]]:
+    """Indices sorted by score (descending) grouped into ties."""
+    idx = sorted(range(len(order_scores)), key=lambda i: -order_scores[i])
+    groups: list[list[int]] = []
+    for i in idx:
+        if groups and order_scores[groups[-1][0]] == order_scores[i]:
+            groups[-1].append(i)
+        else:
+            groups.append([i])
+    return groups
+
+
+def gold_relevance(transfer: Sequence[float]) -> np.ndarray:
+    """N - 0-based gold rank; tied sources share the best rank of their group."""
+    t = np.asarray(transfer, float)
+    n = len(t)
+    return np.array([n - int(np.sum(t > x)) for x in t], float)
+
+
+def _expected_discounts(scores: Sequence[float]) -> np.ndarray:
+    """Each item's expected discount 1/log2(pos+2) when tied items take their group's positions in random order."""
+    out = np.zeros(len(scores))
+    pos = 0
+    for g in _groups(scores):
+        d = np.mean([1.0 / math.log2(p + 2) for p in range(pos, pos + len(g))])
+        out[g] = d
+        pos += len(g)
+    return out
+
+
+def ndcg(transfer: Sequence[float], scores: Sequence[float]) -> float:
+    """NDCG of a method's scores against the gold transfer (same source order in both sequences)."""
+    rel = gold_relevance(transfer)
+    gains = np.power(2.0, rel) - 1.0
+    dcg = float(np.sum(gains * _expected_discounts(scores)))
+    ideal = float(np.sum(np.sort(gains)[::-1] / np.log2(np.arange(len(gains)) + 2)))
+    return dcg / ideal if ideal > 0 else float("nan")
+
+
+def _expected_topk_mean(values: np.ndarray, scores: Sequence[float], k: int) -> float:
+    """Mean of ``values`` over a method's top-k, ties at the cut taken by their inclusion probability."""
+    total, slots = 0.0, k
+    for g in _groups(scores):
+        if slots <= 0:
+            break
+        take = min(slots, len(g))
+        total += take / len(g) * float(np.sum(values[g]))
+        slots -= take
+    return total / k
+
+
+def regret_at_k(performance: Sequence[float], scores: Sequence[float], k: int) -> float:
+    """Relative regret of a method's top-k against the gold top-k (higher performance is better)."""
+    perf = np.asarray(performance, float)
+    k = min(k, len(perf))
+    gold = float(np.mean(np.sort(perf)[::-1][:k]))
+    got = _expected_topk_mean(perf, scores, k)
+    return (gold - got) / abs(gold) if gold != 0 else float("nan")
+
+
+def random_expectation(transfer: Sequence[float], performance: Sequence[float], k: int, draws: int = 1000,
+                       seed: int = 0) -> dict[str, float]:
+    """NDCG and Regret@k of a random ranking, averaged over ``draws`` seeded permutations."""
+    rng = np.random.default_rng(seed)
+    n = len(transfer)
+    nd, rg = [], []
+    for _ in range(draws):
+        scores = rng.permutation(n).astype(float)
+        nd.append(ndcg(transfer, scores))
+        rg.append(regret_at_k(performance, scores, k))
+    return {"ndcg": float(np.mean(nd)), "regret": float(np.mean(rg))}
+
+
+def bootstrap_mean_ci(values: Sequence[float], n_boot: int = 10000, confidence: float = 0.95,
+                      seed: int = 0) -> tuple[float, float, float]:
+    """Mean and percentile-bootstrap CI over units (here: targets)."""
+    v = np.asarray([x for x in values if x is not None and math.isfinite(x)], float)
+    if len(v) == 0:
+        return float("nan"), float("nan"), float("nan")
+    if len(v) == 1:
+        return float(v[0]), float("nan"), float("nan")
+    rng = np.random.default_rng(seed)
+    means = v[rng.integers(0, len(v), size=(n_boot, len(v)))].mean(axis=1)
+    a = (1 - confidence) / 2
+    return float(v.mean()), float(np.quantile(means, a)), float(np.quantile(means, 1 - a))
+
+
+def score_rankings(gold: dict[str, dict[str, float]], performance: dict[str, dict[str, float]],
+                   method_scores: dict[str, dict[str, dict[str, float]]], k: int = 5, draws: int = 1000,
+                   n_boot: int = 10000, seed: int = 0) -> dict[str, Any]:
+    """NDCG and Regret@k per (method, target), averages with bootstrap CIs over targets, paired differences.
+
+    ``gold[target][source]`` is the mean transfer, ``performance[target][source]`` the oriented performance for
+    regret, ``method_scores[method][target][source]`` a method's score (higher = ranked first). A source a
+    method did not score (e.g. removed by its leakage guard) is left out of that target for that method.
+    """
+    per: dict[str, dict[str, dict[str, float]]] = {}
+    targets = list(gold)
+    for t in targets:
+        sources = sorted(gold[t])
+        tr = [gold[t][s] for s in sources]
+        pf = [performance[t].get(s, gold[t][s]) for s in sources]
+        rnd = random_expectation(tr, pf, k, draws, seed)
+        per.setdefault("random", {})[t] = rnd
+        for m, by_target in method_scores.items():
+            sc = by_target.get(t)
+            if sc is None:
+                continue
+            keep = [i for i, s in enumerate(sources) if s in sc]
+            if len(keep) < 2:
+                continue
+            tr_k, pf_k = [tr[i] for i in keep], [pf[i] for i in keep]
+            scores = [sc[sources[i]] for i in keep]
+            per.setdefault(m, {})[t] = {"ndcg": ndcg(tr_k, scores), "regret": regret_at_k(pf_k, scores, k)}
+    summary: dict[str, Any] = {}
+    for m, by_t in per.items():
+        row = {}
+        for metric in ("ndcg", "regret"):
+            mean, lo, hi = bootstrap_mean_ci([v[metric] for v in by_t.values()], n_boot, seed=seed)
+            row[metric] = {"mean": mean, "lo": lo, "hi": hi}
+        row["n_targets"] = len(by_t)
+        summary[m] = row
+    paired: dict[str, dict[str, Any]] = {}
+    methods = list(per)
+    for a in methods:
+        for b in methods:
+            if a == b:
+                continue
+            common = [t for t in per[a] if t in per[b]]
+            row = {}
+            for metric in ("ndcg", "regret"):
+                d = [per[a][t][metric] - per[b][t][metric] for t in common]
+                mean, lo, hi = bootstrap_mean_ci(d, n_boot, seed=seed)
+                row[metric] = {"mean": mean, "lo": lo, "hi": hi}
+            row["n_targets"] = len(common)
+            paired[f"{a} - {b}"] = row
+    return {"k": k, "draws": draws, "bootstrap": n_boot, "per_target": per, "summary": summary,
+            "paired": paired}
