@@ -34,10 +34,25 @@ def add_parser(sub) -> None:
     p.add_argument("--json", dest="json_out", help="write the result as JSON to this path ('-' for stdout)")
     p.add_argument("--markdown", help="write the table as Markdown to this path")
     p.add_argument("--quiet", "-q", action="store_true", help="no table")
+    t = p.add_argument_group("scoring against a measured transfer matrix (--transfer)")
+    t.add_argument("--transfer", metavar="MATRIX", help="score selection methods against this transfer matrix "
+                   "(matrix.json/matrix.csv of `insta transfer`, or a long-format CSV/JSON with target, source, "
+                   "transfer): NDCG and Regret@k per target and averaged, with bootstrap CIs over targets")
+    t.add_argument("--metric", default=None, help="matrix metric that defines the gold order (default: "
+                   "nll_per_token, or the matrix's only metric)")
+    t.add_argument("--regret-k", type=int, default=5, help="k of Regret@k (5)")
+    t.add_argument("--aligned-encoder", help="an `insta align` encoder: adds INSTA-aligned with each aggregation")
+    t.add_argument("--target-samples", type=int, default=32, help="unlabelled target inputs for RoE/DSIR (32)")
+    t.add_argument("--library-size", type=int, default=50, help="instances per source for RoE/DSIR (50)")
+    t.add_argument("--reliability-min", type=float, default=0.5, help="leave out targets whose split-half "
+                   "reliability across seeds is below this (0.5)")
+    t.add_argument("--include-unreliable", action="store_true", help="score unreliable targets too")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.transfer:
+        return run_transfer_scoring(args)
     from ..encoder import DEFAULT_ENCODER
     from ..identification import evaluate_identification, format_markdown
     from ..paths import atomic_write_text
@@ -91,3 +106,68 @@ def print_table(result, ks) -> None:
     ) if result.get(k)]
     if dropped:
         console.print("not asked: " + ", ".join(dropped))
+
+
+def run_transfer_scoring(args: argparse.Namespace) -> int:
+    """``--transfer``: every selection method ranks the matrix's sources; NDCG / Regret@k against the gold order."""
+    from ..catalogs import load_catalog
+    from ..errors import InstaError
+    from ..experiment_pool import Log
+    from ..paths import atomic_write_text
+    from ..transfer import PRIMARY, evaluate_methods_on_matrix, read_matrix
+    from ..transfer.methods_vs_matrix import DEFAULT_METHODS, aligned_methods, with_encoder
+    from ._common import write_json
+
+    for name in ("regret_k", "target_samples", "library_size"):
+        if getattr(args, name) < 1:
+            raise InstaError(f"--{name.replace('_', '-')} must be at least 1 (got {getattr(args, name)})")
+    matrix = read_matrix(args.transfer)
+    cache: dict = {}
+
+    def catalogs(name: str):
+        if name not in cache:
+            cache[name] = load_catalog(name, args.data_dir)
+        return cache[name]
+
+    catalog_arg = args.catalog if args.catalog != "p3" or not matrix.meta.get("source_catalog") else None
+    methods = with_encoder(DEFAULT_METHODS, args.encoder[0] if args.encoder else None)
+    if args.aligned_encoder:
+        methods += aligned_methods(args.aligned_encoder)
+    log = Log(quiet=args.quiet)
+    result = evaluate_methods_on_matrix(
+        matrix, catalogs, source_catalog=catalog_arg, unit=None if matrix.meta.get("unit") else args.unit,
+        metric=args.metric or PRIMARY, methods=methods,
+        k=args.regret_k, target_samples=args.target_samples, library_size=args.library_size,
+        reliability_min=args.reliability_min, include_unreliable=args.include_unreliable, log=log)
+    result["matrix"] = str(args.transfer)
+    if args.json_out:
+        write_json(args.json_out, result)
+    if args.markdown:
+        from ..report import render_markdown
+        from ..transfer.report import scoring_sections
+
+        atomic_write_text(args.markdown, render_markdown(f"selection methods vs {args.transfer}",
+                                                         scoring_sections(result)))
+    if not args.quiet and args.json_out != "-":
+        print_transfer_table(result)
+    return 0
+
+
+def print_transfer_table(result) -> None:
+    from rich.console import Console
+    from rich.markup import escape
+    from rich.table import Table
+
+    summ = result["summary"]
+    table = Table(title=f"selection methods vs measured transfer ({escape(result['metric'])}): mean over "
+                        f"{len(result['targets_scored'])} targets, 95% bootstrap CI")
+    for col in ("method", "NDCG", "95% CI", f"Regret@{result['k']}", "95% CI"):
+        table.add_column(col, justify="left" if col == "method" else "right")
+    for m in sorted(summ, key=lambda m: -summ[m]["ndcg"]["mean"]):
+        nd, rg = summ[m]["ndcg"], summ[m]["regret"]
+        table.add_row(escape(m), f"{nd['mean']:.3f}", f"[{nd['lo']:.3f}, {nd['hi']:.3f}]", f"{rg['mean']:.3f}",
+                      f"[{rg['lo']:.3f}, {rg['hi']:.3f}]")
+    console = Console()
+    console.print(table)
+    if result.get("targets_left_out"):
+        console.print("left out (seeds disagree): " + escape(", ".join(result["targets_left_out"])))

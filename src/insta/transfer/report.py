@@ -101,12 +101,8 @@ def build_sections(results: dict[str, Any], matrix: TransferMatrix) -> list[dict
         f"{plan['n_targets']} targets; model `{results['config'].get('model', 'smollm2')}`, "
         f"{results['config'].get('instances', 100)} training instances per (source, seed).",
         _compute_line(results)]})
-    sc = results.get("scoring")
-    if sc:
-        secs.append({"title": "Selection methods against measured transfer", "images": ["method_scores.png"],
-                     "paragraphs": _scoring_paragraphs(sc), "tables": [_scoring_table(sc)],
-                     "details": ("per-target NDCG", _per_target_table(sc))})
-        secs.append({"title": "Paired differences", "level": 3, "tables": [_paired_table(sc)]})
+    if results.get("scoring"):
+        secs += scoring_sections(results["scoring"], image="method_scores.png")
     secs.append({"title": "Transfer matrix", "images": ["transfer_heatmap.png"], "paragraphs": [
         f"Transfer = base model's gold-answer NLL per token minus the trained model's on the same examples "
         "(positive: training on the source made the target's gold answers more likely). Full data: "
@@ -122,6 +118,15 @@ def build_sections(results: dict[str, Any], matrix: TransferMatrix) -> list[dict
                                                  [[s["id"], ", ".join(s["keywords"]), str(s["n_examples"])]
                                                   for s in results["sources"]])]})
     return secs
+
+
+def scoring_sections(sc: dict[str, Any], image: str | None = None) -> list[dict[str, Any]]:
+    """The method-scoring part of a report (also ``eval-selection --transfer --markdown``)."""
+    main = {"title": "Selection methods against measured transfer", "paragraphs": _scoring_paragraphs(sc),
+            "tables": [_scoring_table(sc)], "details": ("per-target NDCG", _per_target_table(sc))}
+    if image:
+        main["images"] = [image]
+    return [main, {"title": "Paired differences", "level": 3, "tables": [_paired_table(sc)]}]
 
 
 def _compute_line(results: dict[str, Any]) -> str:
