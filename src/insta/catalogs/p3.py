@@ -200,6 +200,27 @@ def _parse_file(path: Path) -> list[dict[str, Any]]:
     return out
 
 
+_STR_FIELDS = ("id", "name", "jinja", "instruction")
+_LIST_FIELDS = ("metrics", "languages")
+
+
+def _valid_summary(templates: Any) -> bool:
+    """Whether cached data has the shape :func:`_parse_file` returns (anything else is parsed again)."""
+    if not isinstance(templates, list):
+        return False
+    for t in templates:
+        if not isinstance(t, dict) or set(t) != {*_STR_FIELDS, *_LIST_FIELDS, "answer_choices", "original_task",
+                                                   "choices_in_prompt"}:
+            return False
+        if not all(isinstance(t[k], str) for k in _STR_FIELDS) or not t["instruction"]:
+            return False
+        if not (t["answer_choices"] is None or isinstance(t["answer_choices"], str)):
+            return False
+        if not all(isinstance(t[k], list) for k in _LIST_FIELDS):
+            return False
+    return True
+
+
 def _templates_root(root: Path) -> Path:
     tdir = Path(root) / "promptsource" / "templates"
     if not tdir.is_dir():
@@ -384,7 +405,8 @@ def load(root: Path, split: str = "val", cache: bool = True) -> Catalog:
     tdir = _templates_root(root)
     files = sorted(tdir.glob("*/templates.yaml")) + sorted(tdir.glob("*/*/templates.yaml"))
     files.sort(key=lambda p: p.relative_to(tdir).as_posix())
-    parsed = cached_parse("p3", tdir, files, _parse_file, version=INDEX_VERSION, use_cache=cache)
+    parsed = cached_parse("p3", tdir, files, _parse_file, version=INDEX_VERSION, use_cache=cache,
+                          check=_valid_summary)
 
     grouped: dict[str, list[dict]] = {}
     sources: dict[str, list[str]] = {}
