@@ -32,11 +32,10 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..catalogs import load_catalog
     from ..encoder import Encoder
     from ..errors import InstaError
     from ..selection import Selector, target_from_task
-    from ._common import load_pool, read_lines_file, write_json
+    from ._common import load_pool, open_catalog, read_lines_file, write_json
 
     t0 = time.perf_counter()
     n_sources = sum(bool(x) for x in (args.instruction, args.instructions_file, args.task))
@@ -45,7 +44,7 @@ def run(args: argparse.Namespace) -> int:
     pool = load_pool(args)
     exclude, families, info = list(args.exclude), list(args.exclude_family), {}
     if args.task:
-        tcat = load_catalog(args.target_catalog, args.data_dir) if args.target_catalog else load_catalog(args.catalog, args.data_dir)
+        tcat = open_catalog(args, args.target_catalog)
         instructions, info, ex_ids, ex_fams = target_from_task(tcat.get(args.task))
         exclude += ex_ids
         families += ex_fams
