@@ -23,3 +23,10 @@ def safe_text(text: object, *, newlines: bool = True) -> str:
     escaped otherwise (a table cell, a one-line message). Carriage returns are always escaped.
     """
     return str(text).translate(_MULTILINE if newlines else _ONE_LINE)
+
+
+def safe_markup(text: object, *, newlines: bool = True) -> str:
+    """:func:`safe_text`, then escaped for rich markup (``[`` is literal): for ``Console.print`` and tables."""
+    from rich.markup import escape
+
+    return escape(safe_text(text, newlines=newlines))
