@@ -7,14 +7,26 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from .errors import InstaError
+
 CACHE_ENV = "INSTA_CACHE_DIR"
 
 
 def cache_dir(sub: str = "") -> Path:
-    """``$INSTA_CACHE_DIR`` (default ``~/.cache/insta``), optionally a sub-folder; created on demand."""
+    """``$INSTA_CACHE_DIR`` (default ``~/.cache/insta``), optionally a sub-folder; created on demand.
+
+    A folder that cannot be created (a file in the way, no permission) is one :class:`InstaError` line.
+    """
     root = Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "insta").expanduser()
     path = root / sub if sub else root
-    path.mkdir(parents=True, exist_ok=True)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise InstaError(f"cache folder {path} cannot be created: a file is in the way "
+                         f"(remove it, or set {CACHE_ENV} to another folder)") from None
+    except OSError as err:
+        raise InstaError(f"cache folder {path} cannot be created: {err.strerror or err} "
+                         f"(set {CACHE_ENV} to a writable folder)") from None
     return path
 
 
@@ -53,3 +65,4 @@ def _jsonable(obj: Any) -> Any:
     if hasattr(obj, "item"):
         return obj.item()
     raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+
