@@ -66,3 +66,26 @@ def _jsonable(obj: Any) -> Any:
         return obj.item()
     raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
 
+
+def remove_stale_tmp(folder: str | os.PathLike, older_than_s: float = 60.0) -> list[Path]:
+    """Delete the temp files that :func:`atomic_write_bytes` left in ``folder`` when its writer was killed.
+
+    Only ``.<name>.<random>.tmp`` files directly in ``folder`` whose last write is more than ``older_than_s``
+    seconds old are removed (a live writer finishes in far less), so a run may call this while another one
+    writes. Returns the removed paths; a missing folder or a file that vanished meanwhile is not an error.
+    """
+    import time
+
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    cutoff = time.time() - older_than_s
+    removed = []
+    for f in folder.glob(".*.tmp"):
+        try:
+            if f.is_file() and not f.is_symlink() and f.stat().st_mtime < cutoff:
+                f.unlink()
+                removed.append(f)
+        except FileNotFoundError:
+            pass
+    return removed
