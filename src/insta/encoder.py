@@ -333,11 +333,13 @@ class Encoder:
         out, missing = self.cache.lookup(texts)
         for _ in range(2):  # a second round when the new vectors' dimension made the cache drop the old ones
             if not missing:
-                return out
+                break
             unique = list(dict.fromkeys(texts[i] for i in missing))
             self.cache.add(unique, self._run(unique))
             out, missing = self.cache.lookup(texts)
-        raise InstaError(f"encoder {self.name!r} returns vectors of varying dimension")
+        if missing:
+            raise InstaError(f"encoder {self.name!r} returns vectors of varying dimension")
+        return out
 
     def _run(self, texts: list[str]) -> np.ndarray:
         self.n_encoded += len(texts)
