@@ -32,7 +32,8 @@ def run_list(args: argparse.Namespace) -> int:
         write_json(args.json_out, [t.summary() for t in catalog])
         if args.json_out == "-":
             return 0
-    table = Table(title=f"{esc(catalog.name, newlines=False)}: {len(catalog)} tasks, {catalog.n_instructions()} instructions")
+    table = Table(title=f"{esc(catalog.name, newlines=False)}: {len(catalog)} tasks, "
+                        f"{catalog.n_instructions()} instructions")
     for col in ("task", "family", "category", "pools", "#instr", "examples"):
         table.add_column(col)
     for t in catalog:
@@ -66,5 +67,6 @@ def run_show(args: argparse.Namespace) -> int:
         for ex in task.examples(args.examples):
             console.print(f"[dim]--- example {esc(ex.id, newlines=False)}[/dim]")
             console.print(esc(ex.input))
-            console.print(f"[green]-> {esc(ex.target)}[/green]" + (f"  options: {esc(ex.options)}" if ex.options else ""))
+            options = f"  options: {esc(ex.options)}" if ex.options else ""
+            console.print(f"[green]-> {esc(ex.target)}[/green]{options}")
     return 0

@@ -81,8 +81,9 @@ def run(args: argparse.Namespace) -> int:
         avail = info["per_task"][task]["available"]
         lines.append(f"  {task}: {n} (of {avail})")
     if info.get("target"):
+        family = info["excluded_target_family"]
         lines.append(f"target {info['target']}: {leaked} leaking instance(s) dropped"
-                     + (f", excluded {', '.join(info['excluded_target_family'])}" if info["excluded_target_family"] else ""))
+                     + (f", excluded {', '.join(family)}" if family else ""))
     if info["skipped_empty"]:
         lines.append(f"skipped (no instances): {', '.join(info['skipped_empty'])}")
     for line in lines:
