@@ -218,6 +218,15 @@ def test_misshapen_index_cache_entry_is_rebuilt_even_with_a_matching_digest(tmp_
     assert again["toy_nli"].meta["templates"] == clean["toy_nli"].meta["templates"]
 
 
+def test_deeply_nested_index_cache_file_is_rebuilt(tmp_path):
+    root = _p3_copy(tmp_path)
+    clean = p3.load(root)
+    cache_file = index_cache.cache_path("p3", root / "promptsource" / "templates", p3.INDEX_VERSION)
+    cache_file.write_text('{"files": ' + "[" * 100_000 + "]" * 100_000 + "}")
+    assert p3.load(root).ids == clean.ids
+    assert json.loads(cache_file.read_text())["files"]
+
+
 def test_index_cache_sees_an_edit_that_keeps_size_and_mtime(tmp_path):
     root = _p3_copy(tmp_path)
     f = root / "promptsource" / "templates" / "toy_nli" / "templates.yaml"
