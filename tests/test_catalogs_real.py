@@ -104,6 +104,37 @@ def test_p3_rte_and_wsc_render_with_every_template(p3_cat):
     assert labels == {"Yes": 146, "No": 131}  # RTE val: 146 entailment, 131 not_entailment
 
 
+def test_p3_sandbox_renders_like_a_plain_jinja_environment(p3_cat, data_dir, monkeypatch):
+    """The sandboxed renderer gives exactly what promptsource's plain Environment gives: on the real RTE and WSC
+    rows, and on templates that build lists and dicts (e2e_nlg_cleaned, scan), which Jinja's immutable sandbox
+    would refuse."""
+    import copy
+
+    from jinja2 import BaseLoader, Environment
+
+    tdir = data_dir / "promptsource" / "templates"
+    rows = {
+        "e2e_nlg_cleaned": {"meaning_representation": "name[The Eagle], eatType[coffee shop], food[French], "
+                                                      "priceRange[moderate], area[riverside], near[Burger King]",
+                            "human_reference": "The Eagle is a French coffee shop by the river."},
+        "scan/simple": {"commands": "jump twice and walk left", "actions": "I_JUMP I_JUMP I_TURN_LEFT I_WALK"},
+    }
+
+    def render_all():
+        out = [(e.input, e.references, e.options) for t in ("super_glue/rte", "super_glue/wsc.fixed")
+               for e in p3_cat[t].examples()]
+        renderer = p3._Renderer()
+        for rel, row in rows.items():
+            for tpl in p3._parse_file(tdir / rel / "templates.yaml"):
+                out.append(renderer.apply(tpl, copy.deepcopy(row), tpl["id"]))
+        return out
+
+    sandboxed = render_all()
+    assert len(sandboxed) == 3810 + 12 + 11  # RTE and WSC examples, then 12 e2e and 11 scan templates
+    monkeypatch.setattr(p3, "_sandbox_env", lambda: Environment(loader=BaseLoader()))
+    assert render_all() == sandboxed
+
+
 # ---------------------------------------------------------------- BIG-bench
 
 

@@ -12,13 +12,19 @@ import json
 import os
 import re
 import sys
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import numpy as np
 
 from .errors import InstaError
 from .paths import atomic_write_bytes, cache_dir
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - Windows: writers are not serialised, the atomic rename still holds
+    fcntl = None  # type: ignore[assignment]
 
 DEFAULT_ENCODER = "all-MiniLM-L6-v2"
 _MINILM_NAMES = {"all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2", "minilm"}
@@ -130,40 +136,84 @@ def _without_version_stamps(raw: bytes) -> bytes:
     return json.dumps(obj, sort_keys=True).encode()
 
 
+_KEY = re.compile(r"[0-9a-f]{32}")
+_NORM_TOLERANCE = 1e-3
+
+
 class EmbeddingCache:
     """Embeddings of one model on disk: ``<cache>/embeddings/<model key>.npz`` with text hashes and vectors.
 
-    Writes are atomic (a temp file renamed over the old one); an unreadable file is discarded and rebuilt.
+    Safe for concurrent writers: :meth:`add` takes an exclusive lock on ``<file>.lock`` (``fcntl.flock`` where
+    the platform has it), merges in what other processes wrote since this one read the file, and replaces the
+    file atomically (temp file + rename), so readers need no lock and no writer loses another's entries.
+    What is read is checked: rows whose key is not a text hash or whose vector is not finite and unit-norm are
+    dropped (the encoder computes them again), and vectors of another dimension than the ones being added are
+    replaced. An unreadable file is discarded and rebuilt; a cache path that is a folder where a file belongs
+    (or a file where a folder belongs) is an :class:`InstaError`; any other failure to write only costs speed.
     """
 
     def __init__(self, model_key: str, root: Path | None = None):
         self.path = (root or cache_dir("embeddings")) / f"{model_key}.npz"
+        self.lock_path = self.path.with_name(self.path.name + ".lock")
         self._index: dict[str, int] = {}
         self._vecs = np.zeros((0, 0), dtype=np.float32)
         self.loaded_from_disk = False
         self.rebuilt = False
-        self._load()
+        self.n_discarded = 0  # rows dropped as invalid when the file was read
+        keys, vecs = self._read(warn=True)
+        if keys:
+            self._index = {k: i for i, k in enumerate(keys)}
+            self._vecs = vecs
+            self.loaded_from_disk = True
 
     @staticmethod
     def key(text: str) -> str:
         return hashlib.sha256(text.encode("utf-8")).hexdigest()[:32]
 
-    def _load(self) -> None:
-        if not self.path.exists():
-            return
+    def _folder_error(self) -> InstaError:
+        """The one-line error for a cache path of the wrong kind (a folder where a file belongs, or vice versa)."""
+        for f in (self.path, self.lock_path):
+            if f.is_dir():
+                return InstaError(f"embedding cache file {f} is a folder: remove it, or set INSTA_CACHE_DIR "
+                                  "to another folder")
+        return InstaError(f"embedding cache folder {self.path.parent} cannot be created: a file is in the way "
+                          "(remove it, or set INSTA_CACHE_DIR to another folder)")
+
+    def _read(self, warn: bool = False) -> tuple[list[str], np.ndarray]:
+        """The valid (key, vector) rows of the file; none if it is missing or unreadable."""
+        empty: tuple[list[str], np.ndarray] = ([], np.zeros((0, 0), dtype=np.float32))
+        if self.path.is_dir():
+            raise self._folder_error()
+        if not self.path.is_file():
+            return empty
         try:
             with np.load(self.path, allow_pickle=False) as data:
-                keys = [str(k) for k in data["keys"]]
+                keys = np.asarray(data["keys"])
                 vecs = np.asarray(data["vecs"], dtype=np.float32)
-            if vecs.ndim != 2 or len(keys) != len(vecs):
+            if vecs.ndim != 2 or keys.ndim != 1 or len(keys) != len(vecs) or keys.dtype.kind != "U":
                 raise ValueError("shape mismatch")
         except Exception as err:  # a torn or foreign file: start over rather than fail
-            print(f"insta: embedding cache {self.path} unreadable ({err.__class__.__name__}); rebuilding", file=sys.stderr)
-            self.rebuilt = True
-            return
-        self._index = {k: i for i, k in enumerate(keys)}
-        self._vecs = vecs
-        self.loaded_from_disk = True
+            if warn:
+                print(f"insta: embedding cache {self.path} unreadable ({err.__class__.__name__}); rebuilding",
+                      file=sys.stderr)
+                self.rebuilt = True
+            return empty
+        with np.errstate(all="ignore"):
+            good = np.isfinite(vecs).all(axis=1) & (np.abs(np.linalg.norm(vecs, axis=1) - 1.0) < _NORM_TOLERANCE)
+        names: list[str] = keys.tolist()
+        seen: set[str] = set()
+        rows = []
+        for i, (k, ok) in enumerate(zip(names, good.tolist())):
+            if ok and _KEY.fullmatch(k) and k not in seen:
+                seen.add(k)
+                rows.append(i)
+        if len(rows) < len(names) and warn:
+            self.n_discarded = len(names) - len(rows)
+            print(f"insta: embedding cache {self.path}: {self.n_discarded} invalid vector(s) discarded "
+                  "(they will be recomputed)", file=sys.stderr)
+        if not rows:
+            return empty
+        return [names[i] for i in rows], vecs[rows]
 
     def __len__(self) -> int:
         return len(self._index)
@@ -182,25 +232,55 @@ class EmbeddingCache:
                 out[i] = self._vecs[j]
         return out, missing
 
-    def add(self, texts: Sequence[str], vecs: np.ndarray) -> None:
-        """Add vectors and persist the whole cache atomically."""
-        new_keys, new_rows = [], []
-        for text, vec in zip(texts, vecs):
-            k = self.key(text)
-            if k not in self._index:
-                self._index[k] = len(self._index)
-                new_keys.append(k)
-                new_rows.append(vec)
-        if not new_rows:
+    def _append(self, keys: Sequence[str], rows: np.ndarray) -> None:
+        new = [(k, r) for k, r in zip(keys, rows) if k not in self._index]
+        if not new:
             return
-        block = np.asarray(new_rows, dtype=np.float32)
+        for k, _ in new:
+            self._index[k] = len(self._index)
+        block = np.asarray([r for _, r in new], dtype=np.float32)
         self._vecs = block if self._vecs.size == 0 else np.vstack([self._vecs, block])
-        keys = np.array(sorted(self._index, key=self._index.get))
-        import io
 
-        buf = io.BytesIO()
-        np.savez(buf, keys=keys, vecs=self._vecs)
-        atomic_write_bytes(self.path, buf.getvalue())
+    def add(self, texts: Sequence[str], vecs: np.ndarray) -> None:
+        """Add vectors, merge in other writers' entries, and persist the whole cache atomically."""
+        vecs = np.asarray(vecs, dtype=np.float32)
+        if self._index and vecs.ndim == 2 and vecs.shape[1] != self._vecs.shape[1]:
+            print(f"insta: embedding cache {self.path} holds {self._vecs.shape[1]}-d vectors, the model gives "
+                  f"{vecs.shape[1]}-d; rebuilding", file=sys.stderr)
+            self._index, self._vecs = {}, np.zeros((0, 0), dtype=np.float32)
+            self.rebuilt = True
+        before = len(self._index)
+        self._append([self.key(t) for t in texts], vecs)
+        if len(self._index) == before:
+            return
+        try:
+            with self._locked():
+                keys, disk = self._read()  # what other writers saved since this cache was read
+                if keys and disk.shape[1] == self._vecs.shape[1]:
+                    self._append(keys, disk)
+                ordered = np.array(sorted(self._index, key=self._index.get))
+                import io
+
+                buf = io.BytesIO()
+                np.savez(buf, keys=ordered, vecs=self._vecs)
+                atomic_write_bytes(self.path, buf.getvalue())
+        except (IsADirectoryError, NotADirectoryError, FileExistsError):
+            raise self._folder_error() from None
+        except OSError as err:  # a read-only or full disk: the vectors stay in memory, the next run recomputes
+            print(f"insta: embedding cache {self.path} not saved ({err.strerror or err})", file=sys.stderr)
+
+    @contextmanager
+    def _locked(self) -> Iterator[None]:
+        """An exclusive lock shared by every process writing this cache (none where fcntl is missing)."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.lock_path, "a+b") as fh:
+            if fcntl is not None:
+                fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                if fcntl is not None:
+                    fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
 
 
 class Encoder:
@@ -251,12 +331,14 @@ class Encoder:
         if self.cache is None:
             return self._run(texts)
         out, missing = self.cache.lookup(texts)
-        if missing:
+        for _ in range(2):  # a second round when the new vectors' dimension made the cache drop the old ones
+            if not missing:
+                break
             unique = list(dict.fromkeys(texts[i] for i in missing))
-            vecs = self._run(unique)
-            self.cache.add(unique, vecs)
+            self.cache.add(unique, self._run(unique))
             out, missing = self.cache.lookup(texts)
-            assert not missing
+        if missing:
+            raise InstaError(f"encoder {self.name!r} returns vectors of varying dimension")
         return out
 
     def _run(self, texts: list[str]) -> np.ndarray:

@@ -42,7 +42,7 @@ from typing import Any, Callable, Protocol
 from .catalogs.base import Catalog
 from .errors import InstaError
 from .methods import MethodResult, SelectionMethod, allocate_budget, make_method
-from .paths import atomic_write_json
+from .paths import atomic_write_json, remove_stale_tmp
 from .records import Example
 
 from .experiment_config import (  # noqa: F401  (re-exported: the experiment's public names live here too)
@@ -545,7 +545,10 @@ class Experiment:
         return res["model_dir"], rec
 
     def _clean_stale(self) -> None:
-        """Model dirs whose training did not finish (no record) are removed before anything runs."""
+        """Before anything runs: remove model dirs whose training did not finish (no record) and the temp files
+        of atomic writes that a killed run left in the output folders."""
+        for sub in ("", "cells", "trained", "selections"):
+            remove_stale_tmp(self.out / sub)
         root = self.out / "models"
         if not root.is_dir():
             return

@@ -13,6 +13,7 @@ from typing import Any, Callable, Sequence
 from .catalogs.base import Catalog
 from .experiment_config import TARGET_CATALOGS, ExperimentConfig, PoolConfig, _fail
 from .records import Example, Task
+from .textsafe import safe_text
 
 # ---------------------------------------------------------------- small helpers
 
@@ -46,7 +47,7 @@ class Log:
         if self.sink:
             self.sink(line)
         else:
-            print(line, file=sys.stderr, flush=True)
+            print(safe_text(line), file=sys.stderr, flush=True)
 
 
 def _fmt_s(s: float) -> str:

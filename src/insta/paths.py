@@ -7,14 +7,26 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from .errors import InstaError
+
 CACHE_ENV = "INSTA_CACHE_DIR"
 
 
 def cache_dir(sub: str = "") -> Path:
-    """``$INSTA_CACHE_DIR`` (default ``~/.cache/insta``), optionally a sub-folder; created on demand."""
+    """``$INSTA_CACHE_DIR`` (default ``~/.cache/insta``), optionally a sub-folder; created on demand.
+
+    A folder that cannot be created (a file in the way, no permission) is one :class:`InstaError` line.
+    """
     root = Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "insta").expanduser()
     path = root / sub if sub else root
-    path.mkdir(parents=True, exist_ok=True)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise InstaError(f"cache folder {path} cannot be created: a file is in the way "
+                         f"(remove it, or set {CACHE_ENV} to another folder)") from None
+    except OSError as err:
+        raise InstaError(f"cache folder {path} cannot be created: {err.strerror or err} "
+                         f"(set {CACHE_ENV} to a writable folder)") from None
     return path
 
 
@@ -55,23 +67,25 @@ def _jsonable(obj: Any) -> Any:
     raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
 
 
-def remove_stale_tmp(folder: str | os.PathLike, older_than_s: float = 60.0) -> int:
-    """Delete ``.*.tmp`` files that :func:`atomic_write_bytes` left behind when a run was killed mid-write.
+def remove_stale_tmp(folder: str | os.PathLike, older_than_s: float = 60.0) -> list[Path]:
+    """Delete the temp files that :func:`atomic_write_bytes` left in ``folder`` when its writer was killed.
 
-    Only files older than ``older_than_s`` go, so a concurrent writer's file in flight is left alone; returns
-    how many were removed.
+    Only ``.<name>.<random>.tmp`` files directly in ``folder`` whose last write is more than ``older_than_s``
+    seconds old are removed (a live writer finishes in far less), so a run may call this while another one
+    writes. Returns the removed paths; a missing folder or a file that vanished meanwhile is not an error.
     """
     import time
 
     folder = Path(folder)
     if not folder.is_dir():
-        return 0
-    now, n = time.time(), 0
-    for p in folder.glob(".*.tmp"):
+        return []
+    cutoff = time.time() - older_than_s
+    removed = []
+    for f in folder.glob(".*.tmp"):
         try:
-            if p.is_file() and now - p.stat().st_mtime > older_than_s:
-                p.unlink()
-                n += 1
-        except OSError:
-            continue
-    return n
+            if f.is_file() and not f.is_symlink() and f.stat().st_mtime < cutoff:
+                f.unlink()
+                removed.append(f)
+        except FileNotFoundError:
+            pass
+    return removed

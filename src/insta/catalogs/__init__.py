@@ -15,12 +15,18 @@ from .base import Catalog
 CATALOG_NAMES = ("p3", "niv2", "bigbench", "bbh")
 
 
-def load_catalog(name: str, data_dir: str | os.PathLike | None = None, **options) -> Catalog:
-    """Load a catalog by name (from the data directory) or from a user task file path."""
+def load_catalog(
+    name: str, data_dir: str | os.PathLike | None = None, *, allow_outside_paths: bool | None = None, **options
+) -> Catalog:
+    """Load a catalog by name (from the data directory) or from a user task file path.
+
+    ``allow_outside_paths`` (user task files only) lets a task's ``examples`` file lie outside the task file's
+    folder; by default that is refused unless ``$INSTA_ALLOW_OUTSIDE_EXAMPLES=1``.
+    """
     if name.endswith((".jsonl", ".yaml", ".yml", ".json")) or (os.sep in name and Path(name).exists()):
         from . import user
 
-        return user.load(Path(name), **options)
+        return user.load(Path(name), allow_outside_paths=allow_outside_paths, **options)
     if name not in CATALOG_NAMES:
         raise InstaError(f"unknown catalog {name!r} (choose from {', '.join(CATALOG_NAMES)} or give a task file path)")
     root = resolve_data_dir(data_dir)

@@ -2,9 +2,14 @@
 
 Each catalog kind and data root gets one JSON file under ``$INSTA_CACHE_DIR/catalog-index/`` (else
 ``$XDG_CACHE_HOME/insta/catalog-index/``, else ``~/.cache/insta/catalog-index/``). It maps each source file
-(path relative to the root) to its size, mtime and the JSON-ready summary a reader built from it; a file whose
-size or mtime changed is parsed again. Writes are atomic (temp file + ``os.replace``); an unreadable or
-corrupt cache is ignored and rebuilt; an unwritable cache directory only costs speed.
+(path relative to the root) to the JSON-ready summary a reader built from it, with the SHA-256 of the file's
+content, a digest binding that hash to the summary, and the file's stat stamp (size, mtime, ctime, inode).
+
+An entry is used only if its digest matches its summary and the reader's ``check`` accepts the summary's shape;
+its content hash must match the file (the file is hashed again whenever its stat stamp changed, so a ``touch`` or
+a copy costs a hash, not a parse). Anything else (an edited, truncated, poisoned or stale entry) is parsed again
+from the source file, silently. Writes are atomic (temp file + ``os.replace``); an unreadable or corrupt cache
+is ignored and rebuilt; an unwritable cache directory only costs speed.
 """
 from __future__ import annotations
 
@@ -36,7 +41,7 @@ def _read(path: Path) -> dict[str, Any]:
     try:
         with open(path, encoding="utf-8") as fh:
             data = json.load(fh)
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):  # unreadable, not JSON, or nested to crash the parser
         return {}
     files = data.get("files") if isinstance(data, dict) else None
     return files if isinstance(files, dict) else {}
@@ -57,6 +62,32 @@ def _write(path: Path, files: dict[str, Any]) -> None:
         pass  # a read-only cache dir only makes the next load slower
 
 
+def file_sha256(path: Path) -> str:
+    """The SHA-256 of a file's content."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _digest(sha: str, data: Any) -> str:
+    blob = json.dumps(data, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    return hashlib.sha256(f"{sha}\0{blob}".encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def _valid(entry: Any, check: Callable[[Any], bool] | None) -> bool:
+    """An entry whose digest matches its data and whose data has the shape the reader expects."""
+    if not isinstance(entry, dict) or not isinstance(entry.get("sha256"), str) or "data" not in entry:
+        return False
+    try:
+        if entry.get("digest") != _digest(entry["sha256"], entry["data"]):
+            return False
+        return check is None or bool(check(entry["data"]))
+    except (TypeError, ValueError, KeyError, AttributeError, RecursionError):
+        return False
+
+
 def cached_parse(
     kind: str,
     root: Path,
@@ -64,10 +95,12 @@ def cached_parse(
     parse: Callable[[Path], Any],
     version: int = 1,
     use_cache: bool = True,
+    check: Callable[[Any], bool] | None = None,
 ) -> dict[str, Any]:
     """``{relative path: parse(path)}`` for every file, reusing cached results of unchanged files.
 
-    ``parse`` must return JSON-ready data. Relative paths use ``/`` separators.
+    ``parse`` must return JSON-ready data; ``check(data)`` (optional) says whether cached data has the shape
+    ``parse`` returns (a cached summary it rejects is parsed again). Relative paths use ``/`` separators.
     """
     root = Path(root)
     path = cache_path(kind, root, version)
@@ -77,13 +110,20 @@ def cached_parse(
     for f in files:
         rel = f.relative_to(root).as_posix()
         st = f.stat()
-        stamp = [st.st_size, st.st_mtime_ns]
+        stamp = [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino]
         hit = old.get(rel)
-        if isinstance(hit, dict) and hit.get("stamp") == stamp and "data" in hit:
+        if not _valid(hit, check):
+            hit = None
+        if hit is not None and hit.get("stamp") == stamp:
             new[rel] = hit
+            continue
+        sha = file_sha256(f)
+        if hit is not None and hit["sha256"] == sha:
+            new[rel] = {**hit, "stamp": stamp}  # same content, new stat (a touch, a copy): no parse
         else:
-            new[rel] = {"stamp": stamp, "data": parse(f)}
-            changed = True
+            data = parse(f)
+            new[rel] = {"stamp": stamp, "sha256": sha, "digest": _digest(sha, data), "data": data}
+        changed = True
     if use_cache and (changed or set(old) != set(new)):
         _write(path, new)
     return {rel: entry["data"] for rel, entry in new.items()}

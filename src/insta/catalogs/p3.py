@@ -27,6 +27,9 @@ Layout: ``<root>/promptsource/templates/<dataset>/[<subset>/]templates.yaml`` (P
   ``input`` = first part, ``references`` = [second part], ``options`` = the answer choices (``None`` when the
   template has none), ``label`` = the target's index in them. Rows whose target renders empty are skipped; the
   ``choice`` filter is seeded per (template, row) so renders are reproducible.
+* Templates are untrusted: they render in Jinja's sandbox. A template that reaches outside it (``__``-attributes,
+  function globals, unsafe callables), is malformed, or fails on a row stops the loading with one
+  :class:`~insta.errors.InstaError` line naming its ``templates.yaml`` and template id (see :func:`render_error`).
 """
 from __future__ import annotations
 
@@ -42,6 +45,7 @@ import yaml
 
 from ..errors import InstaError
 from ..records import Example, Task
+from ..textsafe import safe_text
 from .base import Catalog
 from .index_cache import cached_parse
 
@@ -196,6 +200,27 @@ def _parse_file(path: Path) -> list[dict[str, Any]]:
     return out
 
 
+_STR_FIELDS = ("id", "name", "jinja", "instruction")
+_LIST_FIELDS = ("metrics", "languages")
+
+
+def _valid_summary(templates: Any) -> bool:
+    """Whether cached data has the shape :func:`_parse_file` returns (anything else is parsed again)."""
+    if not isinstance(templates, list):
+        return False
+    for t in templates:
+        if not isinstance(t, dict) or set(t) != {*_STR_FIELDS, *_LIST_FIELDS, "answer_choices", "original_task",
+                                                   "choices_in_prompt"}:
+            return False
+        if not all(isinstance(t[k], str) for k in _STR_FIELDS) or not t["instruction"]:
+            return False
+        if not (t["answer_choices"] is None or isinstance(t["answer_choices"], str)):
+            return False
+        if not all(isinstance(t[k], list) for k in _LIST_FIELDS):
+            return False
+    return True
+
+
 def _templates_root(root: Path) -> Path:
     tdir = Path(root) / "promptsource" / "templates"
     if not tdir.is_dir():
@@ -216,14 +241,31 @@ def _most_frequent(items):  # promptsource's filter
     return [c for c, n in counts if n == counts[0][1]]
 
 
+def _sandbox_env():
+    """A Jinja sandbox that refuses unsafe attribute access outright instead of rendering it as empty."""
+    from jinja2 import BaseLoader
+    from jinja2.sandbox import SandboxedEnvironment, SecurityError
+
+    class StrictSandbox(SandboxedEnvironment):
+        def unsafe_undefined(self, obj: Any, attribute: str):
+            raise SecurityError(f"access to attribute {attribute!r} of {type(obj).__name__!r} object is unsafe")
+
+    return StrictSandbox(loader=BaseLoader())
+
+
 class _Renderer:
-    """promptsource's Jinja environment, with a reproducible ``choice`` filter."""
+    """promptsource's Jinja environment, sandboxed, with a reproducible ``choice`` filter.
+
+    Templates come from downloaded files, so they run in Jinja's sandbox: no access to ``__``-attributes,
+    function globals or other internals (the ``cycler.__init__.__globals__.os`` route to a shell) and no unsafe
+    callables. Jinja's *immutable* sandbox is not used: promptsource templates build lists and dicts with
+    ``.append``/``.update``/``.pop`` (e2e_nlg_cleaned, scan, docred, acronym_identification, ...), which it
+    refuses; the plain sandbox allows those and closes the same code-execution routes.
+    """
 
     def __init__(self) -> None:
-        from jinja2 import BaseLoader, Environment
-
         self.rng = random.Random(0)
-        self.env = Environment(loader=BaseLoader())
+        self.env = _sandbox_env()
         self.env.globals.update(zip=zip)
         self.env.filters.update(highlight=lambda s: s, most_frequent=_most_frequent,
                                 choice=lambda seq: self.rng.choice(seq))
@@ -245,6 +287,26 @@ class _Renderer:
         rendered = self._tpl(template["jinja"]).render(**protected, answer_choices=options)
         parts = [p.replace(PIPE_PROTECTOR, "|||").strip() for p in rendered.split("|||")]
         return parts[0], (parts[1] if len(parts) > 1 else ""), options
+
+
+def render_error(err: Exception, template: dict, templates_file: Path | str, where: str) -> InstaError:
+    """The one-line error for a template that fails: refused by the sandbox, malformed, or failing on a row.
+
+    A template the sandbox refuses is never retried or skipped: the command stops, naming the file and the
+    template id, since dropping one template would silently change template-averaged scores and mixtures.
+    """
+    from jinja2 import TemplateSyntaxError
+    from jinja2.sandbox import SecurityError
+
+    what = f"P3 template {template.get('id')!r} ({template.get('name')!r}) in {templates_file}"
+    detail = " ".join(str(err).split()) or type(err).__name__
+    if isinstance(err, SecurityError):
+        msg = f"{what} refused: it reaches outside the Jinja sandbox ({detail})"
+    elif isinstance(err, TemplateSyntaxError):
+        msg = f"{what} is malformed: {detail}"
+    else:
+        msg = f"{what} failed on {where}: {type(err).__name__}: {detail}"
+    return InstaError(safe_text(msg, newlines=False))
 
 
 def rte_row(row: dict) -> dict:
@@ -306,7 +368,7 @@ def _row_sources(root: Path, task_id: str, templates: list[dict], split: str):
     return []
 
 
-def _make_loader(task_id: str, sources: list) -> Callable[[], Iterator[Example]]:
+def _make_loader(task_id: str, sources: list, tdir: Path) -> Callable[[], Iterator[Example]]:
     def load() -> Iterator[Example]:
         renderer = _Renderer()
         for path, convert, templates in sources:
@@ -318,10 +380,8 @@ def _make_loader(task_id: str, sources: list) -> Callable[[], Iterator[Example]]
                 for tpl in templates:
                     try:
                         inp, target, options = renderer.apply(tpl, row, f"{tpl['id']}:{i}")
-                    except Exception as err:  # a template that cannot take this row
-                        raise InstaError(
-                            f"P3 template {tpl['name']!r} of {task_id} failed on row {i} of {path}: {err}"
-                        ) from None
+                    except Exception as err:  # refused by the sandbox, malformed, or cannot take this row
+                        raise render_error(err, tpl, tdir / tpl["file"], f"row {i} of {path}") from None
                     if not target:
                         continue
                     yield Example(
@@ -345,14 +405,15 @@ def load(root: Path, split: str = "val", cache: bool = True) -> Catalog:
     tdir = _templates_root(root)
     files = sorted(tdir.glob("*/templates.yaml")) + sorted(tdir.glob("*/*/templates.yaml"))
     files.sort(key=lambda p: p.relative_to(tdir).as_posix())
-    parsed = cached_parse("p3", tdir, files, _parse_file, version=INDEX_VERSION, use_cache=cache)
+    parsed = cached_parse("p3", tdir, files, _parse_file, version=INDEX_VERSION, use_cache=cache,
+                          check=_valid_summary)
 
     grouped: dict[str, list[dict]] = {}
     sources: dict[str, list[str]] = {}
     for rel, templates in parsed.items():
         rel_dir = rel.rsplit("/", 1)[0]
         task_id, subset = task_id_for(rel_dir)
-        grouped.setdefault(task_id, []).extend({**t, "subset": subset} for t in templates)
+        grouped.setdefault(task_id, []).extend({**t, "subset": subset, "file": rel} for t in templates)
         sources.setdefault(task_id, []).append(rel_dir)
 
     pools: dict[str, tuple[str, str]] = {}
@@ -377,6 +438,6 @@ def load(root: Path, split: str = "val", cache: bool = True) -> Catalog:
             language=langs.most_common(1)[0][0],
             pools={pool} if pool else set(),
             meta={"templates": templates, "sources": sources[task_id]},
-            loader=_make_loader(task_id, row_sources) if row_sources else None,
+            loader=_make_loader(task_id, row_sources, tdir) if row_sources else None,
         ))
     return Catalog("p3", tasks, aliases=dict(T0_ALIASES))

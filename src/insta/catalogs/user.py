@@ -14,7 +14,9 @@ A file is either **JSONL** (``.jsonl``, one task object per line) or **YAML/JSON
 ``meta``
     Optional mapping, kept as is.
 ``examples``
-    Optional path of a JSONL file, relative to the task file, one example per line:
+    Optional path of a JSONL file, relative to the task file, one example per line (it must lie inside the task
+    file's folder, symlinks resolved, unless ``allow_outside_paths=True``, ``--allow-outside-examples`` or
+    ``INSTA_ALLOW_OUTSIDE_EXAMPLES=1``: a shared task file cannot make insta read ``/etc/passwd``):
     ``{"input": ..., "output": "..." or ["...", ...]}`` for generation, or
     ``{"input": ..., "options": [...], "answer": "<one of the options>" or <its index>}`` for classification;
     an optional ``"id"``. ``input`` is what the model sees, used verbatim.
@@ -35,6 +37,7 @@ missing examples file, bad example) raises :class:`~insta.errors.InstaError` wit
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -45,6 +48,7 @@ from ..records import Example, Task
 from .base import Catalog
 
 FIELDS = ("id", "instructions", "category", "family", "language", "keywords", "pools", "meta", "examples")
+ALLOW_OUTSIDE_ENV = "INSTA_ALLOW_OUTSIDE_EXAMPLES"
 
 
 def _string_list(value: Any, field: str, where: str, allow_empty: bool = True) -> list[str]:
@@ -138,7 +142,22 @@ def _make_loader(task_id: str, path: Path) -> Callable[[], Iterator[Example]]:
     return load
 
 
-def _task(obj: Any, where: str, base: Path) -> Task:
+def _examples_path(value: Any, where: str, base: Path, allow_outside: bool) -> Path:
+    """The resolved examples file of a task; an error if it is missing or (without the opt-in) outside ``base``."""
+    if not isinstance(value, str) or not value.strip():
+        raise InstaError(f"{where}: 'examples' must be a path")
+    ex_path = (base / value).resolve()
+    if not allow_outside and not ex_path.is_relative_to(base.resolve()):
+        raise InstaError(
+            f"{where}: examples file {value!r} is outside the task file's folder {base.resolve()} (move it there, "
+            f"or allow it: --allow-outside-examples or {ALLOW_OUTSIDE_ENV}=1)"
+        )
+    if not ex_path.is_file():
+        raise InstaError(f"{where}: examples file {ex_path} does not exist")
+    return ex_path
+
+
+def _task(obj: Any, where: str, base: Path, allow_outside: bool = False) -> Task:
     if not isinstance(obj, dict):
         raise InstaError(f"{where}: a task must be a mapping with 'id' and 'instructions'")
     unknown = sorted(set(obj) - set(FIELDS))
@@ -162,11 +181,7 @@ def _task(obj: Any, where: str, base: Path) -> Task:
         raise InstaError(f"{where}: 'meta' must be a mapping")
     loader = None
     if obj.get("examples") is not None:
-        if not isinstance(obj["examples"], str):
-            raise InstaError(f"{where}: 'examples' must be a path")
-        ex_path = (base / obj["examples"]).resolve()
-        if not ex_path.is_file():
-            raise InstaError(f"{where}: examples file {ex_path} does not exist")
+        ex_path = _examples_path(obj["examples"], where, base, allow_outside)
         loader = _make_loader(task_id, ex_path)
         meta = {**meta, "examples": str(ex_path)}
     return Task(
@@ -183,15 +198,21 @@ def _task(obj: Any, where: str, base: Path) -> Task:
     )
 
 
-def load(path: Path, name: str | None = None) -> Catalog:
-    """The catalog of a user task file (see the module docstring for the format)."""
+def load(path: Path, name: str | None = None, allow_outside_paths: bool | None = None) -> Catalog:
+    """The catalog of a user task file (see the module docstring for the format).
+
+    ``allow_outside_paths`` lets ``examples`` point outside the task file's folder (default: refused, unless
+    ``$INSTA_ALLOW_OUTSIDE_EXAMPLES`` is ``1``).
+    """
     path = Path(path)
+    if allow_outside_paths is None:
+        allow_outside_paths = os.environ.get(ALLOW_OUTSIDE_ENV, "") == "1"
     if path.suffix not in (".jsonl", ".yaml", ".yml", ".json"):
         raise InstaError(f"task file {path} must end in .jsonl, .yaml, .yml or .json")
     tasks: list[Task] = []
     seen: dict[str, str] = {}
     for where, obj in _records(path):
-        task = _task(obj, where, path.parent)
+        task = _task(obj, where, path.parent, allow_outside_paths)
         if task.id in seen:
             raise InstaError(f"{where}: duplicate task id {task.id!r} (first in {seen[task.id]})")
         seen[task.id] = where

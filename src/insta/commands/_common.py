@@ -14,12 +14,21 @@ def add_catalog_args(p: argparse.ArgumentParser, default: str = "p3") -> None:
     p.add_argument("--catalog", "-c", default=default, help=f"p3, niv2, bigbench, bbh, or a task file (default: {default})")
     p.add_argument("--data-dir", default=None, help="upstream data folder (default: $INSTA_DATA_DIR, else ./data)")
     p.add_argument("--pool", default=None, help="restrict the catalog to a named pool (e.g. t0_train, train)")
+    p.add_argument("--allow-outside-examples", action="store_true",
+                   help="let a task file's 'examples' paths point outside its folder (refused by default)")
+
+
+def open_catalog(args: argparse.Namespace, name: str | None = None):
+    """Catalog ``name`` (default ``args.catalog``) from ``args.data_dir``, honouring ``--allow-outside-examples``."""
+    from ..catalogs import load_catalog
+
+    allow = True if getattr(args, "allow_outside_examples", False) else None  # None: $INSTA_ALLOW_OUTSIDE_EXAMPLES
+    return load_catalog(name or args.catalog, args.data_dir, allow_outside_paths=allow)
 
 
 def load_pool(args: argparse.Namespace):
-    from ..catalogs import load_catalog
-
-    catalog = load_catalog(args.catalog, args.data_dir)
+    """The catalog of ``args`` (see :func:`open_catalog`), restricted to ``--pool`` if given."""
+    catalog = open_catalog(args)
     if getattr(args, "pool", None):
         catalog = catalog.subset(catalog.pool(args.pool))
     return catalog

@@ -115,12 +115,11 @@ def config_from_args(args: argparse.Namespace):
 
 def run(args: argparse.Namespace) -> int:
     from ..align import align_encoder, read_alignment_metadata
-    from ..catalogs import load_catalog
-    from ._common import write_json
+    from ._common import open_catalog, write_json
 
     t0 = time.perf_counter()
     config = config_from_args(args)
-    catalog = load_catalog(args.catalog, args.data_dir)
+    catalog = open_catalog(args)
     out = align_encoder(catalog, config, args.out, overwrite=args.overwrite)
     meta = read_alignment_metadata(out) or {}
     tr, sp = meta.get("training", {}), meta.get("split", {})

@@ -22,9 +22,9 @@ def add_parser(sub) -> None:
 
 def run_list(args: argparse.Namespace) -> int:
     from rich.console import Console
-    from rich.markup import escape
     from rich.table import Table
 
+    from ..textsafe import safe_markup as esc
     from ._common import load_pool, write_json
 
     catalog = load_pool(args)
@@ -32,12 +32,14 @@ def run_list(args: argparse.Namespace) -> int:
         write_json(args.json_out, [t.summary() for t in catalog])
         if args.json_out == "-":
             return 0
-    table = Table(title=f"{catalog.name}: {len(catalog)} tasks, {catalog.n_instructions()} instructions")
+    table = Table(title=f"{esc(catalog.name, newlines=False)}: {len(catalog)} tasks, "
+                        f"{catalog.n_instructions()} instructions")
     for col in ("task", "family", "category", "pools", "#instr", "examples"):
         table.add_column(col)
     for t in catalog:
         table.add_row(
-            escape(t.id), escape(t.family if t.family != t.id else ""), escape(t.category), ",".join(sorted(t.pools)),
+            *(esc(x, newlines=False) for x in (t.id, t.family if t.family != t.id else "", t.category,
+                                                ",".join(sorted(t.pools)))),
             str(len(t.instructions)), "yes" if t.has_examples else "",
         )
     Console().print(table)
@@ -46,23 +48,25 @@ def run_list(args: argparse.Namespace) -> int:
 
 def run_show(args: argparse.Namespace) -> int:
     from rich.console import Console
-    from rich.markup import escape
 
+    from ..textsafe import safe_markup as esc
     from ._common import load_pool
 
     catalog = load_pool(args)
     task = catalog.get(args.task)
     console = Console()
-    console.print(f"[bold]{escape(task.id)}[/bold]  catalog={catalog.name} family={escape(task.family)} "
-                  f"category={escape(task.category)} language={task.language} pools={','.join(sorted(task.pools)) or '-'}")
+    console.print(f"[bold]{esc(task.id, newlines=False)}[/bold]  catalog={esc(catalog.name, newlines=False)} "
+                  f"family={esc(task.family, newlines=False)} category={esc(task.category, newlines=False)} "
+                  f"language={esc(task.language, newlines=False)} pools={esc(','.join(sorted(task.pools)) or '-')}")
     if task.keywords:
-        console.print(f"keywords: {escape(', '.join(task.keywords))}")
+        console.print(f"keywords: {esc(', '.join(task.keywords), newlines=False)}")
     console.print(f"{len(task.instructions)} instruction(s):")
     for i, ins in enumerate(task.instructions, 1):
-        console.print(f"  {i}. {escape(' '.join(ins.split()))}")
+        console.print(f"  {i}. {esc(' '.join(ins.split()), newlines=False)}")
     if args.examples and task.has_examples:
         for ex in task.examples(args.examples):
-            console.print(f"[dim]--- example {escape(ex.id)}[/dim]")
-            console.print(escape(ex.input))
-            console.print(f"[green]-> {escape(ex.target)}[/green]" + (f"  options: {escape(str(ex.options))}" if ex.options else ""))
+            console.print(f"[dim]--- example {esc(ex.id, newlines=False)}[/dim]")
+            console.print(esc(ex.input))
+            options = f"  options: {esc(ex.options)}" if ex.options else ""
+            console.print(f"[green]-> {esc(ex.target)}[/green]{options}")
     return 0

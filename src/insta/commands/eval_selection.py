@@ -78,26 +78,27 @@ def run(args: argparse.Namespace) -> int:
 
 def print_table(result, ks) -> None:
     from rich.console import Console
-    from rich.markup import escape
     from rich.table import Table
 
+    from ..textsafe import safe_markup as esc
+
     labels = [e["label"] for e in result["encoders"]]
-    title = (f"task identification on {result['catalog']}{' / ' + result['pool'] if result.get('pool') else ''}: "
-             f"{result['n_queries']} held-out instructions over {result['n_units']} {result['unit']} units "
-             f"(top-k accuracy, %)")
+    title = esc(f"task identification on {result['catalog']}{' / ' + result['pool'] if result.get('pool') else ''}: "
+                f"{result['n_queries']} held-out instructions over {result['n_units']} {result['unit']} units "
+                f"(top-k accuracy, %)", newlines=False)
     table = Table(title=title)
     table.add_column("group (queries/units)")
     table.add_column("aggregation")
     for lab in labels:
         for k in ks:
-            table.add_column(f"{escape(lab)}\ntop-{k}", justify="right")
+            table.add_column(f"{esc(lab, newlines=False)}\ntop-{k}", justify="right")
     for g, data in result["groups"].items():
         for agg in result["aggregations"]:
             cells = []
             for lab in labels:
                 s = data["by_encoder"][lab][agg]
                 cells += ["–" if s.get(f"top{k}") is None else f"{100 * s[f'top{k}']:.1f}" for k in ks]
-            table.add_row(f"{g} ({data['n_queries']}/{data['n_units']})", agg, *cells)
+            table.add_row(esc(f"{g} ({data['n_queries']}/{data['n_units']})", newlines=False), agg, *cells)
     console = Console()
     console.print(table)
     dropped = [f"{result[k]} {what}" for k, what in (

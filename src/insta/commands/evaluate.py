@@ -34,6 +34,7 @@ def add_parser(sub) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..evaluate import EvalConfig, simple_evaluate
+    from ..textsafe import safe_text
 
     config = EvalConfig(
         mode=args.mode, limit=args.limit, limit_per_template=args.limit_per_template, batch_size=args.batch_size,
@@ -52,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
         elif "rouge_l" in m:
             extra = f"rouge_l={m['rouge_l']:.2f}  exact_match={m['exact_match']:.3f}"
         tmpl = f" over {m['n_templates']} templates" if "n_templates" in m else ""
-        print(f"{tid}: {res['primary_metric']}={res['primary']:.4f} (n={res['n']}{tmpl}, "
+        print(f"{safe_text(tid, newlines=False)}: {res['primary_metric']}={res['primary']:.4f} (n={res['n']}{tmpl}, "
               f"{res['timings']['examples_per_second']} ex/s)  {extra}")
     if args.out:
         print(f"results in {args.out}")

@@ -82,12 +82,15 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _print_plan(results) -> None:
+    from ..textsafe import safe_text
+
     pool = results.get("pool") or {}
-    print(f"pool: {pool.get('n')} units; removed: {pool.get('removed_by_reason')}")
+    print(safe_text(f"pool: {pool.get('n')} units; removed: {pool.get('removed_by_reason')}", newlines=False))
     for c in results.get("plan") or []:
         sel = c["selected"]
         text = ", ".join(sel) if len(sel) <= 6 else f"all {len(sel)} pool units"
-        print(f"  {c['target']:<36} {c['label']:<16} {'done' if c['done'] else 'todo'}  {text}")
+        print(safe_text(f"  {c['target']:<36} {c['label']:<16} {'done' if c['done'] else 'todo'}  {text}",
+                        newlines=False))
     n_models = len({c["model_key"] for c in results.get("plan") or [] if not c["done"] and c["model_key"] != "base"})
     print(f"{len(results['missing_cells'])} grid cell(s) to compute ({n_models} model(s) to train), "
           f"{len(results['cells'])} done")

@@ -54,6 +54,7 @@ def _caps(items: list[str]) -> dict[str, int]:
 def run(args: argparse.Namespace) -> int:
     from ..errors import InstaError
     from ..mixture import MixtureConfig, mixture_from_selection
+    from ..textsafe import safe_text
 
     if bool(args.selection) == bool(args.tasks):
         raise InstaError("give either --selection FILE or --tasks ID [ID ...] (with --catalog)")
@@ -75,13 +76,16 @@ def run(args: argparse.Namespace) -> int:
     counts = mix.counts()
     info = mix.manifest
     leaked = sum(v.get("leaked_dropped", 0) for v in info["per_task"].values())
-    print(f"wrote {len(mix)} records from {len(counts)} tasks to {path}")
+    lines = [f"wrote {len(mix)} records from {len(counts)} tasks to {path}"]
     for task, n in counts.items():
         avail = info["per_task"][task]["available"]
-        print(f"  {task}: {n} (of {avail})")
+        lines.append(f"  {task}: {n} (of {avail})")
     if info.get("target"):
-        print(f"target {info['target']}: {leaked} leaking instance(s) dropped"
-              + (f", excluded {', '.join(info['excluded_target_family'])}" if info["excluded_target_family"] else ""))
+        family = info["excluded_target_family"]
+        lines.append(f"target {info['target']}: {leaked} leaking instance(s) dropped"
+                     + (f", excluded {', '.join(family)}" if family else ""))
     if info["skipped_empty"]:
-        print(f"skipped (no instances): {', '.join(info['skipped_empty'])}")
+        lines.append(f"skipped (no instances): {', '.join(info['skipped_empty'])}")
+    for line in lines:
+        print(safe_text(line, newlines=False))
     return 0

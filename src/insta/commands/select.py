@@ -32,11 +32,10 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..catalogs import load_catalog
     from ..encoder import Encoder
     from ..errors import InstaError
     from ..selection import Selector, target_from_task
-    from ._common import load_pool, read_lines_file, write_json
+    from ._common import load_pool, open_catalog, read_lines_file, write_json
 
     t0 = time.perf_counter()
     n_sources = sum(bool(x) for x in (args.instruction, args.instructions_file, args.task))
@@ -45,7 +44,7 @@ def run(args: argparse.Namespace) -> int:
     pool = load_pool(args)
     exclude, families, info = list(args.exclude), list(args.exclude_family), {}
     if args.task:
-        tcat = load_catalog(args.target_catalog, args.data_dir) if args.target_catalog else load_catalog(args.catalog, args.data_dir)
+        tcat = open_catalog(args, args.target_catalog)
         instructions, info, ex_ids, ex_fams = target_from_task(tcat.get(args.task))
         exclude += ex_ids
         families += ex_fams
@@ -73,13 +72,15 @@ def run(args: argparse.Namespace) -> int:
 def print_selection(result) -> None:
     """A rich table: rank, task, score and the best-matching pair of instructions."""
     from rich.console import Console
-    from rich.markup import escape
     from rich.table import Table
 
+    from ..textsafe import safe_markup as esc
+
     cfg = result.config
-    title = (
+    title = esc(
         f"top {len(result.selected)} of {cfg['n_pool_tasks']} tasks in {cfg['catalog']}"
-        f"{' / ' + cfg['pool'] if cfg.get('pool') else ''} ({cfg['aggregation']}, {cfg['encoder']['name']})"
+        f"{' / ' + cfg['pool'] if cfg.get('pool') else ''} ({cfg['aggregation']}, {cfg['encoder']['name']})",
+        newlines=False,
     )
     table = Table(title=title, show_lines=True)
     table.add_column("#", justify="right")
@@ -88,11 +89,11 @@ def print_selection(result) -> None:
     table.add_column("why: best-matching target instruction ~ source instruction (cosine)")
     for s in result.selected:
         why = f"{_short(s.best_target_instruction)}\n~ {_short(s.best_source_instruction)}  ({s.best_pair_cosine:.3f})"
-        table.add_row(str(s.rank), escape(s.task), f"{s.score:.4f}", escape(why))
+        table.add_row(str(s.rank), esc(s.task, newlines=False), f"{s.score:.4f}", esc(why))
     console = Console()
     console.print(table)
     if result.excluded:
-        console.print(f"excluded (target and relatives): {', '.join(result.excluded[:10])}"
+        console.print(f"excluded (target and relatives): {esc(', '.join(result.excluded[:10]), newlines=False)}"
                       f"{' ...' if len(result.excluded) > 10 else ''}")
 
 

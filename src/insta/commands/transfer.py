@@ -66,11 +66,11 @@ def _fmt_s(s: float) -> str:
 
 
 def _print_plan(plan) -> None:
-    from ..textsafe import printable
+    from ..textsafe import safe_text
 
     print(f"{plan['n_sources']} sources x {len(plan['seeds'])} seeds + base = {plan['n_units']} models; "
           f"{plan['n_targets']} targets; {plan['cells']} cells ({plan['cells_done']} done)")
-    print("sources: " + ", ".join(printable(s["id"]) for s in plan["sources"]))
-    print("targets: " + ", ".join(printable(t) for t in plan["targets"]))
+    print("sources: " + ", ".join(safe_text(s["id"], newlines=False) for s in plan["sources"]))
+    print("targets: " + ", ".join(safe_text(t, newlines=False) for t in plan["targets"]))
     print(f"to run: {plan['units_to_train']} training(s); measured cost {plan['seconds_per_training']} s per "
           f"training, {plan['seconds_per_eval_example']} s per evaluated example; ETA {_fmt_s(plan['eta_seconds'])}")
