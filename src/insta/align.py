@@ -45,6 +45,7 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 
 from .catalogs.base import Catalog
+from .records import Task
 from .errors import InstaError
 from .paths import atomic_write_json
 
@@ -500,3 +501,20 @@ def _write_readme(out: Path, meta: dict) -> None:
         "",
     ]
     (out / "README.md").write_text("\n".join(lines), encoding="utf-8")
+
+
+def align_for_targets(source: Catalog, targets: Sequence[Task], out: str | os.PathLike,
+                      options: Mapping[str, Any] | None = None, log: Callable[[str], None] = lambda m: None) -> Path:
+    """Align an encoder on ``source`` with every target's family (and BIG-bench parent) kept out of alignment,
+    on top of the alignment's own default exclusions; returns ``out``. Used by the experiment grid and the
+    transfer scoring when their configured aligned encoder is missing."""
+    from .align_data import default_exclusions
+
+    opts = dict(options or {})
+    covered = set(default_exclusions(source)) if opts.get("default_exclusions", True) else set()
+    fams = {t.family for t in targets} | {str(t.meta["parent"]) for t in targets if (t.meta or {}).get("parent")}
+    extra = sorted(f for f in fams if any(x.family == f and x.id not in covered for x in source))
+    if extra:
+        opts["exclude_families"] = sorted(set(opts.get("exclude_families", [])) | set(extra))
+    opts.setdefault("progress", False)
+    return align_encoder(source, AlignConfig(**opts), out, log=log)

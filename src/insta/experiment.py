@@ -317,23 +317,11 @@ class Experiment:
             if enc.is_dir() and (enc / "modules.json").is_file():
                 continue
             self.log(f"insta-aligned: training the aligned encoder into {enc} (align: {spec.align})")
-            from .align import AlignConfig, align_encoder
+            from .align import align_for_targets
 
-            from .align import default_exclusions
-
-            opts = dict(spec.align or {})
-            source = self.catalog(self.cfg.pool.catalog)
-            covered = set(default_exclusions(source)) if opts.get("default_exclusions", True) else set()
-            fams = {t.task.family for t in self.targets} | {str(t.task.meta["parent"]) for t in self.targets
-                                                           if (t.task.meta or {}).get("parent")}
-            # target families the alignment's own default exclusions do not already drop
-            extra = sorted(f for f in fams if any(x.family == f and x.id not in covered for x in source))
-            if extra:
-                opts["exclude_families"] = sorted(set(opts.get("exclude_families", [])) | set(extra))
-            opts.setdefault("progress", False)
             t0 = time.perf_counter()
-            align_encoder(self.catalog(self.cfg.pool.catalog), AlignConfig(**opts), enc,
-                          log=lambda m: self.log(f"align: {m}"))
+            align_for_targets(self.catalog(self.cfg.pool.catalog), [t.task for t in self.targets], enc,
+                              spec.align, log=lambda m: self.log(f"align: {m}"))
             self.timings["align"] = time.perf_counter() - t0
 
     def _pool_fingerprint(self) -> str:

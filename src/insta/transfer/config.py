@@ -19,7 +19,7 @@ BACKENDS = ("transformers", "dry-run")
 SOURCE_STRATEGIES = ("spread", "first", "random", "list")
 #: training options the transfer run sets itself
 TRAIN_RESERVED = {"model", "output_dir", "overwrite", "resume", "seed"}
-SCORING_KEYS = {"encoder", "enabled", "k", "target_samples", "library_size", "aligned_encoder", "draws", "bootstrap", "metric"}
+SCORING_KEYS = {"align", "encoder", "enabled", "k", "target_samples", "library_size", "aligned_encoder", "draws", "bootstrap", "metric"}
 EVAL_KEYS = {"n", "seed", "batch_size", "calibration", "content_free_prompt", "max_source_length", "share_prefix"}
 
 
@@ -200,6 +200,8 @@ def config_from_dict(raw: Any, path: str = "") -> TransferConfig:
     for key in ("k", "target_samples", "library_size", "draws", "bootstrap"):
         if key in scoring and (_typed(scoring[key], int, f"scoring.{key}") < 1):
             raise _fail(f"scoring.{key} must be at least 1 (got {scoring[key]})")
+    if scoring.get("align") is not None:
+        _typed(scoring["align"], dict, "scoring.align")
     if "enabled" in scoring:
         _typed(scoring["enabled"], bool, "scoring.enabled")
     for key in ("aligned_encoder", "metric", "encoder"):

@@ -97,10 +97,17 @@ def score_matrix(run: TransferRun, matrix: TransferMatrix, log: Callable[[str], 
     sc = run.cfg.scoring
     methods = with_encoder(DEFAULT_METHODS, sc.get("encoder"))
     enc = sc.get("aligned_encoder")
+    if enc and not (Path(enc) / "modules.json").is_file() and sc.get("align") is not None:
+        from ..align import align_for_targets
+
+        log(f"scoring: training the aligned encoder into {enc} (align: {sc['align']})")
+        align_for_targets(run.catalog(run.cfg.pool.catalog), [t.task for t in run.targets], enc, sc["align"],
+                          log=lambda m: log(f"align: {m}"))
     if enc and (Path(enc) / "modules.json").is_file():
         methods += aligned_methods(enc)
     elif enc:
-        log(f"scoring: aligned encoder {enc} not found: INSTA-aligned left out (train it with `insta align`)")
+        log(f"scoring: aligned encoder {enc} not found: INSTA-aligned left out (train it with `insta align`, or "
+            "give scoring.align to have the report train it)")
     return evaluate_methods_on_matrix(
         matrix, run.catalog, metric=sc.get("metric", PRIMARY), methods=methods, k=int(sc.get("k", 5)),
         target_samples=int(sc.get("target_samples", 32)), library_size=int(sc.get("library_size", 50)),
