@@ -60,6 +60,29 @@ def test_ray_and_sequential_produce_the_same_cells(models, tmp_path):
         ray.shutdown()
 
 
+def test_experiment_grid_runs_on_the_same_executor(tmp_path):
+    import ray
+
+    from insta.experiment import DryRunBackend, load_config, run_experiment
+
+    def grid(out, **over):
+        return load_config(REPO / "configs" / "tiny.yaml", {"data_dir": str(DATA), "out": str(tmp_path / out),
+                                                            **over})
+
+    run_experiment(grid("seq"), log=lambda m: None, report=False)
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        res = run_experiment(grid("ray", executor="ray"), log=lambda m: None, report=False)
+    finally:
+        ray.shutdown()
+    assert not res["missing_cells"] and res["stats"]["trained"] > 0
+    seq_cells = {p.name for p in (tmp_path / "seq" / "cells").glob("*.json")}
+    assert seq_cells == {p.name for p in (tmp_path / "ray" / "cells").glob("*.json")}  # same cache keys
+    b = DryRunBackend()
+    run_experiment(grid("ray"), backend=b, log=lambda m: None, report=False)
+    assert b.n_train == 0 and b.n_eval == 0  # the laptop reuses what the Ray run computed
+
+
 def test_seq2seq_model(models, tmp_path):
     res = run_transfer(cfg(tmp_path, models["seq2seq"], seeds=[0]), log=lambda m: None, progress=False,
                        report=False)

@@ -42,6 +42,7 @@ from typing import Any, Callable, Protocol
 from .catalogs.base import Catalog
 from .errors import InstaError
 from .methods import MethodResult, SelectionMethod, allocate_budget, make_method
+from .experiment_jobs import GridModelJob
 from .paths import atomic_write_json, remove_stale_tmp
 from .records import Example
 
@@ -423,23 +424,39 @@ class Experiment:
             raise InstaError(f"mixture holds {len(mix)} records, not the budget {self.cfg.n_total}")
         return mix.records
 
-    def _evaluate(self, handle, target: TargetInfo, key: str, model_key: str, extra: dict[str, Any]) -> dict[str, Any]:
-        t0 = time.perf_counter()
-        res = self.backend.evaluate(handle, target.eval_examples, self.cfg.eval, target.task.id, target.catalog)
-        seconds = time.perf_counter() - t0
-        cell = {
-            "v": CACHE_VERSION, "key": key, "model_key": model_key, "target": target.id,
-            "metrics": {k: v for k, v in (res.get("metrics") or {}).items()},
-            "primary_metric_evaluate": res.get("primary_metric"),
-            "samples": compact_samples(res), "seconds": round(seconds, 3),
-            "finished": time.strftime("%Y-%m-%dT%H:%M:%S"), **extra,
-        }
-        atomic_write_json(self.cell_path(key), cell)
-        self.stats["evaluated"] += 1
-        return cell
+    def _job(self, mkey: str, group: list[GridEntry]) -> GridModelJob | None:
+        """The job of one model: its missing cells, and the records to train it on unless it is trained."""
+        from .experiment_jobs import GridEval, GridModelJob, trained_record
 
-    def run(self) -> dict[str, Any]:
-        """Run every missing cell, then assemble the results (see :func:`assemble_results`)."""
+        target_by_id = {t.id: t for t in self.targets}
+        missing: dict[str, GridEntry] = {}
+        for e in group:
+            if not self.cell_path(e.eval_key).is_file():
+                missing.setdefault(e.eval_key, e)
+        if not missing:
+            return None
+        evals = [GridEval(k, e.target, target_by_id[e.target].task.id, target_by_id[e.target].catalog,
+                          list(target_by_id[e.target].eval_examples)) for k, e in missing.items()]
+        job = GridModelJob(model_key=mkey, model=self.cfg.model, backend=self.backend.name, out=str(self.out),
+                           labels=sorted({e.label for e in group}), allocation=group[0].allocation,
+                           train=dict(self.cfg.train), eval=dict(self.cfg.eval), evals=evals,
+                           keep_model=self.cfg.keep_models)
+        if mkey != "base":
+            done = trained_record(self.out, mkey)
+            if done is not None:
+                job.trained_dir, job.train_record = done
+            else:
+                t0 = time.perf_counter()
+                job.records = self._records(group[0].allocation)
+                job.mixture_seconds = time.perf_counter() - t0
+        return job
+
+    def run(self, executor: str | None = None) -> dict[str, Any]:
+        """Run every missing cell (one job per model, see :mod:`insta.experiment_jobs`), then assemble the
+        results (see :func:`assemble_results`)."""
+        from .executors import run_jobs
+        from .experiment_jobs import execute_grid_model
+
         t_run = time.perf_counter()
         if not self.entries:
             self.plan()
@@ -448,89 +465,43 @@ class Experiment:
         by_model: dict[str, list[GridEntry]] = {}
         for e in entries:
             by_model.setdefault(e.model_key, []).append(e)
-        target_by_id = {t.id: t for t in self.targets}
         # base first, then shared models (several targets), then per-target models
         order = sorted(by_model, key=lambda m: (m != "base", -len({e.target for e in by_model[m]}),
                                                 min(entries.index(e) for e in by_model[m])))
-        todo_models = [m for m in order if any(not self.cell_path(e.eval_key).is_file() for e in by_model[m])]
+        todo = [m for m in order if any(not self.cell_path(e.eval_key).is_file() for e in by_model[m])]
         n_cells_todo = len({e.eval_key for e in entries if not self.cell_path(e.eval_key).is_file()})
         self.stats["cells_cached"] = len({e.eval_key for e in entries}) - n_cells_todo
-        if not todo_models:
+        if not todo:
             self.log("every cell is done: nothing to train or evaluate")
-        done_cells = 0
-        t_work = time.perf_counter()
-        for mi, mkey in enumerate(todo_models, 1):
-            group = by_model[mkey]
-            missing: dict[str, GridEntry] = {}
-            for e in group:
-                if not self.cell_path(e.eval_key).is_file():
-                    missing.setdefault(e.eval_key, e)
-            labels = sorted({e.label for e in group})
-            shared = len({e.target for e in group}) > 1
-            train_info: dict[str, Any] = {}
-            if mkey == "base":
-                handle_name = self.cfg.model
-                self.log(f"model {mi}/{len(todo_models)}: base model {self.cfg.model} (untrained), "
-                         f"{len(missing)} evaluation(s)")
-            else:
-                handle_name, train_info = self._ensure_model(mkey, group[0].allocation, labels, shared,
-                                                             mi, len(todo_models))
-            t_load = time.perf_counter()
-            handle = self.backend.load(handle_name)
-            load_s = time.perf_counter() - t_load
-            for ekey, e in missing.items():
-                target = target_by_id[e.target]
-                cell = self._evaluate(handle, target, ekey, mkey, {"train": train_info, "load_seconds": round(load_s, 3)})
-                done_cells += 1
-                elapsed = time.perf_counter() - t_work
-                eta = elapsed / done_cells * (n_cells_todo - done_cells)
-                prim = _quick_primary(cell["samples"])
-                self.log(f"  eval {done_cells}/{n_cells_todo} {e.label if not shared else '/'.join(labels)} on "
-                         f"{target.id}: {prim} ({len(target.eval_examples)} ex, {cell['seconds']:.1f} s; "
-                         f"about {_fmt_s(eta)} of evaluations+training left at this pace)")
-            del handle
-            if mkey != "base" and not self.cfg.keep_models:
-                shutil.rmtree(self.model_dir(mkey), ignore_errors=True)
-        self.timings["run"] = time.perf_counter() - t_run
-        results = assemble_results(self)
-        return results
+        executor = executor or self.cfg.executor
 
-    def _ensure_model(self, mkey: str, allocation: dict[str, int], labels: list[str], shared: bool, mi: int,
-                      n: int) -> tuple[str, dict[str, Any]]:
-        mdir = self.model_dir(mkey)
-        rec_path = self.train_record_path(mkey)
-        if rec_path.is_file():
-            rec = json.loads(rec_path.read_text())
-            where = self.out / rec.get("model_dir", "-")
-            if rec.get("model_dir") and where.is_dir():
-                self.log(f"model {mi}/{n}: {'/'.join(labels)} already trained ({mkey})")
-                return str(where), rec
-        self.log(f"model {mi}/{n}: training {'/'.join(labels)}{' (shared by all targets)' if shared else ''} on "
-                 f"{len(allocation)} task(s), {sum(allocation.values())} instances ({mkey})")
-        t0 = time.perf_counter()
-        records = self._records(allocation)
-        mix_s = time.perf_counter() - t0
-        shutil.rmtree(mdir, ignore_errors=True)
-        t1 = time.perf_counter()
-        res = self.backend.train(records, mdir, self.cfg.model, dict(self.cfg.train))
-        train_s = time.perf_counter() - t1
-        self.stats["trained"] += 1
-        metrics = res.get("metrics") or {}
-        keep = ("n_examples", "tokens_per_epoch", "n_truncated", "global_step", "train_loss", "first_loss",
-                "last_loss", "train_seconds", "tokens_seen", "tokens_per_second", "learning_rate")
-        try:
-            rel = str(Path(res["model_dir"]).resolve().relative_to(self.out.resolve()))
-        except ValueError:
-            rel = str(Path(res["model_dir"]).resolve())
-        rec = {"model_key": mkey, "model_dir": rel, "labels": labels, "allocation": allocation,
-               "mixture_seconds": round(mix_s, 3), "seconds": round(train_s, 3),
-               "metrics": {k: metrics.get(k) for k in keep if k in metrics},
-               "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}
-        atomic_write_json(rec_path, rec)
-        loss = metrics.get("train_loss")
-        self.log(f"  trained in {train_s:.1f} s ({metrics.get('global_step', '?')} steps, "
-                 f"{metrics.get('tokens_per_epoch', '?')} tokens, mean loss {loss if loss is None else round(loss, 3)})")
-        return res["model_dir"], rec
+        def describe(mkey: str) -> str:
+            labels = sorted({e.label for e in by_model[mkey]})
+            shared = len({e.target for e in by_model[mkey]}) > 1
+            return (f"base model {self.cfg.model}" if mkey == "base" else
+                    f"{'/'.join(labels)}{' (shared by all targets)' if shared else ''} ({mkey})")
+
+        def report(info: dict[str, Any]) -> None:
+            self.stats["trained"] += int(bool(info.get("trained")))
+            self.stats["evaluated"] += len(info.get("cells", []))
+            for c in info.get("cells", []):
+                self.log(f"  {'/'.join(info['labels']) or 'base'} on {c['target']}: {_quick_primary(c['samples'])} "
+                         f"({c['seconds']:.1f} s)")
+
+        def work(job, backend=None):
+            info = execute_grid_model(job, backend)
+            if executor == "sequential":
+                report(info)
+            return info
+
+        infos = run_jobs(work, todo, lambda m: self._job(m, by_model[m]), executor,
+                         backend=self.backend if executor == "sequential" else None, describe=describe,
+                         log=self.log, progress=False)
+        if executor != "sequential":
+            for info in infos:
+                report(info)
+        self.timings["run"] = time.perf_counter() - t_run
+        return assemble_results(self)
 
     def _clean_stale(self) -> None:
         """Before anything runs: remove model dirs whose training did not finish (no record) and the temp files

@@ -66,6 +66,7 @@ class ExperimentConfig:
     p3_table: dict[str, Any] = field(default_factory=dict)
     keep_models: bool = False
     backend: str = "transformers"
+    executor: str = "sequential"  # sequential | ray (insta.executors)
     raw: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -80,7 +81,7 @@ class ExperimentConfig:
 TOP_KEYS = {
     "name", "description", "data_dir", "out", "seed", "targets", "k", "methods", "include_base", "encoder",
     "target_samples", "library_size", "pool", "mixture", "model", "train", "eval", "report", "p3_table",
-    "keep_models", "backend",
+    "keep_models", "backend", "executor",
 }
 MIXTURE_KEYS = {"n_total", "dedup", "dedup_ngram", "max_scan", "seed"}
 EVAL_OWN_KEYS = {"n", "seed"}
@@ -185,6 +186,11 @@ def config_from_dict(raw: dict[str, Any], path: str = "") -> ExperimentConfig:
     backend = raw.get("backend", "transformers")
     if backend not in BACKENDS:
         raise _fail(f"unknown backend {backend!r} (choose from {', '.join(BACKENDS)})")
+    from .executors import EXECUTORS
+
+    executor = raw.get("executor", "sequential")
+    if executor not in EXECUTORS:
+        raise _fail(f"unknown executor {executor!r} (choose from {', '.join(EXECUTORS)})")
     _check_train_eval(train, evalc)
     n_eval = evalc.get("n", 100)
     if not isinstance(n_eval, int) or n_eval < 1:
@@ -214,6 +220,7 @@ def config_from_dict(raw: dict[str, Any], path: str = "") -> ExperimentConfig:
         p3_table=dict(raw.get("p3_table") or {}),
         keep_models=bool(raw.get("keep_models", False)),
         backend=backend,
+        executor=executor,
         raw=raw,
     )
     if not cfg.out:

@@ -30,6 +30,8 @@ def add_parser(sub) -> None:
                    "evaluated)")
     p.add_argument("--dry-run", action="store_true", help="use the dry-run backend (no model; fake numbers) to test "
                    "a config end to end")
+    p.add_argument("--executor", choices=["sequential", "ray"], help="where the models are trained and evaluated "
+                   "(default: the config's, else sequential); ray joins $RAY_ADDRESS or starts a local instance")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress lines")
     p.set_defaults(func=run)
 
@@ -40,7 +42,8 @@ def run(args: argparse.Namespace) -> int:
     from ..errors import InstaError
     from ..experiment import Log, cached_p3_table, load_config, run_experiment
 
-    overrides = {"out": args.out, "data_dir": args.data_dir, "eval.n": args.n_eval, "mixture.n_total": args.n_total}
+    overrides = {"out": args.out, "data_dir": args.data_dir, "eval.n": args.n_eval, "mixture.n_total": args.n_total,
+                 "executor": args.executor}
     if args.targets:
         overrides["targets"] = [t.strip() for t in args.targets.split(",") if t.strip()]
     if args.keep_models:

@@ -14,7 +14,7 @@ from typing import Any
 from ..errors import InstaError
 from ..experiment_config import PoolConfig
 
-EXECUTORS = ("sequential", "ray")
+from ..executors import EXECUTORS
 BACKENDS = ("transformers", "dry-run")
 SOURCE_STRATEGIES = ("spread", "first", "random", "list")
 #: training options the transfer run sets itself

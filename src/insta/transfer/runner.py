@@ -329,7 +329,7 @@ class TransferRun:
 
     def run(self, executor: str | None = None, progress: bool = True) -> dict[str, Any]:
         """Run every unit with missing cells; returns counts and seconds."""
-        from .executors import run_jobs
+        from ..executors import run_jobs
 
         self.out.mkdir(parents=True, exist_ok=True)
         self.clean_stale()
@@ -337,8 +337,12 @@ class TransferRun:
         self.log(f"transfer: {len(self.sources)} sources x {len(self.cfg.seeds)} seeds + base, "
                  f"{len(self.targets)} targets: {len(pending)} unit(s) to run")
         t0 = time.perf_counter()
-        infos = run_jobs(self, pending, executor or self.cfg.executor, progress=progress)
-        return {"units_run": len(infos), "trained": sum(bool(i.get("trained")) for i in infos),
+        infos = run_jobs(execute_unit, pending, lambda u: self.job(*u), executor or self.cfg.executor,
+                         backend=self._backend() if (executor or self.cfg.executor) == "sequential" else None,
+                         describe=lambda u: f"{u[0] or 'base model'}{'' if u[1] is None else f' (seed {u[1]})'}",
+                         log=self.log, progress=progress, keep_going=True)
+        return {"units_run": len([i for i in infos if "error" not in i]), "failed": [i for i in infos if "error" in i],
+                "trained": sum(bool(i.get("trained")) for i in infos),
                 "evaluated": sum(int(i.get("evaluated", 0)) for i in infos),
                 "seconds": round(time.perf_counter() - t0, 1)}
 
