@@ -64,6 +64,16 @@ def _command_name(args: argparse.Namespace) -> str:
     return "insta " + " ".join(words)
 
 
+def _innermost_parser(parser: argparse.ArgumentParser, args: argparse.Namespace) -> argparse.ArgumentParser:
+    for attr in ("command", "catalog_command", "data_command"):
+        name = getattr(args, attr, None)
+        subs = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+        if not name or not subs or name not in subs[0].choices:
+            break
+        parser = subs[0].choices[name]
+    return parser
+
+
 def user_file_error(err: BaseException) -> str | None:
     """One line for an error that a user's file or path caused (unreadable, not UTF-8, malformed, nested too
     deeply), or ``None`` for anything else (a bug, which keeps its traceback)."""
@@ -88,7 +98,9 @@ def user_file_error(err: BaseException) -> str | None:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point: run the subcommand; user errors become one line on stderr and exit code 2."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extras = parser.parse_known_args(argv)
+    if extras:  # reported by the subcommand's parser, so the line names the subcommand
+        _innermost_parser(parser, args).error(f"unrecognized arguments: {' '.join(extras)}")
     if not getattr(args, "func", None):
         parser.print_help(sys.stderr)
         return 2

@@ -72,7 +72,8 @@ def describe_type(tp: Any) -> str:
         return "None"
     if origin in (list, tuple) or tp in (list, tuple):
         args = [a for a in typing.get_args(tp) if a is not Ellipsis]
-        return f"a list of {describe_type(args[0])}" if args else "a list"
+        plural = {str: "strings", int: "integers", float: "numbers", bool: "booleans"}
+        return f"a list of {plural.get(args[0], describe_type(args[0]))}" if args else "a list"
     if origin is dict or tp is dict:
         return "a mapping"
     return {bool: "true or false", int: "an integer", float: "a number", str: "a string"}.get(tp, str(tp))

@@ -233,6 +233,24 @@ def _refuse_foreign_outputs(out: Path, meta_path: Path) -> None:
                              "another --out, or pass --overwrite to replace them")
 
 
+_LM_HEADS = ("ForCausalLM", "LMHeadModel", "ForConditionalGeneration", "ForSeq2SeqLM")
+
+
+def _refuse_sentence_encoder(location: str, name: str) -> None:
+    """A sentence-transformers encoder directory (modules.json) whose architecture has no LM head is no
+    language model: say so before transformers bolts a random head onto it."""
+    p = Path(location)
+    if not any((p / n).is_file() for n in ("modules.json", "config_sentence_transformers.json")):
+        return
+    try:
+        archs = json.loads((p / "config.json").read_text(encoding="utf-8")).get("architectures") or []
+    except (OSError, ValueError, AttributeError):
+        archs = []
+    if not any(isinstance(a, str) and a.endswith(_LM_HEADS) for a in archs):
+        raise InstaError(f"{name!r} is a sentence-transformers encoder ({', '.join(map(str, archs)) or 'no LM head'}), "
+                         "not a causal or seq2seq language model: train from a language model")
+
+
 def find_resume_checkpoint(ckpt_dir: str | os.PathLike) -> tuple[str | None, list[tuple[str, str]]]:
     """The newest complete ``checkpoint-N`` folder under ``ckpt_dir`` (``None`` if there is none), and the
     newer folders that a kill left incomplete or corrupt, as ``(path, problem)`` pairs."""
@@ -401,21 +419,34 @@ def train_model(mixture: Any, config: TrainConfig | None = None, callbacks: Sequ
 
     if is_adapter_dir(location):
         raise InstaError(f"{config.model!r} is a LoRA adapter: train from its base model or a merged model")
+    _refuse_sentence_encoder(location, config.model)
     kind = model_kind(location)
     tokenizer = load_tokenizer(location)
     t_load = time.perf_counter()
     cls = AutoModelForSeq2SeqLM if kind == "seq2seq" else AutoModelForCausalLM
+    from transformers.utils import logging as hf_logging
+
+    bars, verbosity = hf_logging.is_progress_bar_enabled(), hf_logging.get_verbosity()
+    if not config.progress:  # --no-progress: no weight-loading bar either
+        hf_logging.disable_progress_bar()
+    hf_logging.set_verbosity_error()  # its multi-line load report: summarised below in one line
     try:
         model, loading = cls.from_pretrained(location, dtype=getattr(torch, config.dtype), output_loading_info=True)
     except (OSError, ValueError) as err:
         raise InstaError(f"cannot load model {config.model!r}: {str(err).splitlines()[0]}") from err
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        if bars:
+            hf_logging.enable_progress_bar()
     missing = sorted(loading.get("missing_keys") or [])
     if missing:  # e.g. an encoder checkpoint loaded as BertLMHeadModel: its LM head would start random
-        st = any(Path(location, n).is_file() for n in ("modules.json", "config_sentence_transformers.json"))
-        what = "a sentence-transformers encoder, not a" if st else "not a"
-        raise InstaError(f"{config.model!r} is {what} {kind} language model: {len(missing)} weight(s) of "
+        raise InstaError(f"{config.model!r} is not a {kind} language model: {len(missing)} weight(s) of "
                          f"{type(model).__name__} are missing from it ({', '.join(missing[:3])}"
                          f"{', ...' if len(missing) > 3 else ''})")
+    unused = sorted(loading.get("unexpected_keys") or [])
+    if unused:
+        print(f"insta train: warning: {len(unused)} weight(s) of {config.model!r} are not used by "
+              f"{type(model).__name__} ({', '.join(unused[:3])}{', ...' if len(unused) > 3 else ''})", file=sys.stderr)
     if getattr(model.config, "pad_token_id", None) is None:
         model.config.pad_token_id = tokenizer.pad_token_id
     load_s = time.perf_counter() - t_load

@@ -65,7 +65,9 @@ def _records(path: Path) -> list[tuple[str, Any]]:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise InstaError(f"task file {path} does not exist") from None
-    except (OSError, UnicodeDecodeError) as err:
+    except UnicodeDecodeError as err:
+        raise InstaError(f"task file {path} is not UTF-8 text ({err.reason} at byte {err.start})") from None
+    except OSError as err:
         raise InstaError(f"cannot read task file {path}: {err}") from None
     if path.suffix == ".jsonl":
         out = []

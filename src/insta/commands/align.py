@@ -119,6 +119,9 @@ def run(args: argparse.Namespace) -> int:
 
     t0 = time.perf_counter()
     check_output_files(json_out=args.json_out)
+    from ..fileio import check_output_dir
+
+    check_output_dir(args.out, "--out")
     config = config_from_args(args)
     catalog = load_catalog(args.catalog, args.data_dir)
     out = align_encoder(catalog, config, args.out, overwrite=args.overwrite)
