@@ -264,6 +264,12 @@ TRAIN_OPTIONS: list[Case] = [
      "sentence-transformers encoder"),
     ("train an encoder without a LM head", "train", lambda t, e: train_args(e, t / "r", "--model", e["encoder"] + "-hf"),
      "is not a causal language model"),
+    ("evaluate a corrupt adapter_config.json", "evaluate",
+     lambda t, e: ["evaluate", "--model", str(a_file(t / "adapter" / "adapter_config.json", "{oops").parent), "-c",
+                   str(USER), "-t", "review_sentiment"], "adapter_config.json"),
+    ("experiment --report-only corrupt results.json", "experiment",
+     lambda t, e: ["experiment", str(experiment_config(t)), "--report-only", "--out",
+                   str(a_file(t / "exp" / "results.json", '{"cells": [').parent)], "results.json"),
     ("train --batch-size 0", "train", lambda t, e: train_args(e, t / "r", "--batch-size", "0"), "positive integer"),
     ("train --save-steps -1", "train", lambda t, e: train_args(e, t / "r", "--save-steps", "-1"), "positive integer"),
 ]
@@ -271,6 +277,8 @@ TRAIN_OPTIONS: list[Case] = [
 DATA_DIR: list[Case] = [
     ("data fetch --data-dir FILE", "data fetch", lambda t, e: ["data", "fetch", "p3", "--data-dir", str(a_file(t / "f"))],
      "is a file"),
+    ("data fetch --data-dir under a file", "data fetch",
+     lambda t, e: ["data", "fetch", "bigbench", "--data-dir", str(a_file(t / "f") / "data")], "is not a directory"),
     ("catalog list --data-dir FILE", "catalog list",
      lambda t, e: ["catalog", "list", "-c", "bigbench", "--data-dir", str(a_file(t / "f"))], "is a file"),
 ]
@@ -457,6 +465,25 @@ def test_an_unreadable_file_reaching_the_top_level_is_one_line(tmp_path, capsys,
         assert tb is None and code == 2, tb
         assert len(err.strip().splitlines()) == 1 and err.startswith("insta catalog list: error: ")
     assert "0xe9" in err
+
+
+def test_an_unwritable_output_folder_is_refused_before_any_work(tmp_path, capsys, monkeypatch):
+    """Permissions cannot be tested as root: the folder is made unwritable for insta's check instead."""
+    import insta.fileio
+
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    real_access = insta.fileio.os.access
+    monkeypatch.setattr(insta.fileio.os, "access", lambda p, mode: Path(p) != locked and real_access(p, mode))
+    for argv, command in ((["select", "-c", str(USER), "-i", "x", "--json", str(locked / "sel.json")], "select"),
+                          (["mixture", "--tasks", "review_sentiment", "-c", str(USER), "--out", str(locked / "m.jsonl")],
+                           "mixture"),
+                          (["catalog", "list", "-c", str(USER), "--json", str(locked / "x" / "t.json")], "catalog list")):
+        code, out, err, tb = run_cli(argv, capsys)
+        TALLY["inputs tried"] += 1
+        TALLY[classify(code, err, tb, command)] += 1
+        assert classify(code, err, tb, command) == "clean errors" and "not writable" in err, err
+    assert not any(locked.iterdir())
 
 
 def test_a_bug_still_shows_its_traceback(monkeypatch):

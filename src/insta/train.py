@@ -4,7 +4,8 @@
   tokens and the padding are masked out of the loss (label -100).
 * Seq2seq LMs: encoder input = prompt, labels = target + EOS, padded by ``DataCollatorForSeq2Seq``.
 * Full fine-tuning or LoRA (peft); epochs or max steps; gradient accumulation; seeded; checkpoints every
-  ``save_steps`` under ``<output_dir>/checkpoints`` and automatic resume from the last one; the final model in
+  ``save_steps`` under ``<output_dir>/checkpoints`` and automatic resume from the newest complete one (a kill while
+  saving leaves a half-written one, which is removed with a warning); the final model in
   ``<output_dir>/model`` (a LoRA run saves the adapter there, which :func:`insta.lm.load_model` loads on top of
   its base; ``merge_lora`` saves merged full weights instead and the adapter in ``<output_dir>/adapter``).
 
