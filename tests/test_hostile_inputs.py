@@ -449,6 +449,19 @@ def test_unusable_bigbench_examples_are_counted_and_reported(tmp_path, capsys):
     assert [s["index"] for s in task.meta["skipped_examples"]] == [1, 2, 3, 4, 5]
 
 
+def test_exponent_numbers_that_yaml_reads_as_strings_are_numbers(tmp_path, capsys):
+    """``learning_rate: 1e-4`` (no dot) is a string to YAML 1.1: read as the number it means, not refused."""
+    cfg = experiment_config(tmp_path, train__learning_rate="1e-4")
+    import yaml
+
+    assert yaml.safe_load(cfg.read_text())["train"]["learning_rate"] == "1e-4"  # a string, as a user writes it
+    code, out, err, tb = run_cli(["experiment", str(cfg), "--plan", "-q"], capsys)
+    TALLY["inputs tried"] += 1
+    TALLY["correct behaviour" if (tb is None and code == 0) else classify(code, err, tb, "experiment")] += 1
+    assert tb is None and code == 0, err
+    assert "grid cell(s) to compute" in out
+
+
 def test_an_unreadable_file_reaching_the_top_level_is_one_line(tmp_path, capsys, monkeypatch):
     """The last line of defence: an OSError / RecursionError / UnicodeDecodeError that no reader caught."""
     import insta.commands.catalog as catalog_cmd

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 import typing
 from typing import Any, TypeVar
@@ -26,13 +27,20 @@ def apply_overrides(config: C, overrides: dict[str, Any], what: str) -> C:
 def check_types(config: Any, what: str) -> None:
     """A one-line error when a field of the dataclass ``config`` holds a value of the wrong type for its
     annotation (``seed: "abc"``, ``bf16: "false"``; an int is fine where a float is expected, a bool never
-    counts as a number)."""
+    counts as a number). A number field given as a string in exponent notation is converted: YAML reads
+    ``lr: 1e-6`` (no dot) as the string ``"1e-6"``."""
     hints = typing.get_type_hints(type(config))
     for f in dataclasses.fields(config):
         value = getattr(config, f.name)
         tp = hints.get(f.name, Any)
+        if isinstance(value, str) and value_matches(1.5, tp) and _FLOAT.fullmatch(value.strip()):
+            value = float(value)
+            setattr(config, f.name, value)
         if not value_matches(value, tp):
             raise InstaError(f"{what} option {f.name!r} must be {describe_type(tp)} (got {value!r})")
+
+
+_FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
 
 
 def value_matches(value: Any, tp: Any) -> bool:
