@@ -361,3 +361,133 @@ def test_interruption_while_building_pairs_resumes(tiny, style, tmp_path):
         align_encoder(style, cfg, tmp_path / "m", log=quiet, pair_encoder=Boom())
     out = align_encoder(style, cfg, tmp_path / "m", log=quiet)
     assert json.loads((out / METADATA_FILE).read_text())["status"] == "complete"
+
+
+# ---------------------------------------------------------------- checkpoints never run code; --overwrite keeps user files
+
+
+def _interrupt_at(text):
+    def log(msg):
+        if msg.startswith(text):
+            raise KeyboardInterrupt
+
+    return log
+
+
+def _two_checkpoints(style, cfg, out):
+    """Killed after epoch 3 finished training, before its checkpoint: epoch 2 in state.pt, epoch 1 before it."""
+    with pytest.raises(KeyboardInterrupt):
+        align_encoder(style, cfg, out, log=_interrupt_at("epoch 3/"))
+    ckpt = out / WORK_DIR / "checkpoint"
+    assert (ckpt / "state.pt").is_file() and (ckpt / "state.prev.pt").is_file()
+    return ckpt
+
+
+class _Payload:
+    """A pickle that creates a marker file when unpickled with weights_only=False."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (Path(self.marker).touch, ())
+
+
+def test_a_checkpoint_file_never_runs_code(tiny, style, tmp_path):
+    """A replaced checkpoint that would run code when unpickled (weights_only=False) runs nothing: it is
+    discarded with a warning and the run starts over."""
+    import torch
+
+    cfg = tiny_config(tiny, epochs=2)
+    with pytest.raises(KeyboardInterrupt):
+        align_encoder(style, cfg, tmp_path / "m", log=_interrupt_at("epoch 2/"))
+    state = tmp_path / "m" / WORK_DIR / "checkpoint" / "state.pt"
+    assert state.is_file()
+    marker = tmp_path / "MARKER"
+    torch.save({"fingerprint": "x", "payload": _Payload(marker)}, state)
+    messages = []
+    align_encoder(style, cfg, tmp_path / "m", log=messages.append)
+    assert not marker.exists(), "loading a checkpoint ran code"
+    assert any("discarded" in m for m in messages), messages
+
+
+@pytest.mark.parametrize("damage", ["code-running pickle", "truncated", "another run's"])
+def test_a_bad_checkpoint_is_discarded_and_the_previous_one_resumes(tiny, style, tmp_path, damage):
+    import torch
+
+    cfg = tiny_config(tiny, epochs=4, dev_fraction=0.2)
+    full = align_encoder(style, cfg, tmp_path / "full", log=quiet)
+    ckpt = _two_checkpoints(style, cfg, tmp_path / "resumed")
+    marker = tmp_path / "MARKER"
+    state = ckpt / "state.pt"
+    if damage == "code-running pickle":
+        torch.save({"fingerprint": "x", "payload": _Payload(marker)}, state)
+    elif damage == "truncated":
+        state.write_bytes(state.read_bytes()[:2000])
+    else:
+        data = torch.load(state, weights_only=True)
+        torch.save({**data, "fingerprint": "0" * 16}, state)
+    messages = []
+    out = align_encoder(style, cfg, tmp_path / "resumed", log=messages.append)
+    assert not marker.exists(), "a checkpoint file ran code"
+    assert any("checkpoint" in m and "cannot be used" in m and "discarded" in m for m in messages), messages
+    assert any("resuming after epoch 1" in m for m in messages), messages
+    a, b = _weights(full), _weights(out)
+    for k in a:  # the previous checkpoint leads to the same model as an uninterrupted run
+        np.testing.assert_allclose(a[k], b[k], rtol=0, atol=1e-6)
+
+
+def test_no_loadable_checkpoint_restarts_from_the_first_epoch(tiny, style, tmp_path):
+    cfg = tiny_config(tiny, epochs=4, dev_fraction=0.2)
+    ckpt = _two_checkpoints(style, cfg, tmp_path / "m")
+    for name in ("state.pt", "state.prev.pt"):
+        (ckpt / name).write_bytes(b"garbage")
+    messages = []
+    align_encoder(style, cfg, tmp_path / "m", log=messages.append)
+    assert sum("discarded" in m for m in messages) == 2
+    assert not any("resuming after" in m for m in messages)
+    assert json.loads((tmp_path / "m" / METADATA_FILE).read_text())["status"] == "complete"
+
+
+def test_overwrite_removes_only_what_insta_wrote(tiny, style, tmp_path, capsys):
+    out = tmp_path / "m"
+    align_encoder(style, tiny_config(tiny, epochs=1), out, log=quiet)
+    meta = json.loads((out / METADATA_FILE).read_text())
+    assert {"modules.json", "model.safetensors", METADATA_FILE, "README.md"} <= set(meta["outputs"])
+    (out / "my_notes.txt").write_text("keep me")
+    (out / "my_results").mkdir()
+    (out / "my_results" / "eval.json").write_text("{}")
+    rc = main(["align", "-c", str(FIX / "style.yaml"), "--out", str(out), "--encoder", tiny, "--objective", "mnrl",
+               "--epochs", "2", "--batch-size", "8", "--lr", "5e-3", "--threads", "1", "--heldout-fraction", "0.34",
+               "--dev-fraction", "0", "--positive-fraction", "1", "--negative-threshold", "0.97", "--no-progress",
+               "--overwrite"])
+    assert rc == 0, capsys.readouterr().err
+    assert (out / "my_notes.txt").read_text() == "keep me"
+    assert (out / "my_results" / "eval.json").is_file()
+    assert json.loads((out / METADATA_FILE).read_text())["config"]["epochs"] == 2
+
+
+def test_overwrite_of_a_folder_without_manifest_keeps_user_files(tiny, style, tmp_path):
+    """A folder written before insta kept a manifest: the standard model files go, the user's stay."""
+    out = tmp_path / "m"
+    align_encoder(style, tiny_config(tiny, epochs=1), out, log=quiet)
+    meta = json.loads((out / METADATA_FILE).read_text())
+    del meta["outputs"]
+    (out / METADATA_FILE).write_text(json.dumps(meta))
+    (out / "my_notes.txt").write_text("keep me")
+    (out / "stale_extra.bin").write_text("x")  # not a file name insta or sentence-transformers write
+    align_encoder(style, tiny_config(tiny, epochs=2), out, log=quiet, overwrite=True)
+    assert (out / "my_notes.txt").read_text() == "keep me"
+    assert json.loads((out / METADATA_FILE).read_text())["config"]["epochs"] == 2
+
+
+def test_a_tampered_manifest_cannot_reach_outside_the_folder(tiny, style, tmp_path):
+    out = tmp_path / "m"
+    align_encoder(style, tiny_config(tiny, epochs=1), out, log=quiet)
+    outside = tmp_path / "outside.txt"
+    outside.write_text("keep me")
+    meta = json.loads((out / METADATA_FILE).read_text())
+    meta["outputs"] += ["../outside.txt", str(outside), ".."]
+    (out / METADATA_FILE).write_text(json.dumps(meta))
+    align_encoder(style, tiny_config(tiny, epochs=2), out, log=quiet, overwrite=True)
+    assert outside.read_text() == "keep me"

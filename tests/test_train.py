@@ -155,3 +155,122 @@ def test_run_directory_resolves_to_its_model(models, tmp_path):
 
     res = train_model(tiny_lm.toy_records(8), cfg(models["causal"], tmp_path / "run", max_steps=1))
     assert resolve_model(str(tmp_path / "run")) == res.model_dir
+
+
+# ---------------------------------------------------------------- a kill while saving a checkpoint
+
+
+def _interrupted_run(models, out, recs):
+    """Train 8 steps with a checkpoint every 2, killed after step 7: checkpoint-4 and checkpoint-6 remain."""
+    from transformers import TrainerCallback
+
+    class Kill(TrainerCallback):
+        def on_step_end(self, args, state, control, **kw):
+            if state.global_step == 7:
+                raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train_model(recs, cfg(models["causal"], out, max_steps=8, save_steps=2, batch_size=4), callbacks=[Kill()])
+    ckpts = out / "checkpoints"
+    assert sorted(p.name for p in ckpts.iterdir()) == ["checkpoint-4", "checkpoint-6"]
+    return ckpts
+
+
+def _damage(folder: Path, how: str) -> None:
+    """What a kill in the middle of the Trainer's checkpoint save leaves behind."""
+    import shutil
+
+    if how == "empty folder":
+        shutil.rmtree(folder)
+        folder.mkdir()
+    elif how == "weights only":  # killed right after the model was written
+        for p in folder.iterdir():
+            if p.name != "model.safetensors":
+                p.unlink()
+    elif how == "truncated weights":
+        w = folder / "model.safetensors"
+        w.write_bytes(w.read_bytes()[: w.stat().st_size // 2])
+    elif how == "truncated optimizer":
+        o = folder / "optimizer.pt"
+        o.write_bytes(o.read_bytes()[:100])
+    elif how == "corrupt trainer_state.json":
+        (folder / "trainer_state.json").write_text('{"global_step": ')
+    else:  # pragma: no cover
+        raise ValueError(how)
+
+
+@pytest.mark.parametrize("how", ["empty folder", "weights only", "truncated weights", "truncated optimizer",
+                                 "corrupt trainer_state.json"])
+def test_resume_skips_a_half_written_checkpoint(models, tmp_path, capsys, how):
+    from insta.train import checkpoint_problem
+
+    recs = tiny_lm.toy_records(32)
+    ckpts = _interrupted_run(models, tmp_path / "r", recs)
+    assert checkpoint_problem(ckpts / "checkpoint-6") is None
+    _damage(ckpts / "checkpoint-6", how)
+    assert checkpoint_problem(ckpts / "checkpoint-6") is not None
+    capsys.readouterr()
+    res = train_model(recs, cfg(models["causal"], tmp_path / "r", max_steps=8, save_steps=2, batch_size=4))
+    assert res.metrics["resumed_from"].endswith("checkpoint-4")
+    assert res.metrics["global_step"] == 8
+    err = capsys.readouterr().err
+    assert "checkpoint-6 is incomplete" in err and "resuming from checkpoint-4" in err
+    assert checkpoint_problem(ckpts / "checkpoint-6") is None  # written again, whole
+    assert checkpoint_problem(ckpts / "checkpoint-8") is None
+
+
+def test_resume_starts_over_when_no_checkpoint_is_complete(models, tmp_path, capsys):
+    recs = tiny_lm.toy_records(32)
+    ckpts = _interrupted_run(models, tmp_path / "r", recs)
+    _damage(ckpts / "checkpoint-6", "empty folder")
+    _damage(ckpts / "checkpoint-4", "truncated weights")
+    capsys.readouterr()
+    res = train_model(recs, cfg(models["causal"], tmp_path / "r", max_steps=8, save_steps=2, batch_size=4))
+    assert res.metrics["resumed_from"] is None and res.metrics["global_step"] == 8
+    assert "starting over" in capsys.readouterr().err
+
+
+def test_cli_resumes_after_a_kill_while_saving(models, tmp_path, capsys):
+    recs = tiny_lm.toy_records(32)
+    ckpts = _interrupted_run(models, tmp_path / "r", recs)
+    _damage(ckpts / "checkpoint-6", "truncated weights")
+    mix = tmp_path / "mix.jsonl"
+    mix.write_text("".join(json.dumps(r) + "\n" for r in recs))
+    capsys.readouterr()
+    rc = main(["train", "--mixture", str(mix), "--model", models["causal"], "--out", str(tmp_path / "r"),
+               "--max-steps", "8", "--save-steps", "2", "--batch-size", "4", "--epochs", "8", "--lr", "1e-2",
+               "--logging-steps", "4", "--no-progress"])
+    out = capsys.readouterr()
+    assert rc == 0, out.err
+    assert "8 steps" in out.out and "resumed from" in out.out and "checkpoint-4" in out.out
+    assert "Traceback" not in out.err
+
+
+# ---------------------------------------------------------------- never write over a model insta did not write
+
+
+def test_train_refuses_a_model_dir_it_did_not_write(models, tmp_path, capsys):
+    import shutil
+
+    out = tmp_path / "run"
+    foreign = out / "model"
+    shutil.copytree(models["causal"], foreign)  # e.g. the user's own fine-tuned model
+    (foreign / "NOTES.md").write_text("my model")
+    before = {p.name: p.read_bytes() for p in foreign.iterdir()}
+    mix = tmp_path / "mix.jsonl"
+    mix.write_text("".join(json.dumps(r) + "\n" for r in tiny_lm.toy_records(8)))
+    argv = ["train", "--mixture", str(mix), "--model", models["causal"], "--out", str(out), "--max-steps", "1",
+            "--batch-size", "4", "--no-progress"]
+    rc = main(argv)
+    err = capsys.readouterr().err
+    assert rc == 2 and len(err.strip().splitlines()) == 1
+    assert err.startswith("insta train: error: ") and "did not write" in err and "--overwrite" in err
+    assert {p.name: p.read_bytes() for p in foreign.iterdir()} == before  # nothing lost
+    assert not (out / "checkpoints").exists()
+    with pytest.raises(InstaError, match="did not write"):
+        train_model(tiny_lm.toy_records(8), cfg(models["causal"], out, max_steps=1))
+    # asked for: replaced
+    assert main(argv + ["--overwrite"]) == 0
+    assert (foreign / "insta_model.json").is_file() and not (foreign / "NOTES.md").exists()
+    # insta's own run directory is resumed, not refused
+    assert main(argv) == 0

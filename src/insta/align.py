@@ -75,6 +75,9 @@ from .align_data import (  # noqa: F401  (re-exported: the alignment's public na
 
 # ---------------------------------------------------------------- run bookkeeping
 
+CHECKPOINT_FILE = "state.pt"  # the last finished epoch, under <out>/.insta-align/checkpoint/
+PREVIOUS_CHECKPOINT_FILE = "state.prev.pt"  # the epoch before it (the fallback)
+
 
 def _sha(obj: Any) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, ensure_ascii=False).encode()).hexdigest()[:16]
@@ -342,22 +345,19 @@ def align_encoder(
     start_epoch, best_epoch, best_score = 0, None, -math.inf
     train_seconds = 0.0
     base_dev: dict[str, float] = {}
-    ckpt = work / "checkpoint" / "state.pt"
+    ckpt = work / "checkpoint" / CHECKPOINT_FILE
     menc = _ModelEncoder(model)
-    if ckpt.is_file():
-        state = torch.load(ckpt, map_location="cpu", weights_only=False)
-        if state.get("fingerprint") == fingerprint:
-            model.load_state_dict(state["model"])
-            optimizer.load_state_dict(state["optimizer"])
-            scheduler.load_state_dict(state["scheduler"])
-            history = state["history"]
-            start_epoch = state["epoch"]
-            best_epoch, best_score = state["best_epoch"], state["best_score"]
-            train_seconds = state.get("train_seconds", 0.0)
-            base_dev = state.get("base_dev", {})
-            log(f"resuming after epoch {start_epoch} of {config.epochs}")
-        else:  # pragma: no cover - the fingerprint check above already catches this
-            ckpt.unlink()
+    state = _load_checkpoint(ckpt.parent, fingerprint, model, log)
+    if state is not None:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        history = state["history"]
+        start_epoch = state["epoch"]
+        best_epoch, best_score = state["best_epoch"], state["best_score"]
+        train_seconds = state.get("train_seconds", 0.0)
+        base_dev = state.get("base_dev", {})
+        log(f"resuming after epoch {start_epoch} of {config.epochs}")
     if start_epoch == 0:
         base_dev = _dev_metrics(menc, dev_pairs)
         if base_dev:
@@ -411,6 +411,9 @@ def align_encoder(
     best_dir = work / "best"
     if not (best_dir / "modules.json").is_file():  # pragma: no cover - defensive
         _save_model_atomic(model, best_dir, saved_max_len)
+    # the manifest of what insta writes into out_dir (all that --overwrite removes), recorded before writing it
+    outputs = sorted({item.name for item in best_dir.iterdir()} | {"README.md", METADATA_FILE, WORK_DIR})
+    atomic_write_json(work / "run.json", {**(_read_json(work / "run.json") or {}), "outputs": outputs})
     for item in best_dir.iterdir():
         target = out / item.name
         if target.is_dir():
@@ -438,6 +441,7 @@ def align_encoder(
                     "this_call_seconds": round(time.perf_counter() - t_start, 2)},
         "software": _versions(),
         "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        "outputs": outputs,
     }
     _write_readme(out, meta)
     atomic_write_json(meta_path, meta)
@@ -447,12 +451,81 @@ def align_encoder(
     return out
 
 
+#: What sentence-transformers and insta put in an aligned model folder, for folders written before insta kept a
+#: manifest of its outputs (``outputs`` in insta_alignment.json).
+_LEGACY_OUTPUTS = (
+    METADATA_FILE, WORK_DIR, "README.md", "modules.json", "config.json", "config_sentence_transformers.json",
+    "sentence_bert_config.json", "model.safetensors", "pytorch_model.bin", "tokenizer.json", "tokenizer_config.json",
+    "special_tokens_map.json", "vocab.txt", "vocab.json", "merges.txt", "added_tokens.json", "sentencepiece.bpe.model",
+    "spiece.model",
+)
+
+
 def _clear_alignment_dir(out: Path) -> None:
-    """Remove a previous alignment run's files (only directories that hold one)."""
-    if not ((out / METADATA_FILE).exists() or (out / WORK_DIR).exists()):
+    """Remove what an earlier alignment run wrote into ``out`` (its manifest says what), and nothing else: files
+    the user added to the folder stay."""
+    meta_path, work = out / METADATA_FILE, out / WORK_DIR
+    if not (meta_path.exists() or work.exists()):
         raise InstaError(f"{out} holds no insta alignment run; refusing to delete it")
-    shutil.rmtree(out)
-    out.mkdir(parents=True)
+    meta = _read_json(meta_path) or {}
+    run = _read_json(work / "run.json") or {}
+    names = {METADATA_FILE, WORK_DIR}
+    for listed in (meta.get("outputs"), run.get("outputs")):
+        if isinstance(listed, list):
+            names |= {n for n in listed if isinstance(n, str)}
+    if meta_path.is_file() and not isinstance(meta.get("outputs"), list):  # written before manifests existed
+        names |= set(_LEGACY_OUTPUTS)
+        modules = _read_json(out / "modules.json")
+        if isinstance(modules, list):
+            names |= {m["path"] for m in modules if isinstance(m, dict) and isinstance(m.get("path"), str)}
+    for name in sorted(names):
+        if not name or name in (".", "..") or "/" in name or os.sep in name:  # only the folder's own entries
+            continue
+        path = out / name
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        elif path.exists() or path.is_symlink():
+            path.unlink()
+
+
+def _load_checkpoint(folder: Path, fingerprint: str, model, log: Callable[[str], None]) -> dict | None:
+    """The newest loadable epoch checkpoint of this run (the last one, else the one before), loaded with
+    ``weights_only=True`` (a checkpoint file never runs code); one that does not load or does not fit is
+    discarded with a warning. ``None``: start from the first epoch."""
+    import torch
+
+    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    for name in (CHECKPOINT_FILE, PREVIOUS_CHECKPOINT_FILE):
+        path = folder / name
+        if not path.is_file():
+            continue
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+            problem = _checkpoint_problem(state, fingerprint, expected)
+        except Exception as err:  # unpickling refused, truncated or corrupt file
+            problem = f"{type(err).__name__}: {(str(err).splitlines() or [''])[0][:120]}"
+        if problem is None:
+            return state
+        log(f"warning: checkpoint {path} cannot be used ({problem}); discarded")
+        path.unlink()
+    return None
+
+
+def _checkpoint_problem(state: Any, fingerprint: str, expected: dict[str, tuple]) -> str | None:
+    if not isinstance(state, dict):
+        return "not a checkpoint"
+    if state.get("fingerprint") != fingerprint:
+        return "from another run"
+    missing = [k for k in ("model", "optimizer", "scheduler", "history", "epoch", "best_epoch", "best_score")
+               if k not in state]
+    if missing:
+        return f"no {', '.join(missing)}"
+    weights = state["model"]
+    if not isinstance(weights, dict) or {k: tuple(getattr(v, "shape", ())) for k, v in weights.items()} != expected:
+        return "weights do not fit the model"
+    if not isinstance(state["epoch"], int) or state["epoch"] < 1:
+        return "no finished epoch"
+    return None
 
 
 def _save_model_atomic(model, path: Path, max_seq_length) -> None:
@@ -471,11 +544,15 @@ def _save_model_atomic(model, path: Path, max_seq_length) -> None:
 
 
 def _save_checkpoint(path: Path, state: dict) -> None:
+    """Write the epoch checkpoint atomically, keeping the one before as the fallback if this one ever fails
+    to load."""
     import torch
 
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     torch.save(state, tmp)
+    if path.is_file():
+        os.replace(path, path.with_name(PREVIOUS_CHECKPOINT_FILE))
     os.replace(tmp, path)
 
 
@@ -508,7 +585,6 @@ def align_for_targets(source: Catalog, targets: Sequence[Task], out: str | os.Pa
     """Align an encoder on ``source`` with every target's family (and BIG-bench parent) kept out of alignment,
     on top of the alignment's own default exclusions; returns ``out``. Used by the experiment grid and the
     transfer scoring when their configured aligned encoder is missing."""
-    from .align_data import default_exclusions
 
     opts = dict(options or {})
     covered = set(default_exclusions(source)) if opts.get("default_exclusions", True) else set()

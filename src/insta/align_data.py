@@ -100,6 +100,9 @@ class AlignConfig:
         return 1e-6 if self.objective == "cosine" else 2e-5
 
     def validate(self) -> None:
+        from .options import check_types
+
+        check_types(self, "alignment")
         if self.objective not in OBJECTIVES:
             raise InstaError(f"unknown objective {self.objective!r} (choose from {', '.join(OBJECTIVES)})")
         if self.unit not in UNITS:

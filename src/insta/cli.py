@@ -27,8 +27,15 @@ COMMANDS = (
 )
 
 
+class OneLineErrorParser(argparse.ArgumentParser):
+    """An ArgumentParser whose usage errors are one line on stderr (``insta select: error: ...``), exit 2."""
+
+    def error(self, message: str):  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineErrorParser(
         prog="insta",
         description="Targeted instruction tuning: select related source tasks from instructions alone, "
         "train on them, evaluate zero-shot (INSTA, Lee et al. EMNLP 2024).",
@@ -52,24 +59,73 @@ def _version() -> str:
     return __version__
 
 
+def _command_name(args: argparse.Namespace) -> str:
+    """``insta select``, ``insta catalog show``: the prefix of the command's error lines."""
+    words = [args.command] + [getattr(args, a) for a in ("catalog_command", "data_command") if getattr(args, a, None)]
+    return "insta " + " ".join(words)
+
+
+def _innermost_parser(parser: argparse.ArgumentParser, args: argparse.Namespace) -> argparse.ArgumentParser:
+    for attr in ("command", "catalog_command", "data_command"):
+        name = getattr(args, attr, None)
+        subs = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+        if not name or not subs or name not in subs[0].choices:
+            break
+        parser = subs[0].choices[name]
+    return parser
+
+
+def user_file_error(err: BaseException) -> str | None:
+    """One line for an error that a user's file or path caused (unreadable, not UTF-8, malformed, nested too
+    deeply), or ``None`` for anything else (a bug, which keeps its traceback)."""
+    import json
+
+    if isinstance(err, UnicodeDecodeError):
+        from .fileio import describe_decode_error
+
+        return f"a file is not UTF-8 text ({describe_decode_error(err)})"
+    if isinstance(err, OSError) and err.filename is not None:
+        names = str(err.filename) + (f" -> {err.filename2}" if err.filename2 is not None else "")
+        return f"{names}: {err.strerror or err}"
+    if isinstance(err, RecursionError):
+        return "an input is nested too deeply (recursion limit)"
+    if isinstance(err, json.JSONDecodeError):
+        return f"malformed JSON: {err.msg} (line {err.lineno} column {err.colno})"
+    if type(err).__module__.split(".")[0] == "yaml":
+        return f"malformed YAML: {' '.join(str(err).split())}"
+    return None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point: run the subcommand; user errors become one line on stderr and exit code 2."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extras = parser.parse_known_args(argv)
+    if extras:  # reported by the subcommand's parser, so the line names the subcommand
+        _innermost_parser(parser, args).error(f"unrecognized arguments: {' '.join(extras)}")
     if not getattr(args, "func", None):
-        parser.print_help()
-        return 1
+        parser.print_help(sys.stderr)
+        return 2
     try:
         return int(args.func(args) or 0)
     except InstaError as err:
-        print(f"insta {args.command}: error: {err}", file=sys.stderr)
+        print(f"{_command_name(args)}: error: {_one_line(str(err))}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print(f"insta {args.command}: interrupted (finished work is kept; run again to resume)", file=sys.stderr)
-        return 130
     except BrokenPipeError:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+    except KeyboardInterrupt:
+        print(f"insta {args.command}: interrupted (finished work is kept; run again to resume)", file=sys.stderr)
+        return 130
+    except Exception as err:  # a user's file or path (see user_file_error); anything else is a bug: re-raised
+        message = user_file_error(err)
+        if message is None:
+            raise
+        print(f"{_command_name(args)}: error: {_one_line(message)}", file=sys.stderr)
+        return 2
+
+
+def _one_line(text: str) -> str:
+    return " ".join(part.strip() for part in text.splitlines() if part.strip())
 
 
 if __name__ == "__main__":

@@ -13,6 +13,8 @@ def resolve_data_dir(data_dir: str | os.PathLike | None = None, must_exist: bool
     """Return the data directory, from the argument, the environment variable, or ``./data``."""
     raw = data_dir or os.environ.get(ENV_VAR) or "data"
     path = Path(raw).expanduser()
+    if path.exists() and not path.is_dir():
+        raise InstaError(f"data directory {str(path)!r} is a file, not a directory")
     if must_exist and not path.is_dir():
         raise InstaError(
             f"data directory {str(path)!r} does not exist: pass --data-dir or set ${ENV_VAR} "

@@ -106,6 +106,53 @@ def _check_keys(section: str, given: dict, allowed: set[str]) -> None:
         raise _fail(f"unknown key(s) in {where} of the experiment config: {', '.join(hints)}")
 
 
+def _get(section: dict[str, Any], key: str, default: Any, tp: Any, where: str = "", minimum: float | None = None) -> Any:
+    """``section[key]`` (or ``default``), checked against the type ``tp`` (and ``minimum``) with a one-line error
+    naming the key: ``seed: abc`` or ``include_base: "false"`` must fail at load time, not after the grid."""
+    from .options import describe_type, value_matches
+
+    value = section.get(key, default)
+    name = f"{where}.{key}" if where else key
+    if not value_matches(value, tp):
+        raise _fail(f"{name} must be {describe_type(tp)} (got {value!r})")
+    if minimum is not None and value is not None and value < minimum:
+        raise _fail(f"{name} must be at least {minimum} (got {value!r})")
+    return value
+
+
+def _check_sections(raw: dict[str, Any]) -> None:
+    """Types of the plain-valued keys of the top level and of ``mixture``, ``eval``, ``report``, ``p3_table``."""
+    for key, default, tp in (("name", None, str | None), ("description", None, str | None),
+                             ("data_dir", None, str | None), ("out", None, str | None), ("encoder", None, str | None),
+                             ("model", "smollm2", str), ("include_base", True, bool), ("keep_models", False, bool)):
+        _get(raw, key, default, tp)
+    if isinstance(raw.get("model"), str) and not raw["model"].strip():
+        raise _fail("model must be a non-empty string")
+    _get(raw, "seed", 42, int)
+    _get(raw, "library_size", 100, int, minimum=1)
+    mixture = raw.get("mixture") or {}
+    _get(mixture, "dedup", True, bool, "mixture")
+    _get(mixture, "dedup_ngram", 8, int, "mixture", minimum=3)
+    _get(mixture, "max_scan", None, int | None, "mixture", minimum=1)
+    _get(mixture, "seed", 0, int, "mixture")
+    _get(raw.get("eval") or {}, "seed", 0, int, "eval")
+    report = raw.get("report") or {}
+    _get(report, "bootstrap", 2000, int, "report", minimum=1)
+    conf = _get(report, "confidence", 0.95, float, "report")
+    if not 0 < conf < 1:
+        raise _fail(f"report.confidence must be between 0 and 1 (got {conf!r})")
+    _get(report, "primary", None, str | None, "report")
+    _get(report, "focus", None, list[str] | None, "report")
+    _get(report, "baselines", None, list[str] | None, "report")
+    _get(report, "seed", 0, int, "report")
+    p3 = raw.get("p3_table") or {}
+    _get(p3, "enabled", False, bool, "p3_table")
+    _get(p3, "k", 5, int, "p3_table", minimum=1)
+    _get(p3, "aligned_encoder", None, str | None, "p3_table")
+    _get(p3, "encoder", None, str | None, "p3_table")
+    _get(p3, "align", None, dict | None, "p3_table")
+
+
 def _method_specs(raw: Any, top: dict[str, Any]) -> list[MethodSpec]:
     if not isinstance(raw, list) or not raw:
         raise _fail("the experiment config needs a non-empty 'methods' list")
@@ -168,6 +215,9 @@ def config_from_dict(raw: dict[str, Any], path: str = "") -> ExperimentConfig:
         raise _fail("'pool' must be a mapping")
     _check_keys("pool", pool_raw, set(PoolConfig.__dataclass_fields__))
     pool = PoolConfig(**pool_raw)
+    from .options import check_types
+
+    check_types(pool, "pool")
     if pool.unit not in ("family", "task"):
         raise _fail(f"pool.unit must be 'family' or 'task' (got {pool.unit!r})")
     if pool.exclude_bbh_parents not in ("all", "targets", "none"):
@@ -177,6 +227,7 @@ def config_from_dict(raw: dict[str, Any], path: str = "") -> ExperimentConfig:
         if not isinstance(val, dict):
             raise _fail(f"'{sec}' must be a mapping")
         _check_keys(sec, val, allowed)
+    _check_sections(raw)
     mixture = dict(raw.get("mixture") or {})
     n_total = mixture.get("n_total", 100)
     if not isinstance(n_total, int) or n_total < 1:
@@ -237,6 +288,8 @@ def config_from_dict(raw: dict[str, Any], path: str = "") -> ExperimentConfig:
 def _check_train_eval(train: dict, evalc: dict) -> None:
     from dataclasses import fields
 
+    from .options import check_types
+
     try:
         from .train import TrainConfig
     except ImportError:  # pragma: no cover - the train stage ships with insta
@@ -249,9 +302,11 @@ def _check_train_eval(train: dict, evalc: dict) -> None:
         allowed = {f.name for f in fields(TrainConfig)} - TRAIN_RESERVED
         _check_keys("train", train, allowed)
         try:
-            TrainConfig(**train).validate()
+            tc = TrainConfig(**train)
         except TypeError as err:
             raise _fail(f"train: {err}") from None
+        check_types(tc, "train")
+        tc.validate()
     if EvalConfig is not None:
         allowed = {f.name for f in fields(EvalConfig)} | EVAL_OWN_KEYS
         _check_keys("eval", evalc, allowed - {"limit", "limit_per_template"})
@@ -259,9 +314,11 @@ def _check_train_eval(train: dict, evalc: dict) -> None:
         if "stop" in opts:
             opts["stop"] = tuple(opts["stop"])
         try:
-            EvalConfig(**opts).validate()
+            ec = EvalConfig(**opts)
         except TypeError as err:
             raise _fail(f"eval: {err}") from None
+        check_types(ec, "eval")
+        ec.validate()
 
 
 def load_config(path: str | os.PathLike, overrides: dict[str, Any] | None = None,
@@ -271,15 +328,12 @@ def load_config(path: str | os.PathLike, overrides: dict[str, Any] | None = None
     ``overrides`` replace keys (``None`` values are ignored); a dotted key sets a nested one (``"eval.n": 10``).
     ``only_methods`` keeps the listed methods (by name or label) and drops the others.
     """
-    import yaml
+    from .fileio import load_yaml
 
     p = Path(path)
     if not p.is_file():
         raise _fail(f"experiment config {str(p)!r} does not exist")
-    try:
-        raw = yaml.safe_load(p.read_text(encoding="utf-8"))
-    except yaml.YAMLError as err:
-        raise _fail(f"malformed experiment config {p}: {str(err).splitlines()[0]}") from None
+    raw = load_yaml(p, "experiment config")
     if isinstance(raw, dict):
         for key, val in (overrides or {}).items():
             if val is None:

@@ -245,6 +245,10 @@ def evaluate_identification(
         raise InstaError(f"catalog {catalog.name!r} has no tasks")
     if not encoders:
         raise InstaError("give at least one encoder")
+    for name, values in (("top-k", ks), ("vote depth", [vote_depth])):
+        for v in values:
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise InstaError(f"{name} must be a positive integer (got {v!r})")
     t0 = time.perf_counter()
     units = catalog_units(catalog, unit)
     metas, labels, objs = [], [], []

@@ -168,13 +168,16 @@ def is_adapter_dir(location: str) -> bool:
 
 
 def _base_of_adapter(location: str) -> str:
-    cfg = json.loads(Path(location, "adapter_config.json").read_text())
+    from .fileio import load_json
+
+    cfg = load_json(Path(location, "adapter_config.json"), "adapter config")
     meta = Path(location, "insta_model.json")
     if meta.is_file():  # written by insta train: the base as the user named it
-        base = json.loads(meta.read_text()).get("base_model")
+        info = load_json(meta, "model record")
+        base = info.get("base_model") if isinstance(info, dict) else None
         if base:
             return base
-    base = cfg.get("base_model_name_or_path")
+    base = cfg.get("base_model_name_or_path") if isinstance(cfg, dict) else None
     if not base:
         raise InstaError(f"adapter {location!r} does not name its base model")
     return base

@@ -235,16 +235,14 @@ def read_mixture(path: str | os.PathLike) -> list[dict[str, Any]]:
     p = Path(path)
     if not p.is_file():
         raise InstaError(f"mixture file {str(p)!r} does not exist")
+    from .fileio import parse_json, read_text
+
     records = []
-    with p.open(encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise InstaError(f"malformed JSON in {p} line {lineno}: {err.msg}") from None
-            records.append(normalize_record(obj, f"{p} line {lineno}"))
+    for lineno, line in enumerate(read_text(p, "mixture file").split("\n"), 1):
+        if not line.strip():
+            continue
+        obj = parse_json(line, f"{p} line {lineno}")
+        records.append(normalize_record(obj, f"{p} line {lineno}"))
     if not records:
         raise InstaError(f"mixture file {p} holds no records")
     return records
@@ -264,12 +262,16 @@ def read_selection(path: str | os.PathLike) -> dict[str, Any]:
     p = Path(path)
     if not p.is_file():
         raise InstaError(f"selection file {str(p)!r} does not exist")
-    text = p.read_text(encoding="utf-8")
+    from .fileio import read_text
+
+    text = read_text(p, "selection file")
     if p.suffix == ".json" or text.lstrip().startswith(("{", "[")):
         try:
             data = json.loads(text)
         except json.JSONDecodeError as err:
             raise InstaError(f"malformed selection JSON {p}: {err.msg} (line {err.lineno})") from None
+        except RecursionError:
+            raise InstaError(f"malformed selection JSON {p}: nested too deeply") from None
     else:
         data = [line.strip() for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
     if isinstance(data, list):
@@ -407,6 +409,10 @@ def build_mixture(
     dup = sorted({i for i in ids if ids.count(i) > 1})
     if dup:
         raise InstaError(f"task(s) listed twice in the mixture: {', '.join(dup)}")
+    stray = sorted(set(config.caps) - set(ids))
+    if stray:
+        raise InstaError(f"cap for task(s) not in the mixture: {', '.join(stray)} (its tasks: {', '.join(ids[:10])}"
+                         f"{' ...' if len(ids) > 10 else ''})")
 
     excluded: list[str] = []
     if target_task is not None:
@@ -550,6 +556,7 @@ def mixture_from_selection(
             more = f" (and {len(unknown) - 1} more unknown: {', '.join(unknown[1:4])})" if len(unknown) > 1 else ""
             raise InstaError(f"selection names an unknown task: {err}{more}") from None
     tasks = [catalog.get(t) for t in task_ids]
+    config.caps = {catalog.resolve(t) if t in catalog else t: n for t, n in config.caps.items()}
     target_id = config.exclude_target or target_id_of(sel)
     target_task = None
     if target_id:

@@ -4,6 +4,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator
 
+from .errors import InstaError
+
 
 @dataclass
 class Example:
@@ -75,6 +77,8 @@ class Task:
 
     def examples(self, limit: int | None = None) -> list[Example]:
         """The first ``limit`` examples (all when ``None``)."""
+        if limit is not None and limit < 0:
+            raise InstaError(f"the number of examples must be >= 0 (got {limit})")
         out: list[Example] = []
         for ex in self.iter_examples():
             if limit is not None and len(out) >= limit:

@@ -802,7 +802,9 @@ def write_report(results: dict[str, Any], out_dir: str | Path, log: Callable[[st
 
 
 def load_results(path: str | Path) -> dict[str, Any]:
-    return json.loads(Path(path).read_text(encoding="utf-8"))
+    from .fileio import load_json
+
+    return load_json(path, "results file")
 
 
 __all__ = ["main_table", "metric_on", "plot_bars", "plot_selection_heatmap", "primary_metric_of", "summarize",

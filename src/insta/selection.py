@@ -103,6 +103,8 @@ class Selector:
             raise InstaError(f"unknown aggregation {aggregation!r} (choose from {', '.join(AGGREGATIONS)})")
         if len(catalog) == 0:
             raise InstaError(f"catalog {catalog.name!r} has no tasks")
+        if isinstance(vote_depth, bool) or not isinstance(vote_depth, int) or vote_depth < 1:
+            raise InstaError(f"vote depth must be a positive integer (got {vote_depth!r})")
         self.catalog = catalog
         self.encoder = encoder
         self.aggregation = aggregation

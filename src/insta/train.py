@@ -4,7 +4,8 @@
   tokens and the padding are masked out of the loss (label -100).
 * Seq2seq LMs: encoder input = prompt, labels = target + EOS, padded by ``DataCollatorForSeq2Seq``.
 * Full fine-tuning or LoRA (peft); epochs or max steps; gradient accumulation; seeded; checkpoints every
-  ``save_steps`` under ``<output_dir>/checkpoints`` and automatic resume from the last one; the final model in
+  ``save_steps`` under ``<output_dir>/checkpoints`` and automatic resume from the newest complete one (a kill while
+  saving leaves a half-written one, which is removed with a warning); the final model in
   ``<output_dir>/model`` (a LoRA run saves the adapter there, which :func:`insta.lm.load_model` loads on top of
   its base; ``merge_lora`` saves merged full weights instead and the adapter in ``<output_dir>/adapter``).
 
@@ -20,8 +21,11 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
+import sys
 import time
+import zipfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -31,6 +35,11 @@ from .options import apply_overrides
 
 DEFAULT_LR_FULL = 5e-5
 DEFAULT_LR_LORA = 2e-4
+#: Learning-rate schedules (transformers ``SchedulerType`` values that need no extra arguments).
+SCHEDULERS = ("linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup",
+              "inverse_sqrt")
+#: The marker file of a model directory written by ``insta train``.
+MODEL_MARKER = "insta_model.json"
 
 
 @dataclass
@@ -92,6 +101,10 @@ class TrainConfig:
             raise InstaError(f"warmup_ratio must be in [0, 1) (got {self.warmup_ratio})")
         if self.merge_lora and not self.lora:
             raise InstaError("merge_lora needs lora")
+        if self.lr_scheduler not in SCHEDULERS:
+            raise InstaError(f"unknown lr scheduler {self.lr_scheduler!r} (choose from {', '.join(SCHEDULERS)})")
+        if isinstance(self.lora_target_modules, list) and not self.lora_target_modules:
+            raise InstaError("lora_target_modules is empty: give module names or 'all-linear'")
 
     def fingerprint(self) -> dict[str, Any]:
         """What must match for a run to resume an earlier one."""
@@ -192,6 +205,139 @@ class _ListDataset:
         return self.items[i]
 
 
+# ---------------------------------------------------------------- run directory and checkpoints
+
+
+def _run_fingerprint(meta_path: Path) -> dict[str, Any]:
+    """The fingerprint an earlier run left in ``train_config.json``; a corrupt file is a one-line error."""
+    try:
+        data = json.loads(meta_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError) as err:
+        raise InstaError(f"{meta_path} is unreadable or corrupt ({type(err).__name__}): pass --overwrite to start "
+                         "this run over, or use another --out") from None
+    fp = data.get("fingerprint") if isinstance(data, dict) else None
+    if not isinstance(fp, dict):
+        raise InstaError(f"{meta_path} is not an insta training record (no fingerprint): pass --overwrite to start "
+                         "this run over, or use another --out")
+    return fp
+
+
+def _refuse_foreign_outputs(out: Path, meta_path: Path) -> None:
+    """Refuse to write over a model (or adapter) folder in ``out`` that no ``insta train`` run wrote."""
+    if meta_path.is_file():  # an insta run directory (train_config.json is written before any model)
+        return
+    for folder in (out / "model", out / "adapter"):
+        if folder.exists() and not folder.is_dir():
+            raise InstaError(f"{folder} exists and is not a directory: use another --out, or --overwrite")
+        if folder.is_dir() and any(folder.iterdir()) and not (folder / MODEL_MARKER).is_file():
+            raise InstaError(f"{folder} holds files that insta train did not write (no {MODEL_MARKER}): use "
+                             "another --out, or pass --overwrite to replace them")
+
+
+_LM_HEADS = ("ForCausalLM", "LMHeadModel", "ForConditionalGeneration", "ForSeq2SeqLM")
+
+
+def _refuse_sentence_encoder(location: str, name: str) -> None:
+    """A sentence-transformers encoder directory (modules.json) whose architecture has no LM head is no
+    language model: say so before transformers bolts a random head onto it."""
+    p = Path(location)
+    if not any((p / n).is_file() for n in ("modules.json", "config_sentence_transformers.json")):
+        return
+    try:
+        archs = json.loads((p / "config.json").read_text(encoding="utf-8")).get("architectures") or []
+    except (OSError, ValueError, AttributeError):
+        archs = []
+    if not any(isinstance(a, str) and a.endswith(_LM_HEADS) for a in archs):
+        raise InstaError(f"{name!r} is a sentence-transformers encoder ({', '.join(map(str, archs)) or 'no LM head'}), "
+                         "not a causal or seq2seq language model: train from a language model")
+
+
+def find_resume_checkpoint(ckpt_dir: str | os.PathLike) -> tuple[str | None, list[tuple[str, str]]]:
+    """The newest complete ``checkpoint-N`` folder under ``ckpt_dir`` (``None`` if there is none), and the
+    newer folders that a kill left incomplete or corrupt, as ``(path, problem)`` pairs."""
+    found = []
+    for p in Path(ckpt_dir).iterdir():
+        m = re.fullmatch(r"checkpoint-(\d+)", p.name)
+        if m and p.is_dir():
+            found.append((int(m.group(1)), p))
+    broken: list[tuple[str, str]] = []
+    for _, path in sorted(found, reverse=True):
+        problem = checkpoint_problem(path)
+        if problem is None:
+            return str(path), broken
+        broken.append((str(path), problem))
+    return None, broken
+
+
+def checkpoint_problem(path: str | os.PathLike) -> str | None:
+    """Why a Trainer checkpoint folder cannot be resumed from (``None`` when it looks complete).
+
+    The Trainer writes the weights, then optimizer and scheduler, then ``trainer_state.json``: all must be there
+    and whole (safetensors headers and sizes agree, torch files are complete zip archives).
+    """
+    p = Path(path)
+    try:
+        state = json.loads((p / "trainer_state.json").read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return "no trainer_state.json"
+    except (OSError, ValueError, RecursionError):
+        return "trainer_state.json is corrupt"
+    if not isinstance(state, dict) or not isinstance(state.get("global_step"), int):
+        return "trainer_state.json has no global_step"
+    weights = [p / n for n in ("model.safetensors", "adapter_model.safetensors") if (p / n).is_file()]
+    index = p / "model.safetensors.index.json"
+    if index.is_file():
+        try:
+            shards = set(json.loads(index.read_text(encoding="utf-8"))["weight_map"].values())
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            return f"{index.name} is corrupt"
+        weights += [p / s for s in sorted(shards)]
+    for w in weights:
+        problem = safetensors_problem(w)
+        if problem:
+            return f"{w.name}: {problem}"
+    has_other = any((p / n).is_file() for n in ("pytorch_model.bin", "adapter_model.bin")) or any(
+        x.name.startswith("pytorch_model_fsdp") for x in p.iterdir())
+    if not weights and not has_other:
+        return "no model weights"
+    for name in ("optimizer.pt", "scheduler.pt"):
+        f = p / name
+        if f.is_file():
+            if not zipfile.is_zipfile(f):
+                return f"{name} is truncated or corrupt"
+        elif not (name == "optimizer.pt" and any(x.name.startswith(("optimizer_", "global_step")) for x in p.iterdir())):
+            return f"no {name}"
+    return None
+
+
+def safetensors_problem(path: str | os.PathLike) -> str | None:
+    """Why a ``.safetensors`` file is not whole (``None`` when its header parses and the sizes agree)."""
+    p = Path(path)
+    try:
+        size = p.stat().st_size
+        with p.open("rb") as fh:
+            head = fh.read(8)
+            if len(head) < 8:
+                return "empty or truncated"
+            n = int.from_bytes(head, "little")
+            if n > size - 8:
+                return "truncated header"
+            header = json.loads(fh.read(n))
+    except FileNotFoundError:
+        return "missing"
+    except (OSError, ValueError):
+        return "corrupt header"
+    if not isinstance(header, dict):
+        return "corrupt header"
+    try:
+        end = max((int(v["data_offsets"][1]) for k, v in header.items() if k != "__metadata__"), default=0)
+    except (KeyError, TypeError, ValueError, IndexError):
+        return "corrupt header"
+    if 8 + n + end != size:
+        return f"truncated ({size} of {8 + n + end} bytes)"
+    return None
+
+
 # ---------------------------------------------------------------- training
 
 
@@ -242,12 +388,13 @@ def train_model(mixture: Any, config: TrainConfig | None = None, callbacks: Sequ
 
     import torch
     from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM, Trainer, TrainingArguments
-    from transformers.trainer_utils import get_last_checkpoint
 
+    from .fileio import check_output_dir
     from .lm import load_tokenizer, model_kind, resolve_model
     from .paths import atomic_write_json
 
     out = Path(config.output_dir)
+    check_output_dir(out, "output directory")
     ckpt_dir = out / "checkpoints"
     final_dir = out / "model"
     digest = _digest(records)
@@ -255,27 +402,52 @@ def train_model(mixture: Any, config: TrainConfig | None = None, callbacks: Sequ
     meta_path = out / "train_config.json"
     if config.overwrite:
         for p in (ckpt_dir, final_dir, out / "adapter"):
-            shutil.rmtree(p, ignore_errors=True)
-    elif meta_path.is_file() and (ckpt_dir.is_dir() or final_dir.is_dir()):
-        old = json.loads(meta_path.read_text()).get("fingerprint", {})
-        diff = [k for k in fp if old.get(k) != fp[k]]
-        if diff:
-            raise InstaError(f"{out} holds a different run (differs in {', '.join(diff)}): use another --out or "
-                             "--overwrite")
+            if p.is_dir():
+                shutil.rmtree(p)
+            elif p.exists():
+                p.unlink()
+    else:
+        if meta_path.is_file() and (ckpt_dir.is_dir() or final_dir.is_dir()):
+            old = _run_fingerprint(meta_path)
+            diff = [k for k in fp if old.get(k) != fp[k]]
+            if diff:
+                raise InstaError(f"{out} holds a different run (differs in {', '.join(diff)}): use another --out or "
+                                 "--overwrite")
+        _refuse_foreign_outputs(out, meta_path)
 
     location = resolve_model(config.model)
     from .lm import is_adapter_dir
 
     if is_adapter_dir(location):
         raise InstaError(f"{config.model!r} is a LoRA adapter: train from its base model or a merged model")
+    _refuse_sentence_encoder(location, config.model)
     kind = model_kind(location)
     tokenizer = load_tokenizer(location)
     t_load = time.perf_counter()
     cls = AutoModelForSeq2SeqLM if kind == "seq2seq" else AutoModelForCausalLM
+    from transformers.utils import logging as hf_logging
+
+    bars, verbosity = hf_logging.is_progress_bar_enabled(), hf_logging.get_verbosity()
+    if not config.progress:  # --no-progress: no weight-loading bar either
+        hf_logging.disable_progress_bar()
+    hf_logging.set_verbosity_error()  # its multi-line load report: summarised below in one line
     try:
-        model = cls.from_pretrained(location, dtype=getattr(torch, config.dtype))
+        model, loading = cls.from_pretrained(location, dtype=getattr(torch, config.dtype), output_loading_info=True)
     except (OSError, ValueError) as err:
         raise InstaError(f"cannot load model {config.model!r}: {str(err).splitlines()[0]}") from err
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        if bars:
+            hf_logging.enable_progress_bar()
+    missing = sorted(loading.get("missing_keys") or [])
+    if missing:  # e.g. an encoder checkpoint loaded as BertLMHeadModel: its LM head would start random
+        raise InstaError(f"{config.model!r} is not a {kind} language model: {len(missing)} weight(s) of "
+                         f"{type(model).__name__} are missing from it ({', '.join(missing[:3])}"
+                         f"{', ...' if len(missing) > 3 else ''})")
+    unused = sorted(loading.get("unexpected_keys") or [])
+    if unused:
+        print(f"insta train: warning: {len(unused)} weight(s) of {config.model!r} are not used by "
+              f"{type(model).__name__} ({', '.join(unused[:3])}{', ...' if len(unused) > 3 else ''})", file=sys.stderr)
     if getattr(model.config, "pad_token_id", None) is None:
         model.config.pad_token_id = tokenizer.pad_token_id
     load_s = time.perf_counter() - t_load
@@ -292,7 +464,12 @@ def train_model(mixture: Any, config: TrainConfig | None = None, callbacks: Sequ
             r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
             target_modules=config.lora_target_modules,
         )
-        model = get_peft_model(model, lcfg)
+        try:
+            model = get_peft_model(model, lcfg)
+        except ValueError as err:  # target modules that match nothing
+            names = sorted({n.rsplit(".", 1)[-1] for n, m in model.named_modules() if type(m).__name__ == "Linear"})
+            raise InstaError(f"LoRA target modules {config.lora_target_modules!r} do not fit {config.model!r} "
+                             f"({str(err).splitlines()[0][:160]}); its linear modules: {', '.join(names)}") from None
         if config.gradient_checkpointing:
             model.enable_input_require_grads()
     n_params = sum(p.numel() for p in model.parameters())
@@ -332,10 +509,14 @@ def train_model(mixture: Any, config: TrainConfig | None = None, callbacks: Sequ
     trainer = Trainer(model=model, args=args, train_dataset=_ListDataset(feats), data_collator=collator,
                       processing_class=tokenizer, callbacks=list(callbacks) or None)
 
-    resume_from = None
+    resume_from, broken = None, []
     if config.resume and ckpt_dir.is_dir():
-        resume_from = get_last_checkpoint(str(ckpt_dir))
+        resume_from, broken = find_resume_checkpoint(ckpt_dir)
     if trainer.is_world_process_zero():
+        for path, problem in broken:  # a kill while saving: never resumable, and in the way of the rotation
+            print(f"insta train: warning: checkpoint {path} is incomplete ({problem}); removed"
+                  + (f", resuming from {Path(resume_from).name}" if resume_from else ", starting over"), file=sys.stderr)
+            shutil.rmtree(path, ignore_errors=True)
         out.mkdir(parents=True, exist_ok=True)
         atomic_write_json(meta_path, {"fingerprint": fp, "config": asdict(config), "mixture": source,
                                       "kind": kind, "location": location})
@@ -386,7 +567,7 @@ def train_model(mixture: Any, config: TrainConfig | None = None, callbacks: Sequ
         "learning_rate": config.resolved_lr(),
     }
     if trainer.is_world_process_zero():
-        atomic_write_json(final_dir / "insta_model.json", {
+        atomic_write_json(final_dir / MODEL_MARKER, {
             "base_model": base_name, "kind": kind, "lora": config.lora, "merged": config.merge_lora,
             "mixture": source, "mixture_sha": digest, "trained_steps": trainer.state.global_step,
         })
@@ -394,4 +575,5 @@ def train_model(mixture: Any, config: TrainConfig | None = None, callbacks: Sequ
     return TrainResult(output_dir=str(out), model_dir=str(final_dir), metrics=metrics)
 
 
-__all__ = ["TrainConfig", "TrainResult", "build_features", "train_model"]
+__all__ = ["SCHEDULERS", "TrainConfig", "TrainResult", "build_features", "checkpoint_problem",
+           "find_resume_checkpoint", "safetensors_problem", "train_model"]

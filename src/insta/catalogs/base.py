@@ -99,5 +99,7 @@ def read_json_file(path, what: str):
             return json.load(fh)
     except ValueError as err:
         raise InstaError(f"malformed {what} file {path}: {err}") from None
+    except RecursionError:
+        raise InstaError(f"malformed {what} file {path}: nested too deeply") from None
     except OSError as err:
         raise InstaError(f"cannot read {what} file {path}: {err}") from None

@@ -177,7 +177,7 @@ def _description(bigbench: Path, rel: str) -> str:
     try:
         with open(f, encoding="utf-8") as fh:
             return str(json.load(fh).get("description") or "").strip()
-    except (OSError, ValueError, AttributeError):
+    except (OSError, ValueError, AttributeError, RecursionError):
         return ""
 
 

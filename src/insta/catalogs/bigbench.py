@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import hashlib
 import random
+import sys
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -33,7 +34,7 @@ from ..records import Example, Task
 from .base import Catalog, read_json_file
 from .index_cache import cached_parse
 
-INDEX_VERSION = 1  # bump whenever the cached per-file summary changes shape or content
+INDEX_VERSION = 2  # bump whenever the cached per-file summary changes shape or content
 DEFAULTS = {
     "task_prefix": "",
     "example_input_prefix": "\nQ: ",
@@ -58,17 +59,67 @@ def _read_json(path: Path) -> dict:
     return data
 
 
+#: Field -> (check, what it must be) for the top-level fields the catalog reads; ``None`` is always allowed.
+#: (``append_choices_to_input`` is a string "false" in six upstream files, kept as upstream harnesses read it.)
+_FIELD_TYPES: dict[str, tuple[Callable[[Any], bool], str]] = {
+    **{k: (lambda v: isinstance(v, str), "a string") for k in (
+        "name", "description", "task_prefix", "example_input_prefix", "example_output_prefix", "choice_prefix",
+        "preferred_score")},
+    "keywords": (lambda v: isinstance(v, list) and all(isinstance(x, str) for x in v), "a list of strings"),
+    "metrics": (lambda v: isinstance(v, list) and all(isinstance(x, str) for x in v), "a list of strings"),
+    "examples": (lambda v: isinstance(v, list), "a list of example objects"),
+    "append_choices_to_input": (lambda v: isinstance(v, (bool, str)), "true or false"),
+}
+
+
+def _check_fields(d: dict, path: Path) -> None:
+    """A one-line error naming the file and the field when a field the catalog reads has the wrong type."""
+    for key, (ok, want) in _FIELD_TYPES.items():
+        value = d.get(key)
+        if value is not None and not ok(value):
+            shown = repr(value)
+            shown = shown if len(shown) <= 40 else shown[:37] + "..."
+            raise InstaError(f"malformed BIG-bench task file {path}: '{key}' must be {want} (got {shown})")
+
+
+def example_problem(ex: Any) -> str | None:
+    """Why a BIG-bench example cannot be used (``None`` when it can): not an object, a non-string input, no
+    ``target`` / ``target_scores``, or targets and scores of the wrong type."""
+    if not isinstance(ex, dict):
+        return f"not an object ({type(ex).__name__})"
+    if not isinstance(ex.get("input", ""), str):
+        return "'input' is not a string"
+    scores, target = ex.get("target_scores") or None, ex.get("target")
+    if scores is not None:
+        if not isinstance(scores, dict):
+            return "'target_scores' is not an object"
+        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in scores.values()):
+            return "'target_scores' holds a non-numeric score"
+    if target is not None and not (isinstance(target, str) or (
+            isinstance(target, list) and target and all(isinstance(t, (str, int, float)) for t in target))):
+        return "'target' is neither a string nor a list of strings"
+    if scores is None and target is None:
+        return "no 'target' or 'target_scores'"
+    return None
+
+
 def _summary(path: Path) -> dict[str, Any]:
-    """What the catalog needs from one task.json (cached)."""
+    """What the catalog needs from one task.json (cached); wrong-typed fields are a one-line error, unusable
+    examples are counted (``n_skipped``) and the first few listed with their reasons (``skipped``)."""
     d = _read_json(path)
+    _check_fields(d, path)
     examples = d.get("examples") or []
+    skipped = [(i, why) for i, e in enumerate(examples) if (why := example_problem(e)) is not None]
     return {
-        "name": d.get("name", ""),
+        "name": d.get("name") or "",
         "description": d.get("description") or "",
-        "keywords": [str(k) for k in d.get("keywords") or []],
+        "keywords": list(d.get("keywords") or []),
         "metrics": list(d.get("metrics") or []),
         "preferred_score": d.get("preferred_score"),
-        "n_examples": len(examples) if isinstance(examples, list) else 0,
+        "n_examples": len(examples) - len(skipped),
+        "n_in_file": len(examples),
+        "n_skipped": len(skipped),
+        "skipped": [{"index": i, "problem": why} for i, why in skipped[:5]],
         "has_target_scores": any(isinstance(e, dict) and e.get("target_scores") for e in examples),
         "format": {k: d[k] for k in DEFAULTS if k in d},
     }
@@ -123,14 +174,21 @@ def make_example(
     )
 
 
-def _make_loader(task_id: str, path: Path, shuffle: bool) -> Callable[[], Iterator[Example]]:
+_WARNED: set[str] = set()
+
+
+def _make_loader(task_id: str, path: Path, shuffle: bool, summary: dict[str, Any]) -> Callable[[], Iterator[Example]]:
     def load() -> Iterator[Example]:
         d = _read_json(path)
+        _check_fields(d, path)
+        if summary.get("n_skipped") and str(path) not in _WARNED:  # once per file and process: never silent
+            _WARNED.add(str(path))
+            first = summary["skipped"][0]
+            print(f"insta: warning: BIG-bench task {task_id}: {summary['n_skipped']} of {summary['n_in_file']} "
+                  f"examples are unusable and skipped (example {first['index']}: {first['problem']})", file=sys.stderr)
         fmt = {k: d[k] for k in DEFAULTS if k in d}
         for i, ex in enumerate(d.get("examples") or []):
-            if not isinstance(ex, dict):
-                continue
-            out = make_example(task_id, i, ex, fmt, shuffle, str(path))
+            out = make_example(task_id, i, ex, fmt, shuffle, str(path)) if example_problem(ex) is None else None
             if out is not None:
                 yield out
 
@@ -152,7 +210,7 @@ def load(root: Path, shuffle_options: bool = True, cache: bool = True) -> Catalo
     t0_families = {ALIASES.get(n, n) for n in T0_EVAL}
     tasks = []
     for rel, s in index.items():
-        if s["n_examples"] == 0:
+        if s.get("n_in_file", s["n_examples"]) == 0:
             continue
         task_id = rel.rsplit("/", 1)[0]
         family = task_id.split("/")[0]
@@ -173,8 +231,9 @@ def load(root: Path, shuffle_options: bool = True, cache: bool = True) -> Catalo
             pools={"t0_eval"} if family in t0_families else set(),
             meta={
                 "metrics": s["metrics"], "preferred_score": s["preferred_score"], "n_examples": s["n_examples"],
+                **({"n_skipped_examples": s["n_skipped"], "skipped_examples": s["skipped"]} if s.get("n_skipped") else {}),
                 "path": str(base / rel), "has_target_scores": s["has_target_scores"], "format": s["format"],
             },
-            loader=_make_loader(task_id, base / rel, shuffle_options),
+            loader=_make_loader(task_id, base / rel, shuffle_options, s),
         ))
     return Catalog("bigbench", tasks, aliases=dict(ALIASES))

@@ -42,31 +42,39 @@ def _read(path: Path) -> dict:
     return data
 
 
-def _strings(value: Any) -> list[str]:
+def _strings(value: Any, field: str = "", path: Path | None = None) -> list[str]:
     if value is None:
         return []
     if isinstance(value, str):
         return [value]
+    if not isinstance(value, list) or not all(isinstance(v, (str, int, float)) for v in value):
+        raise InstaError(f"malformed NIV2 task file {path}: '{field}' must be a string or a list of strings")
     return [str(v) for v in value]
+
+
+def _list(d: dict, field: str, path: Path) -> list:
+    value = d.get(field) or []
+    if not isinstance(value, list):
+        raise InstaError(f"malformed NIV2 task file {path}: '{field}' must be a list")
+    return value
 
 
 def _summary(path: Path) -> dict[str, Any]:
     d = _read(path)
-    definition = "\n".join(s.strip() for s in _strings(d.get("Definition")) if s.strip())
+    definition = "\n".join(s.strip() for s in _strings(d.get("Definition"), "Definition", path) if s.strip())
     if not definition:
         raise InstaError(f"NIV2 task file {path} has an empty Definition")
     positives = [
         {"input": str(p.get("input", "")), "output": str(p.get("output", ""))}
-        for p in (d.get("Positive Examples") or [])[:MAX_CACHED_POSITIVES] if isinstance(p, dict)
+        for p in _list(d, "Positive Examples", path)[:MAX_CACHED_POSITIVES] if isinstance(p, dict)
     ]
     return {
         "definition": definition,
-        "categories": _strings(d.get("Categories")),
-        "domains": _strings(d.get("Domains")),
-        "input_language": _strings(d.get("Input_language")),
-        "output_language": _strings(d.get("Output_language")),
+        **{key: _strings(d.get(field), field, path) for key, field in (
+            ("categories", "Categories"), ("domains", "Domains"), ("input_language", "Input_language"),
+            ("output_language", "Output_language"))},
         "positives": positives,
-        "n_instances": len(d.get("Instances") or []),
+        "n_instances": len(_list(d, "Instances", path)),
     }
 
 
@@ -93,13 +101,13 @@ def _read_split(path: Path) -> set[str]:
 def _make_loader(task_id: str, path: Path, instruction: str, max_instances: int | None
                  ) -> Callable[[], Iterator[Example]]:
     def load() -> Iterator[Example]:
-        instances = _read(path).get("Instances") or []
+        instances = _list(_read(path), "Instances", path)
         for i, inst in enumerate(instances):
             if max_instances is not None and i >= max_instances:
                 break
             if not isinstance(inst, dict) or "input" not in inst:
                 raise InstaError(f"malformed NIV2 instance {i} in {path}: expected an object with 'input'")
-            refs = _strings(inst.get("output"))
+            refs = _strings(inst.get("output"), f"Instances[{i}].output", path)
             yield Example(
                 id=str(inst.get("id") or f"{task_id}-{i}"),
                 input=f"{instruction}\n\nInput: {str(inst['input']).strip()}\nOutput:",

@@ -69,7 +69,9 @@ def _records(path: Path) -> list[tuple[str, Any]]:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise InstaError(f"task file {path} does not exist") from None
-    except (OSError, UnicodeDecodeError) as err:
+    except UnicodeDecodeError as err:
+        raise InstaError(f"task file {path} is not UTF-8 text ({err.reason} at byte {err.start})") from None
+    except OSError as err:
         raise InstaError(f"cannot read task file {path}: {err}") from None
     if path.suffix == ".jsonl":
         out = []
@@ -80,12 +82,16 @@ def _records(path: Path) -> list[tuple[str, Any]]:
                 out.append((f"{path} line {n}", json.loads(line)))
             except ValueError as err:
                 raise InstaError(f"malformed JSON in {path} line {n}: {err}") from None
+            except RecursionError:
+                raise InstaError(f"malformed JSON in {path} line {n}: nested too deeply") from None
         return out
     try:
         doc = yaml.safe_load(text)
     except yaml.YAMLError as err:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise InstaError(f"malformed YAML in {path}: {first}") from None
+    except RecursionError:
+        raise InstaError(f"malformed YAML in {path}: nested too deeply") from None
     if isinstance(doc, dict) and "tasks" in doc:
         doc = doc["tasks"]
     if not isinstance(doc, list):
@@ -128,16 +134,21 @@ def _make_loader(task_id: str, path: Path) -> Callable[[], Iterator[Example]]:
             raise InstaError(f"cannot read examples file {path}: {err}") from None
         with fh:
             index = 0
-            for n, line in enumerate(fh, 1):
-                if not line.strip():
-                    continue
-                where = f"{path} line {n}"
-                try:
-                    raw = json.loads(line)
-                except ValueError as err:
-                    raise InstaError(f"malformed JSON in {where}: {err}") from None
-                yield _example(raw, where, task_id, index, path)
-                index += 1
+            try:
+                for n, line in enumerate(fh, 1):
+                    if not line.strip():
+                        continue
+                    where = f"{path} line {n}"
+                    try:
+                        raw = json.loads(line)
+                    except ValueError as err:
+                        raise InstaError(f"malformed JSON in {where}: {err}") from None
+                    except RecursionError:
+                        raise InstaError(f"malformed JSON in {where}: nested too deeply") from None
+                    yield _example(raw, where, task_id, index, path)
+                    index += 1
+            except UnicodeDecodeError as err:
+                raise InstaError(f"examples file {path} is not UTF-8 text ({err.reason})") from None
 
     return load
 

@@ -34,25 +34,69 @@ def load_pool(args: argparse.Namespace):
     return catalog
 
 
+def check_exclusions(catalog, task_ids: list[str], families: list[str]) -> None:
+    """Refuse ``--exclude`` ids and ``--exclude-family`` names that ``catalog`` does not hold: a typo must not
+    silently let a target's relative through the leakage guard."""
+    import difflib
+
+    for tid in task_ids:
+        catalog.resolve(tid)  # an unknown id is an error naming close matches
+    known = {t.family for t in catalog} | set(catalog.ids)
+    for fam in families:
+        if fam not in known:
+            close = difflib.get_close_matches(fam, sorted(known), n=3)
+            hint = f" (did you mean {', '.join(close)}?)" if close else ""
+            raise InstaError(f"unknown task family {fam!r} in catalog {catalog.name!r}{hint}")
+
+
 def read_lines_file(path: str) -> list[str]:
     """Instructions from a file: a JSON/YAML list, or one instruction per non-empty line."""
+    from ..fileio import parse_yaml, read_text
+
     p = Path(path)
     if not p.is_file():
         raise InstaError(f"instructions file {path!r} does not exist")
-    text = p.read_text(encoding="utf-8")
+    text = read_text(p, "instructions file")
     if p.suffix in {".json", ".yaml", ".yml"}:
-        import yaml
-
-        try:
-            data = yaml.safe_load(text)
-        except yaml.YAMLError as err:
-            raise InstaError(f"malformed instructions file {path}: {str(err).splitlines()[0]}") from None
+        data = parse_yaml(text, f"instructions file {path}")
         if isinstance(data, dict):
             data = data.get("instructions")
         if not isinstance(data, list) or not all(isinstance(s, str) for s in data):
             raise InstaError(f"instructions file {path} must hold a list of strings")
         return data
     return [line for line in text.splitlines() if line.strip()]
+
+
+def positive_int(text: str) -> int:
+    """argparse ``type=``: an integer >= 1 (so that 0 or -1 are refused, never read as "all" or "all but one")."""
+    return _int_at_least(text, 1, "a positive integer")
+
+
+def non_negative_int(text: str) -> int:
+    """argparse ``type=``: an integer >= 0."""
+    return _int_at_least(text, 0, "an integer >= 0")
+
+
+def _int_at_least(text: str, low: int, what: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+    if value < low:
+        raise argparse.ArgumentTypeError(f"expected {what}, got {value}")
+    return value
+
+
+def check_output_files(**paths: str | None) -> None:
+    """Check output file options before any work (``json_out="/tmp"`` -> "--json '/tmp' is a directory ...").
+
+    Keyword names are the options' names with ``-`` as ``_``; ``None`` (option not given) is skipped.
+    """
+    from ..fileio import check_output_file
+
+    for name, path in paths.items():
+        if path is not None:
+            check_output_file(path, f"--{name.removesuffix('_out').replace('_', '-')}")
 
 
 def write_json(path: str, obj: Any) -> None:

@@ -82,15 +82,12 @@ def config_from_args(args: argparse.Namespace):
     if args.config:
         from pathlib import Path
 
-        import yaml
+        from ..fileio import load_yaml
 
         path = Path(args.config)
         if not path.is_file():
             raise InstaError(f"config file {args.config!r} does not exist")
-        try:
-            loaded = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        except yaml.YAMLError as err:
-            raise InstaError(f"malformed config file {args.config}: {str(err).splitlines()[0]}") from None
+        loaded = load_yaml(path, "config file") or {}
         if not isinstance(loaded, dict):
             raise InstaError(f"config file {args.config} must hold a mapping of options")
         data.update(loaded)
@@ -117,7 +114,13 @@ def run(args: argparse.Namespace) -> int:
     from ..align import align_encoder, read_alignment_metadata
     from ._common import open_catalog, write_json
 
+    from ._common import check_output_files
+
     t0 = time.perf_counter()
+    check_output_files(json_out=args.json_out)
+    from ..fileio import check_output_dir
+
+    check_output_dir(args.out, "--out")
     config = config_from_args(args)
     catalog = open_catalog(args)
     out = align_encoder(catalog, config, args.out, overwrite=args.overwrite)

@@ -7,7 +7,7 @@ import argparse
 def add_parser(sub) -> None:
     p = sub.add_parser("catalog", help="list a catalog's tasks or show one task")
     csub = p.add_subparsers(dest="catalog_command", metavar="ACTION", required=True)
-    from ._common import add_catalog_args
+    from ._common import add_catalog_args, non_negative_int
 
     lp = csub.add_parser("list", help="one row per task: id, family, pools, #instructions")
     add_catalog_args(lp)
@@ -16,7 +16,7 @@ def add_parser(sub) -> None:
     sp = csub.add_parser("show", help="a task's metadata, instructions and first examples")
     add_catalog_args(sp)
     sp.add_argument("task", help="task id (or alias)")
-    sp.add_argument("--examples", type=int, default=2, help="how many examples to print (default 2)")
+    sp.add_argument("--examples", type=non_negative_int, default=2, help="how many examples to print (default 2)")
     sp.set_defaults(func=run_show)
 
 
@@ -25,8 +25,9 @@ def run_list(args: argparse.Namespace) -> int:
     from rich.table import Table
 
     from ..textsafe import safe_markup as esc
-    from ._common import load_pool, write_json
+    from ._common import check_output_files, load_pool, write_json
 
+    check_output_files(json_out=args.json_out)
     catalog = load_pool(args)
     if args.json_out:
         write_json(args.json_out, [t.summary() for t in catalog])
@@ -60,6 +61,10 @@ def run_show(args: argparse.Namespace) -> int:
                   f"language={esc(task.language, newlines=False)} pools={esc(','.join(sorted(task.pools)) or '-')}")
     if task.keywords:
         console.print(f"keywords: {esc(', '.join(task.keywords), newlines=False)}")
+    if task.meta.get("n_skipped_examples"):
+        first = task.meta["skipped_examples"][0]
+        console.print(f"skipped {task.meta['n_skipped_examples']} unusable example(s) of the task file "
+                      f"(example {first['index']}: {esc(first['problem'], newlines=False)})")
     console.print(f"{len(task.instructions)} instruction(s):")
     for i, ins in enumerate(task.instructions, 1):
         console.print(f"  {i}. {esc(' '.join(ins.split()), newlines=False)}")

@@ -17,7 +17,10 @@ def run_fetch(args: argparse.Namespace) -> int:
     from ..datadir import resolve_data_dir
     from ..fetch import fetch
 
+    from ..fileio import check_output_dir
+
     root = resolve_data_dir(args.data_dir, must_exist=False)
+    check_output_dir(root, "data directory")
     dest = fetch(args.source, root)
     print(f"{args.source}: ready in {dest}")
     return 0

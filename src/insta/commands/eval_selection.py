@@ -16,7 +16,7 @@ def add_parser(sub) -> None:
             "excluded (evaluation targets kept out of alignment) and unseen (tasks outside the alignment data)."
         ),
     )
-    from ._common import add_catalog_args
+    from ._common import add_catalog_args, positive_int
 
     add_catalog_args(p)
     p.add_argument("--encoder", "-e", action="append", default=[],
@@ -26,8 +26,8 @@ def add_parser(sub) -> None:
                         "their parent's description) or the exact task id")
     p.add_argument("--aggregation", "-a", action="append", choices=["mean", "max", "topk-vote"], default=[],
                    help="aggregation(s) to report (repeatable; default all three)")
-    p.add_argument("--top", type=int, action="append", default=[], help="k of top-k (repeatable; default 1 and 5)")
-    p.add_argument("--vote-depth", type=int, default=10, help="depth of topk-vote (10)")
+    p.add_argument("--top", type=positive_int, action="append", default=[], help="k of top-k (repeatable; default 1 and 5)")
+    p.add_argument("--vote-depth", type=positive_int, default=10, help="depth of topk-vote (10)")
     p.add_argument("--keep-ambiguous", action="store_true",
                    help="also ask instructions whose exact text belongs to another task too")
     p.add_argument("--details", action="store_true", help="include every query's ranks in the JSON")
@@ -56,8 +56,9 @@ def run(args: argparse.Namespace) -> int:
     from ..encoder import DEFAULT_ENCODER
     from ..identification import evaluate_identification, format_markdown
     from ..paths import atomic_write_text
-    from ._common import load_pool, write_json
+    from ._common import check_output_files, load_pool, write_json
 
+    check_output_files(json_out=args.json_out, markdown=args.markdown)
     catalog = load_pool(args)
     encoders = args.encoder or [DEFAULT_ENCODER]
     ks = sorted(set(args.top)) or [1, 5]

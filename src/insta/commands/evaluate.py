@@ -5,6 +5,8 @@ import argparse
 
 
 def add_parser(sub) -> None:
+    from ._common import positive_int
+
     p = sub.add_parser(
         "evaluate",
         help="evaluate a model zero-shot on target tasks",
@@ -17,15 +19,15 @@ def add_parser(sub) -> None:
     p.add_argument("--data-dir", default=None, help="upstream data folder (default: $INSTA_DATA_DIR, else ./data)")
     p.add_argument("--task", "-t", action="append", required=True, help="target task id (repeatable)")
     p.add_argument("--out", "-o", default=None, help="results folder (default: print only)")
-    p.add_argument("--limit", type=int, default=None, help="first N examples of each task")
-    p.add_argument("--limit-per-template", type=int, default=None, help="first N examples of each template")
+    p.add_argument("--limit", type=positive_int, default=None, help="first N examples of each task")
+    p.add_argument("--limit-per-template", type=positive_int, default=None, help="first N examples of each template")
     p.add_argument("--mode", choices=["auto", "rank", "generate"], default="auto")
     p.add_argument("--primary-metric", default=None, help="headline metric (default acc_sum; rouge_l / exact_match for generation)")
     p.add_argument("--calibration", choices=["auto", "fixed", "none"], default="auto",
                    help="content-free prompt for acc_calibrated (default auto)")
-    p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--max-source-length", type=int, default=1024)
-    p.add_argument("--max-new-tokens", type=int, default=32)
+    p.add_argument("--batch-size", type=positive_int, default=8)
+    p.add_argument("--max-source-length", type=positive_int, default=1024)
+    p.add_argument("--max-new-tokens", type=positive_int, default=32)
     p.add_argument("--stop", action="append", default=None, help="stop string for generation (repeatable; default newline)")
     p.add_argument("--no-samples", action="store_true", help="do not write samples.jsonl")
     p.add_argument("--no-progress", action="store_true")
@@ -35,7 +37,10 @@ def add_parser(sub) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..evaluate import EvalConfig, simple_evaluate
     from ..textsafe import safe_text
+    from ..fileio import check_output_dir
 
+    if args.out:
+        check_output_dir(args.out, "--out")
     config = EvalConfig(
         mode=args.mode, limit=args.limit, limit_per_template=args.limit_per_template, batch_size=args.batch_size,
         primary_metric=args.primary_metric, calibration=args.calibration, max_source_length=args.max_source_length,

@@ -7,6 +7,8 @@ import sys
 
 
 def add_parser(sub) -> None:
+    from ._common import positive_int
+
     p = sub.add_parser(
         "experiment",
         help="compare selection methods: select, train and evaluate a grid of targets x methods, then report",
@@ -21,8 +23,8 @@ def add_parser(sub) -> None:
                    "aligned encoder if one is configured and missing), print the plan; train and evaluate no LM")
     p.add_argument("--targets", help="comma-separated targets replacing the config's (e.g. bbh:navigate)")
     p.add_argument("--methods", help="comma-separated method names or labels to keep (e.g. insta-mean,random)")
-    p.add_argument("--n-eval", type=int, help="evaluation examples per target (overrides eval.n)")
-    p.add_argument("--n-total", type=int, help="training instances per model (overrides mixture.n_total)")
+    p.add_argument("--n-eval", type=positive_int, help="evaluation examples per target (overrides eval.n)")
+    p.add_argument("--n-total", type=positive_int, help="training instances per model (overrides mixture.n_total)")
     p.add_argument("--report-only", action="store_true", help="rewrite the report from <out>/results.json")
     p.add_argument("--partial-report", action="store_true", help="write a report from the cells finished so far "
                    "(no training or evaluation; safe while a run is going on)")
@@ -52,6 +54,9 @@ def run(args: argparse.Namespace) -> int:
         overrides["backend"] = "dry-run"
     methods = [m.strip() for m in args.methods.split(",") if m.strip()] if args.methods else None
     cfg = load_config(args.config, overrides, only_methods=methods)
+    from ..fileio import check_output_dir
+
+    check_output_dir(cfg.out, "experiment output folder")
     log = Log(quiet=args.quiet)
     if args.report_only:
         from ..report import load_results, write_report

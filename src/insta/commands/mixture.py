@@ -5,6 +5,8 @@ import argparse
 
 
 def add_parser(sub) -> None:
+    from ._common import positive_int
+
     p = sub.add_parser(
         "mixture",
         help="build a training mixture (JSONL) from selected source tasks",
@@ -17,18 +19,18 @@ def add_parser(sub) -> None:
     p.add_argument("--catalog", "-c", default=None, help="catalog of the tasks (default: the selection's)")
     p.add_argument("--data-dir", default=None, help="upstream data folder (default: the selection's, $INSTA_DATA_DIR, ./data)")
     p.add_argument("--out", "-o", required=True, help="output JSONL path")
-    p.add_argument("--per-task", "-n", type=int, default=100, help="instances per task, at most (default 100)")
+    p.add_argument("--per-task", "-n", type=positive_int, default=100, help="instances per task, at most (default 100)")
     p.add_argument("--cap", action="append", default=[], metavar="TASK=N", help="per-task cap override (repeatable)")
     p.add_argument("--mixing", choices=["proportional", "equal"], default="proportional",
                    help="proportional: min(size, cap) per task; equal: exactly cap per task, small tasks repeated")
-    p.add_argument("--total", type=int, default=None, help="total number of records (scaled over tasks)")
+    p.add_argument("--total", type=positive_int, default=None, help="total number of records (scaled over tasks)")
     p.add_argument("--exclude-target", default=None, metavar="TASK",
                    help="target task: dropped with its family, and its instances deduplicated against "
                    "(default: the selection's target)")
     p.add_argument("--target-catalog", default=None, help="catalog holding the target if not the source one (e.g. bbh)")
     p.add_argument("--no-dedup", action="store_true", help="do not deduplicate against the target's instances")
     p.add_argument("--dedup-ngram", type=int, default=8, help="word n-gram length for leak detection (default 8)")
-    p.add_argument("--max-scan", type=int, default=None, help="read at most this many instances per task")
+    p.add_argument("--max-scan", type=positive_int, default=None, help="read at most this many instances per task")
     p.add_argument("--allow-empty", action="store_true", help="skip selected tasks without instances")
     p.add_argument("--format", choices=["insta", "alpaca", "messages"], default="insta", help="record format")
     p.add_argument("--no-shuffle", action="store_true", help="keep records grouped by task")
@@ -60,6 +62,11 @@ def run(args: argparse.Namespace) -> int:
         raise InstaError("give either --selection FILE or --tasks ID [ID ...] (with --catalog)")
     if args.tasks and not args.catalog:
         raise InstaError("--tasks needs --catalog")
+    from ..fileio import check_output_file
+    from ..mixture import manifest_path
+
+    check_output_file(args.out, "--out")
+    check_output_file(manifest_path(args.out), "--out's manifest")
     config = MixtureConfig(
         per_task=args.per_task, caps=_caps(args.cap), mixing=args.mixing, total=args.total, seed=args.seed,
         shuffle=not args.no_shuffle, exclude_target=args.exclude_target, dedup=not args.no_dedup,

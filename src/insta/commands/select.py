@@ -11,7 +11,7 @@ def add_parser(sub) -> None:
         help="rank source tasks for a target by instruction similarity (INSTA)",
         description="Score every source task of a catalog against the target's instruction(s) and print the top k.",
     )
-    from ._common import add_catalog_args
+    from ._common import add_catalog_args, positive_int
 
     add_catalog_args(p)
     tgt = p.add_argument_group("target (one of)")
@@ -19,8 +19,8 @@ def add_parser(sub) -> None:
     tgt.add_argument("--instructions-file", help="file with target instructions (one per line, or a JSON/YAML list)")
     tgt.add_argument("--task", "-t", help="a catalog task id as target (it and its family are excluded)")
     tgt.add_argument("--target-catalog", help="catalog holding --task if not the source catalog (e.g. bbh)")
-    tgt.add_argument("--n-target-instructions", type=int, default=None, help="use only the first N target instructions")
-    p.add_argument("-k", type=int, default=5, help="how many tasks to select (default 5)")
+    tgt.add_argument("--n-target-instructions", type=positive_int, default=None, help="use only the first N target instructions")
+    p.add_argument("-k", type=positive_int, default=5, help="how many tasks to select (default 5)")
     p.add_argument("--aggregation", "-a", default="mean", choices=["mean", "max", "topk-vote"])
     p.add_argument("--encoder", "-e", default=None, help="sentence-transformers model dir or id (default all-MiniLM-L6-v2)")
     p.add_argument("--exclude", action="append", default=[], help="task id to leave out (repeatable)")
@@ -35,16 +35,19 @@ def run(args: argparse.Namespace) -> int:
     from ..encoder import Encoder
     from ..errors import InstaError
     from ..selection import Selector, target_from_task
-    from ._common import load_pool, open_catalog, read_lines_file, write_json
+    from ._common import check_exclusions, check_output_files, open_catalog, read_lines_file, write_json
 
     t0 = time.perf_counter()
     n_sources = sum(bool(x) for x in (args.instruction, args.instructions_file, args.task))
     if n_sources != 1:
         raise InstaError("give exactly one target: --instruction TEXT (repeatable), --instructions-file FILE or --task ID")
-    pool = load_pool(args)
+    check_output_files(json_out=args.json_out)
+    full = open_catalog(args)
+    check_exclusions(full, args.exclude, args.exclude_family)
+    pool = full.subset(full.pool(args.pool)) if args.pool else full
     exclude, families, info = list(args.exclude), list(args.exclude_family), {}
     if args.task:
-        tcat = open_catalog(args, args.target_catalog)
+        tcat = open_catalog(args, args.target_catalog) if args.target_catalog else full
         instructions, info, ex_ids, ex_fams = target_from_task(tcat.get(args.task))
         exclude += ex_ids
         families += ex_fams
@@ -53,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
         info = {"file": args.instructions_file}
     else:
         instructions = args.instruction
-    if args.n_target_instructions:
+    if args.n_target_instructions is not None:
         instructions = instructions[: args.n_target_instructions]
     encoder = Encoder(args.encoder, cache=not args.no_cache)
     selector = Selector(pool, encoder, aggregation=args.aggregation)

@@ -5,6 +5,9 @@ import argparse
 
 
 def add_parser(sub) -> None:
+    from ..train import SCHEDULERS
+    from ._common import positive_int
+
     p = sub.add_parser(
         "train",
         help="fine-tune an LM on a mixture (transformers Trainer; full or LoRA)",
@@ -19,28 +22,28 @@ def add_parser(sub) -> None:
     sched.add_argument("--epochs", type=float, default=3.0)
     sched.add_argument("--max-steps", type=int, default=-1, help="overrides --epochs when > 0")
     sched.add_argument("--lr", type=float, default=None, help="learning rate (default 5e-5 full, 2e-4 LoRA)")
-    sched.add_argument("--batch-size", type=int, default=8, help="per device")
-    sched.add_argument("--grad-accum", type=int, default=1)
+    sched.add_argument("--batch-size", type=positive_int, default=8, help="per device")
+    sched.add_argument("--grad-accum", type=positive_int, default=1)
     sched.add_argument("--warmup-ratio", type=float, default=0.0)
     sched.add_argument("--weight-decay", type=float, default=0.0)
-    sched.add_argument("--scheduler", default="linear", help="lr scheduler type (linear, cosine, constant, ...)")
+    sched.add_argument("--scheduler", default="linear", choices=SCHEDULERS, help="lr scheduler type (default linear)")
     sched.add_argument("--seed", type=int, default=42)
     data = p.add_argument_group("data")
-    data.add_argument("--max-source-length", type=int, default=256)
-    data.add_argument("--max-target-length", type=int, default=64)
+    data.add_argument("--max-source-length", type=positive_int, default=256)
+    data.add_argument("--max-target-length", type=positive_int, default=64)
     lora = p.add_argument_group("LoRA")
     lora.add_argument("--lora", action="store_true", help="train a LoRA adapter (peft) instead of all weights")
-    lora.add_argument("--lora-r", type=int, default=8)
+    lora.add_argument("--lora-r", type=positive_int, default=8)
     lora.add_argument("--lora-alpha", type=int, default=16)
     lora.add_argument("--lora-dropout", type=float, default=0.05)
     lora.add_argument("--lora-targets", default="all-linear", help="comma-separated module names, or all-linear")
     lora.add_argument("--merge-lora", action="store_true", help="save merged full weights (adapter in OUT/adapter)")
     run_g = p.add_argument_group("checkpoints and device")
-    run_g.add_argument("--save-steps", type=int, default=200)
-    run_g.add_argument("--save-total-limit", type=int, default=2)
+    run_g.add_argument("--save-steps", type=positive_int, default=200)
+    run_g.add_argument("--save-total-limit", type=positive_int, default=2)
     run_g.add_argument("--no-resume", action="store_true", help="do not resume from OUT/checkpoints")
     run_g.add_argument("--overwrite", action="store_true", help="delete an earlier run in OUT first")
-    run_g.add_argument("--logging-steps", type=int, default=5)
+    run_g.add_argument("--logging-steps", type=positive_int, default=5)
     run_g.add_argument("--bf16", action="store_true", help="bf16 mixed precision (GPU)")
     run_g.add_argument("--gradient-checkpointing", action="store_true")
     run_g.add_argument("--no-progress", action="store_true", help="no progress bars")

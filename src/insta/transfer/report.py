@@ -104,7 +104,7 @@ def build_sections(results: dict[str, Any], matrix: TransferMatrix) -> list[dict
     if results.get("scoring"):
         secs += scoring_sections(results["scoring"], image="method_scores.png")
     secs.append({"title": "Transfer matrix", "images": ["transfer_heatmap.png"], "paragraphs": [
-        f"Transfer = base model's gold-answer NLL per token minus the trained model's on the same examples "
+        "Transfer = base model's gold-answer NLL per token minus the trained model's on the same examples "
         "(positive: training on the source made the target's gold answers more likely). Full data: "
         "`matrix.csv` (long format: target, source, seed, metric, value, base_value, transfer)."]})
     secs.append({"title": "Reliability of the matrix", "paragraphs": [
