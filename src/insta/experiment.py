@@ -154,7 +154,9 @@ class DryRunBackend:
     def load(self, model_dir_or_name):
         p = Path(model_dir_or_name) / "dry_run_model.json"
         counts = json.loads(p.read_text())["counts"] if p.is_file() else {}
-        return {"name": str(model_dir_or_name), "counts": counts}
+        # a trained model is named by its key (<out>/models/<key>/model), so answers do not depend on <out>
+        return {"name": Path(model_dir_or_name).parent.name if p.is_file() else str(model_dir_or_name),
+                "counts": counts}
 
     def evaluate(self, handle, examples, options, task_id, catalog):
         import random as _random

@@ -19,7 +19,7 @@ BACKENDS = ("transformers", "dry-run")
 SOURCE_STRATEGIES = ("spread", "first", "random", "list")
 #: training options the transfer run sets itself
 TRAIN_RESERVED = {"model", "output_dir", "overwrite", "resume", "seed"}
-SCORING_KEYS = {"align", "encoder", "enabled", "k", "target_samples", "library_size", "aligned_encoder", "draws", "bootstrap", "metric"}
+SCORING_KEYS = {"align", "encoder", "enabled", "include_unreliable", "k", "target_samples", "library_size", "aligned_encoder", "draws", "bootstrap", "metric"}
 EVAL_KEYS = {"n", "seed", "batch_size", "calibration", "content_free_prompt", "max_source_length", "share_prefix"}
 
 
@@ -202,8 +202,9 @@ def config_from_dict(raw: Any, path: str = "") -> TransferConfig:
             raise _fail(f"scoring.{key} must be at least 1 (got {scoring[key]})")
     if scoring.get("align") is not None:
         _typed(scoring["align"], dict, "scoring.align")
-    if "enabled" in scoring:
-        _typed(scoring["enabled"], bool, "scoring.enabled")
+    for key in ("enabled", "include_unreliable"):
+        if key in scoring:
+            _typed(scoring[key], bool, f"scoring.{key}")
     for key in ("aligned_encoder", "metric", "encoder"):
         _typed(scoring.get(key), str, f"scoring.{key}", allow_none=True)
     cfg = TransferConfig(

@@ -103,6 +103,9 @@ def build_sections(results: dict[str, Any], matrix: TransferMatrix) -> list[dict
         _compute_line(results)]})
     if results.get("scoring"):
         secs += scoring_sections(results["scoring"], image="method_scores.png")
+    elif results.get("scoring_skipped"):
+        secs.append({"title": "Selection methods against measured transfer",
+                     "paragraphs": [f"Not scored yet: {results['scoring_skipped']}."]})
     secs.append({"title": "Transfer matrix", "images": ["transfer_heatmap.png"], "paragraphs": [
         "Transfer = base model's gold-answer NLL per token minus the trained model's on the same examples "
         "(positive: training on the source made the target's gold answers more likely). Full data: "

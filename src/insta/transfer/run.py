@@ -6,6 +6,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
+from ..errors import InstaError
 from ..paths import atomic_write_json, atomic_write_text
 from .cells import PRIMARY
 from .config import TransferConfig
@@ -80,7 +81,11 @@ def run_transfer(cfg: TransferConfig, *, out: str | None = None, backend: Any = 
         "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }
     if report and cfg.scoring.get("enabled", True) and matrix.rows:
-        results["scoring"] = score_matrix(run, matrix, log=run.log)
+        try:
+            results["scoring"] = score_matrix(run, matrix, log=run.log)
+        except InstaError as err:  # e.g. no reliable target yet: the report says so instead of failing
+            results["scoring_skipped"] = str(err)
+            run.log(f"scoring skipped: {err}")
     atomic_write_json(out_dir / "results.json", results)
     if report:
         from .report import write_transfer_report
@@ -111,7 +116,8 @@ def score_matrix(run: TransferRun, matrix: TransferMatrix, log: Callable[[str], 
     return evaluate_methods_on_matrix(
         matrix, run.catalog, metric=sc.get("metric", PRIMARY), methods=methods, k=int(sc.get("k", 5)),
         target_samples=int(sc.get("target_samples", 32)), library_size=int(sc.get("library_size", 50)),
-        reliability_min=run.cfg.reliability_min, draws=int(sc.get("draws", 1000)),
+        reliability_min=run.cfg.reliability_min, include_unreliable=bool(sc.get("include_unreliable", False)),
+        draws=int(sc.get("draws", 1000)),
         n_boot=int(sc.get("bootstrap", 10000)), seed=run.cfg.seed, log=log)
 
 
