@@ -238,6 +238,19 @@ def test_malformed_matrix_is_refused_with_one_line(tmp_path, capsys, content, ms
         read_matrix(bad)
 
 
+@pytest.mark.parametrize("content, msg", [
+    ('{"rows": ' * 3000, "nested too deeply"),
+    ('{"rows": 5}', "expected a list of row objects"),
+    ('[{"target": "x", "source": "y", "transfer": "nan"}]', "not finite"),
+    ("\xff\xfe", "not UTF-8"),
+])
+def test_malformed_json_matrix_is_refused(tmp_path, content, msg):
+    bad = tmp_path / "bad.json"
+    bad.write_bytes(content.encode("latin-1"))
+    with pytest.raises(InstaError, match=msg):
+        read_matrix(bad)
+
+
 def test_matrix_with_unknown_sources_is_refused(tmp_path, capsys):
     bad = tmp_path / "m.csv"
     bad.write_text("target,source,transfer\nbigbench:animal_facts,no_such_task,0.1\n"

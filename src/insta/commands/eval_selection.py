@@ -120,6 +120,9 @@ def run_transfer_scoring(args: argparse.Namespace) -> int:
     from ..transfer.methods_vs_matrix import DEFAULT_METHODS, aligned_methods, with_encoder
     from ._common import write_json
 
+    from ._common import check_output_files
+
+    check_output_files(json_out=args.json_out if args.json_out != "-" else None, markdown=args.markdown)
     for name in ("regret_k", "target_samples", "library_size"):
         if getattr(args, name) < 1:
             raise InstaError(f"--{name.replace('_', '-')} must be at least 1 (got {getattr(args, name)})")

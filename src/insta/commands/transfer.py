@@ -41,7 +41,13 @@ def run(args: argparse.Namespace) -> int:
     overrides = {"out": args.out, "data_dir": args.data_dir, "executor": args.executor}
     if args.dry_run:
         overrides["backend"] = "dry-run"
+    from ..fileio import check_output_dir
+    from ._common import check_output_files
+
+    check_output_files(json_out=args.json_out if args.json_out != "-" else None)
     cfg = load_transfer_config(args.config, overrides)
+    if not args.plan:
+        check_output_dir(cfg.out, "output folder")
     log = Log(quiet=args.quiet)
     if args.plan:
         plan = plan_transfer(cfg, log=log)

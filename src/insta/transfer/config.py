@@ -236,17 +236,9 @@ def config_from_dict(raw: Any, path: str = "") -> TransferConfig:
 
 def load_transfer_config(path: str | os.PathLike, overrides: dict[str, Any] | None = None) -> TransferConfig:
     """Read a transfer YAML (or JSON) file; ``overrides`` set top-level or dotted keys (``"eval.n": 10``)."""
-    import yaml
+    from ..fileio import load_yaml
 
-    p = Path(path)
-    if not p.is_file():
-        raise _fail(f"{str(p)!r} does not exist")
-    try:
-        raw = yaml.safe_load(p.read_text(encoding="utf-8"))
-    except UnicodeDecodeError:
-        raise _fail(f"{p} is not UTF-8 text") from None
-    except (yaml.YAMLError, RecursionError) as err:
-        raise _fail(f"malformed {p}: {str(err).splitlines()[0] if str(err) else type(err).__name__}") from None
+    raw = load_yaml(path, "transfer config")
     if isinstance(raw, dict):
         for key, val in (overrides or {}).items():
             if val is None:
@@ -258,4 +250,4 @@ def load_transfer_config(path: str | os.PathLike, overrides: dict[str, Any] | No
                     node[part] = {}
                 node = node[part]
             node[leaf] = val
-    return config_from_dict(raw, str(p))
+    return config_from_dict(raw, str(path))

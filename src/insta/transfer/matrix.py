@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -121,19 +120,13 @@ def read_matrix(path: str | Path, metric: str | None = None) -> TransferMatrix:
     Needed columns: ``target``, ``source`` and ``transfer`` (or ``value`` + ``base_value``, with ``metric``
     saying whether higher is better). ``seed`` and ``metric`` are optional (one seed / one metric).
     """
+    from ..fileio import parse_json, read_text
+
     p = Path(path)
-    if not p.is_file():
-        raise InstaError(f"transfer matrix {str(p)!r} does not exist")
-    try:
-        text = p.read_text(encoding="utf-8")
-    except UnicodeDecodeError:
-        raise InstaError(f"transfer matrix {p} is not UTF-8 text") from None
+    text = read_text(p, "transfer matrix")
     meta: dict[str, Any] = {}
     if p.suffix == ".json":
-        try:
-            data = json.loads(text)
-        except (ValueError, RecursionError) as err:
-            raise InstaError(f"transfer matrix {p} is not valid JSON ({type(err).__name__})") from None
+        data = parse_json(text, f"transfer matrix {p}")
         if isinstance(data, dict):
             meta = data.get("meta") if isinstance(data.get("meta"), dict) else {}
             data = data.get("rows")
