@@ -372,8 +372,58 @@ TOP_LEVEL: list[Case] = [
     ("select -k abc", "select", lambda t, e: ["select", "-c", str(USER), "-i", "x", "-k", "abc"], "positive integer"),
 ]
 
+TINY_TRANSFER = REPO / "configs" / "transfer-tiny.yaml"
+
+
+def transfer_config(tmp: Path, **change) -> Path:
+    """configs/transfer-tiny.yaml with top-level keys changed."""
+    import yaml
+
+    raw = yaml.safe_load(TINY_TRANSFER.read_text())
+    raw.update({"data_dir": str(EXPERIMENT_DATA), "out": str(tmp / "transfer-out"), **change})
+    path = tmp / "transfer.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+def matrix_file(t: Path, text: str, name: str = "m.csv") -> Path:
+    path = t / name
+    path.write_text(text)
+    return path
+
+
+TRANSFER: list[Case] = [
+    ("transfer config is a directory", "transfer", lambda t, e: ["transfer", str(t)], "is a directory"),
+    ("transfer config not UTF-8", "transfer", lambda t, e: ["transfer", str(latin1(t / "c.yaml"))], "not UTF-8"),
+    ("transfer config nested deeply", "transfer", lambda t, e: ["transfer", str(deep(t / "c.yaml"))],
+     "nested too deeply"),
+    ("transfer seeds: abc", "transfer", lambda t, e: ["transfer", str(transfer_config(t, seeds="abc")), "--plan"],
+     "seeds"),
+    ("transfer instances: many", "transfer",
+     lambda t, e: ["transfer", str(transfer_config(t, instances="many")), "--plan"], "instances"),
+    ("transfer keep_models: 'false'", "transfer",
+     lambda t, e: ["transfer", str(transfer_config(t, keep_models="false")), "--plan"], "keep_models"),
+    ("transfer unknown target", "transfer",
+     lambda t, e: ["transfer", str(transfer_config(t, targets=["bigbench:no_such_task"])), "--plan", "-q"],
+     "no_such_task"),
+    ("transfer --out FILE", "transfer",
+     lambda t, e: ["transfer", str(transfer_config(t)), "-q", "--out", str(a_file(t / "f"))], "not a directory"),
+    ("transfer --json DIR", "transfer", lambda t, e: ["transfer", str(transfer_config(t)), "-q", "--json", str(t)],
+     "is a directory"),
+    ("eval-selection --transfer missing column", "eval-selection",
+     lambda t, e: ["eval-selection", "--transfer", str(matrix_file(t, "target,source\nx,y\n"))], "transfer"),
+    ("eval-selection --transfer non-number", "eval-selection",
+     lambda t, e: ["eval-selection", "--transfer", str(matrix_file(t, "target,source,transfer\nx,y,lots\n"))],
+     "not a number"),
+    ("eval-selection --transfer nested JSON", "eval-selection",
+     lambda t, e: ["eval-selection", "--transfer", str(deep(t / "m.json"))], "nested too deeply"),
+    ("eval-selection --transfer --regret-k 0", "eval-selection",
+     lambda t, e: ["eval-selection", "--transfer", str(matrix_file(t, "target,source,transfer\nx,y,1\n")),
+                   "--regret-k", "0"], "--regret-k"),
+]
+
 CORPUS = [*OUTPUT_PATHS, *NOT_UTF8, *DEEP_NESTING, *TRAIN_OPTIONS, *DATA_DIR, *UPSTREAM_TYPES, *SILENT_WRONG,
-          *EXPERIMENT_TYPES, *TOP_LEVEL]
+          *EXPERIMENT_TYPES, *TOP_LEVEL, *TRANSFER]
 
 
 def run_cli(argv: list[str], capsys) -> tuple[int | None, str, str, str | None]:

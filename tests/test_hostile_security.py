@@ -531,3 +531,13 @@ def test_experiment_run_cleans_temp_files_a_killed_run_left(tmp_path):
         _age(f, 3600)
     run_experiment(cfg, backend=DryRunBackend(), log=lambda m: None, report=False)
     assert not any(f.exists() for f in stale) and live.exists()
+
+
+def test_error_lines_escape_control_characters(tmp_path, capsys):
+    """An unknown task id full of terminal escapes is echoed in the error line, but escaped."""
+    from insta import cli
+
+    code = cli.main(["catalog", "show", "--catalog", str(Path(__file__).parent / "fixtures" / "user" / "tasks.yaml"),
+                     "evil\x1b]0;pwned\x07\x1b[2J"])
+    err = capsys.readouterr().err
+    assert code == 2 and "\x1b" not in err and "\\x1b" in err and len(err.strip().splitlines()) == 1

@@ -125,7 +125,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _one_line(text: str) -> str:
-    return " ".join(part.strip() for part in text.splitlines() if part.strip())
+    """A message on one line, with control characters from data (task ids, file names) made visible."""
+    from .textsafe import safe_text
+
+    return safe_text(" ".join(part.strip() for part in text.splitlines() if part.strip()), newlines=False)
 
 
 if __name__ == "__main__":
