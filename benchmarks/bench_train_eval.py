@@ -107,8 +107,8 @@ def main(argv=None) -> int:
         res = evaluate_examples(lm, exs, cfg, task_id="code_line_description")
         t = res["timings"]
         evals[name] = {"examples": res["n"], "seconds": t["seconds"], "examples_per_second": t["examples_per_second"],
-                       "sequences": t["n_sequences_scored"], "acc_sum": res["metrics"]["acc_sum"],
-                       "acc_norm": res["metrics"]["acc_norm"]}
+                       "sequences": t["n_sequences_scored"], "acc": res["metrics"]["acc"],
+                       "acc_norm": res["metrics"]["acc_norm"], "acc_norm_token": res["metrics"]["acc_norm_token"]}
         print(f"eval {name}: {res['n']} examples in {t['seconds']:.1f}s = {t['examples_per_second']} ex/s", flush=True)
     gen_task = "simple_arithmetic_json" if "simple_arithmetic_json" in catalog else "object_counting"
     gex = catalog.get(gen_task).examples(args.gen_examples)

@@ -1,5 +1,5 @@
 """Evaluation: batched scoring (causal and seq2seq), tokenizer boundary merges, rank-classification rules
-(sum, norm, calibrated), template averaging, generation metrics, outputs, bad input, CLI, SuperGLUE protocol."""
+(acc, acc_norm per character, acc_norm_token, calibrated, unconditional), template averaging, generation metrics, outputs, bad input, CLI, SuperGLUE protocol."""
 import json
 import sys
 from pathlib import Path
@@ -128,26 +128,62 @@ def test_sum_norm_calibrated_rules(monkeypatch, tmp_path):
     calls = stub_scores(monkeypatch, table)
     res = evaluate_examples(STUB, exs, EvalConfig(progress=False), task_id="t")
     m = res["metrics"]
-    assert m["acc_sum"] == 0.5 and m["acc_norm"] == 0.5
+    assert m["acc"] == 0.5 and m["acc_norm_token"] == 0.5 and m["acc_norm"] == 0.5
     # calibrated: e1 short -1 vs long 2 -> long (wrong); e2 short -2 vs long 2.8 -> long (right)
     assert m["acc_calibrated"] == 0.5
     assert [s["pred_sum"] for s in res["samples"]] == [0, 0]
+    assert [s["pred_norm_token"] for s in res["samples"]] == [1, 1]
     assert [s["pred_norm"] for s in res["samples"]] == [1, 1]
     assert [s["pred_calibrated"] for s in res["samples"]] == [1, 1]
-    assert m["bal_acc_sum"] == 0.5 and m["macro_f1_sum"] == pytest.approx((2 / 3 + 0) / 2)
+    assert m["bal_acc"] == 0.5 and m["macro_f1"] == pytest.approx((2 / 3 + 0) / 2)
     assert m["gold_logprob"] == pytest.approx((-2.0 - 3.2) / 2)
     assert m["gold_nll_per_token"] == pytest.approx((2.0 + 0.8) / 2)
-    assert res["primary_metric"] == "acc_sum" and res["primary"] == 0.5
+    assert res["primary_metric"] == "acc" and res["primary"] == 0.5
     # content-free scores are computed once per option text
     assert sum(1 for c in calls if c[0] == cf) == 2
     s0 = res["samples"][0]
-    assert s0["scores_norm"] == [-2.0, -1.0] and s0["prediction"] == "short" and s0["reference"] == "short"
+    assert s0["scores_norm_token"] == [-2.0, -1.0] and s0["prediction"] == "short" and s0["reference"] == "short"
+    assert s0["scores_norm"] == [-2.0 / 5, -4.0 / 20]
     # primary metric configurable; predictions follow its rule
-    res = evaluate_examples(STUB, exs, EvalConfig(progress=False, primary_metric="acc_norm", calibration="none"))
+    res = evaluate_examples(STUB, exs, EvalConfig(progress=False, primary_metric="acc_norm_token", calibration="none"))
     assert res["primary"] == 0.5 and res["samples"][1]["correct"] is True
     assert "acc_calibrated" not in res["metrics"]
     with pytest.raises(InstaError, match="needs calibration"):
         evaluate_examples(STUB, exs, EvalConfig(progress=False, primary_metric="acc_calibrated", calibration="none"))
+    # the names used before lm-evaluation-harness naming are refused with their new name
+    with pytest.raises(InstaError, match="'acc_sum' is now called 'acc'"):
+        evaluate_examples(STUB, exs, EvalConfig(progress=False, primary_metric="acc_sum"))
+
+
+def test_acc_norm_divides_by_characters_acc_norm_token_by_tokens(monkeypatch):
+    """lm-eval's acc_norm: log-likelihood / len(option) in characters; the per-token rule can disagree."""
+    p = "Q: which?\nA:"
+    # "ab": 2 tokens, 2 chars; "abcdefgh": 1 token, 8 chars
+    table = {(p, "ab"): (-2.0, 2), (p, "abcdefgh"): (-4.0, 1)}
+    stub_scores(monkeypatch, table)
+    ex = Example(id="e", input=p, references=["abcdefgh"], options=["ab", "abcdefgh"], label=1)
+    res = evaluate_examples(STUB, [ex], EvalConfig(progress=False, calibration="none", primary_metric="acc_norm"))
+    s = res["samples"][0]
+    assert s["scores_norm"] == [-1.0, -0.5] and s["pred_norm"] == 1  # per character: -2/2 < -4/8
+    assert s["scores_norm_token"] == [-1.0, -4.0] and s["pred_norm_token"] == 0  # per token: -2/2 > -4/1
+    assert res["metrics"]["acc_norm"] == 1.0 and res["metrics"]["acc_norm_token"] == 0.0
+    assert res["metrics"]["acc"] == 0.0 and res["primary"] == 1.0 and s["correct"] is True
+
+
+def test_unconditional_calibration_scores_the_joined_option_after_nothing(monkeypatch):
+    """calibration='unconditional' is lm-eval's acc_mutual_info: each option (with the space that joins it to
+    the prompt) scored after an empty context; a prompt ending in whitespace joins without one."""
+    p1, p2 = "Q: one\nA:", "Q: two\nA: "
+    table = {(p1, "yes"): (-1.0, 1), (p1, "no"): (-2.0, 1), ("", " yes"): (-0.5, 1), ("", " no"): (-3.0, 1),
+             (p2, "yes"): (-1.0, 1), (p2, "no"): (-2.0, 1), ("", "yes"): (-4.0, 1), ("", "no"): (-1.0, 1)}
+    calls = stub_scores(monkeypatch, table)
+    exs = [Example(id=str(i), input=p, references=["no"], options=["yes", "no"], label=1)
+           for i, p in enumerate((p1, p2))]
+    res = evaluate_examples(STUB, exs, EvalConfig(progress=False, calibration="unconditional"))
+    assert {c for c in calls if c[0] == ""} == {("", " yes"), ("", " no"), ("", "yes"), ("", "no")}
+    # p1: -1-(-0.5) = -0.5 vs -2-(-3) = 1 -> no; p2: -1-(-4) = 3 vs -2-(-1) = -1 -> yes
+    assert [s["pred_calibrated"] for s in res["samples"]] == [1, 0]
+    assert res["metrics"]["acc_calibrated"] == 0.5
 
 
 def test_content_free_prompt_uses_raw_input():
@@ -174,15 +210,15 @@ def test_template_averaging(monkeypatch):
                            provenance={"template_id": tpl, "task": "super_glue/rte"}))
     stub_scores(monkeypatch, table)
     res = evaluate_examples(STUB, exs, EvalConfig(progress=False, calibration="none"), task_id="super_glue/rte")
-    assert res["metrics"]["acc_sum"] == pytest.approx(0.75)
-    assert res["metrics_pooled"]["acc_sum"] == pytest.approx(4 / 6)
+    assert res["metrics"]["acc"] == pytest.approx(0.75)
+    assert res["metrics_pooled"]["acc"] == pytest.approx(4 / 6)
     assert res["metrics"]["n_templates"] == 2 and res["metrics"]["n"] == 6
-    assert res["per_template"]["t1"]["acc_sum"] == 1.0 and res["per_template"]["t2"]["acc_sum"] == 0.5
+    assert res["per_template"]["t1"]["acc"] == 1.0 and res["per_template"]["t2"]["acc"] == 0.5
     assert res["primary"] == pytest.approx(0.75)
     # limit per template keeps the first N of each
     assert [e.id for e in limit_examples(exs, limit_per_template=1)] == ["0", "2"]
     flat = evaluate_examples(STUB, exs, EvalConfig(progress=False, calibration="none", average_over_templates=False))
-    assert flat["metrics"]["acc_sum"] == pytest.approx(4 / 6) and "per_template" not in flat
+    assert flat["metrics"]["acc"] == pytest.approx(4 / 6) and "per_template" not in flat
 
 
 def test_superglue_protocol(monkeypatch, tmp_path):
@@ -205,8 +241,8 @@ def test_superglue_protocol(monkeypatch, tmp_path):
     stub_scores(monkeypatch, table)
     out = evaluate_superglue(STUB, catalog=cat, out_dir=tmp_path, calibration="none", progress=False)
     rte = out["results"]["super_glue/rte"]
-    assert rte["metrics"]["acc_sum"] == pytest.approx((1 / 4 + 2 / 4 + 3 / 4) / 3)
-    assert out["results"]["super_glue/wsc.fixed"]["metrics"]["acc_sum"] == pytest.approx((1 / 3 + 2 / 3) / 2)
+    assert rte["metrics"]["acc"] == pytest.approx((1 / 4 + 2 / 4 + 3 / 4) / 3)
+    assert out["results"]["super_glue/wsc.fixed"]["metrics"]["acc"] == pytest.approx((1 / 3 + 2 / 3) / 2)
     assert (tmp_path / "super_glue__rte" / "results.json").is_file()
     out = evaluate_superglue(STUB, names=["rte"], catalog=cat, limit_per_template=2, calibration="none", progress=False)
     assert out["results"]["super_glue/rte"]["n"] == 6
@@ -274,7 +310,7 @@ def test_bad_inputs(monkeypatch):
         evaluate_examples(STUB, no_opts, EvalConfig(primary_metric="f1"))
     monkeypatch.setattr(Scorer, "generate", lambda self, prompts, max_new_tokens=32: ["a"] * len(prompts))
     with pytest.raises(InstaError, match="does not apply"):
-        evaluate_examples(STUB, no_opts, EvalConfig(primary_metric="acc_sum", progress=False), task_id="t")
+        evaluate_examples(STUB, no_opts, EvalConfig(primary_metric="acc", progress=False), task_id="t")
     with pytest.raises(InstaError, match="does not exist"):
         load_model("./no/such/model")
     with pytest.raises(InstaError, match="not found"):
@@ -291,10 +327,10 @@ def test_cli_evaluate(models, tmp_path, monkeypatch, capsys):
                "--out", str(tmp_path), "--no-progress"])
     assert rc == 0
     out = capsys.readouterr().out
-    assert "toy: acc_sum=" in out and "(n=4" in out
+    assert "toy: acc=" in out and "(n=4" in out
     res = json.loads((tmp_path / "toy" / "results.json").read_text())
-    assert res["n"] == 4 and res["model_kind"] == "causal" and res["primary_metric"] == "acc_sum"
-    assert set(res["metrics"]) >= {"acc_sum", "acc_norm", "acc_calibrated", "bal_acc_sum", "gold_nll_per_token"}
+    assert res["n"] == 4 and res["model_kind"] == "causal" and res["primary_metric"] == "acc"
+    assert set(res["metrics"]) >= {"acc", "acc_norm", "acc_norm_token", "acc_calibrated", "bal_acc", "gold_nll_per_token"}
     assert json.loads((tmp_path / "summary.json").read_text())["summary"]["toy"]["n"] == 4
     assert len((tmp_path / "toy" / "samples.jsonl").read_text().splitlines()) == 4
     rc = main(["evaluate", "--model", models["causal"], "--catalog", "toy", "--task", "toyy"])
@@ -322,5 +358,5 @@ def test_superglue_through_the_p3_reader(monkeypatch):
     out = evaluate_superglue(STUB, names=["rte"], catalog=cat, calibration="none", progress=False)
     res = out["results"]["super_glue/rte"]
     assert res["metrics"]["n_templates"] == len(templates) == 2
-    assert res["per_template"][first]["acc_sum"] == 1.0
-    assert res["metrics"]["acc_sum"] == pytest.approx(0.5)
+    assert res["per_template"][first]["acc"] == 1.0
+    assert res["metrics"]["acc"] == pytest.approx(0.5)

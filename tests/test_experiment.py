@@ -168,6 +168,7 @@ def test_pool_rules_and_target_split(tmp_path):
     ({"methods": [{"name": "insta-aligned", "encoder": "/no/such/dir"}]}, "encoder directory"),
     ({"methods": [{"name": "random", "seeds": "0,1"}]}, "seeds"),
     ({"backend": "gpu-magic"}, "unknown backend"),
+    ({"report": {"normalisation": "bytes"}}, "report.normalisation must be char"),
 ])
 def test_bad_config_fails_before_any_work(tmp_path, change, message):
     b = DryRunBackend()
@@ -194,6 +195,48 @@ def test_cli_runs_the_grid_and_reports_bad_configs(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "unknown selection method 'lexicall'" in err and len(err.strip().splitlines()) == 1
     assert main(["experiment", str(tmp_path / "missing.yaml")]) == 2
+
+
+def _to_cell_format_1(path: Path) -> None:
+    """Rewrite a cell as insta wrote it before the lm-evaluation-harness names (pred_norm = per token)."""
+    cell = json.loads(path.read_text())
+    s = cell["samples"]
+    del s["format"], s["pred_norm"]
+    s["pred_norm"] = s.pop("pred_norm_token")
+    cell["metrics"] = {"acc_sum": 0.5, "acc_norm": 0.25}
+    path.write_text(json.dumps(cell))
+
+
+def test_cells_of_format_1_are_reused_and_read_as_per_token(tmp_path, capsys):
+    from insta.cli import main
+    from insta.report import metric_on
+
+    cfg = tiny(tmp_path)
+    first = run_experiment(cfg, backend=DryRunBackend(), log=quiet, report=False)
+    cells = sorted((Path(cfg.out) / "cells").glob("*.json"))
+    s0 = json.loads(cells[0].read_text())["samples"]
+    assert s0["format"] == 2 and {"pred_sum", "pred_norm", "pred_norm_token", "pred_calibrated"} <= set(s0)
+    for c in cells:
+        _to_cell_format_1(c)
+    # default normalisation (characters): the old cells cannot give it, and the error says what to do
+    with pytest.raises(InstaError, match="report.normalisation: token"):
+        run_experiment(cfg, backend=DryRunBackend(), log=quiet)
+    b = DryRunBackend()
+    res = run_experiment(tiny(tmp_path, report={"normalisation": "token"}), backend=b, log=quiet)
+    assert (b.n_train, b.n_eval) == (0, 0)  # the cells' keys did not change: nothing recomputed
+    assert set(res["summary"]["primary"].values()) <= {"bal_acc_norm_token", "acc_norm_token", "exact_match"}
+    for c in res["cells"]:
+        assert metric_on(res["samples"][c["eval_key"]], "acc_norm_token") == \
+            metric_on(first["samples"][c["eval_key"]], "acc_norm_token")
+        assert c["evaluate_metrics"] == {"acc": 0.5, "acc_norm_token": 0.25}
+    # --report-only takes the report settings from the config file (here: back to characters -> refused)
+    assert main(["experiment", str(TINY), "--out", cfg.out, "--data-dir", str(DATA), "--report-only", "-q"]) == 2
+    assert "report.normalisation: token" in capsys.readouterr().err
+    token_cfg = tmp_path / "tiny-token.yaml"
+    token_cfg.write_text(TINY.read_text().replace("report:\n", "report:\n  normalisation: token\n"))
+    assert main(["experiment", str(token_cfg), "--out", cfg.out, "--data-dir", str(DATA), "--report-only", "-q"]) == 0
+    md = (Path(cfg.out) / "results.md").read_text()
+    assert "length in **tokens**" in md and "bal_acc_norm_token" in md
 
 
 def test_shipped_real_config_is_valid():

@@ -63,8 +63,8 @@ def test_smollm2_on_bigbench(real_cache, bigbench, tmp_path):
                           progress=False)
     res = out["results"]["code_line_description"]
     m = res["metrics"]
-    assert res["n"] == 8 and res["mode"] == "rank" and res["primary_metric"] == "acc_sum"
-    for key in ("acc_sum", "acc_norm", "acc_calibrated", "bal_acc_sum", "macro_f1_norm"):
+    assert res["n"] == 8 and res["mode"] == "rank" and res["primary_metric"] == "acc"
+    for key in ("acc", "acc_norm", "acc_norm_token", "acc_calibrated", "bal_acc", "macro_f1_norm"):
         assert 0.0 <= m[key] <= 1.0
     assert 0 < m["gold_nll_per_token"] < 20 and m["gold_logprob"] < 0
     samples = [json.loads(x) for x in (tmp_path / "code_line_description" / "samples.jsonl").read_text().splitlines()]

@@ -5,14 +5,16 @@ import random
 
 import pytest
 
+from insta.errors import InstaError
 from insta.metrics import balanced_accuracy
-from insta.report import metric_on, primary_metric_of, summarize, write_report
+from insta.report import load_results, metric_on, primary_definition, primary_metric_of, summarize, write_report
 
 
 def _samples(n, correct_rate, rng, labels=("True", "False"), bias=None):
     """Per-example arrays as the experiment stores them."""
-    s = {k: [] for k in ("ids", "gold", "label", "pred_sum", "pred_norm", "pred_calibrated", "gold_logprob",
-                         "gold_nll_per_token", "n_options", "exact_match")}
+    s = {k: [] for k in ("ids", "gold", "label", "pred_sum", "pred_norm", "pred_norm_token", "pred_calibrated",
+                         "gold_logprob", "gold_nll_per_token", "n_options", "exact_match")}
+    s["format"] = 2
     for i in range(n):
         lab = i % len(labels)
         ok = rng.random() < correct_rate
@@ -20,7 +22,7 @@ def _samples(n, correct_rate, rng, labels=("True", "False"), bias=None):
         s["ids"].append(f"t:{i}")
         s["gold"].append(labels[lab])
         s["label"].append(lab)
-        for rule in ("sum", "norm", "calibrated"):
+        for rule in ("sum", "norm", "norm_token", "calibrated"):
             s[f"pred_{rule}"].append(pred)
         s["gold_logprob"].append(-1.0 if ok else -3.0)
         s["gold_nll_per_token"].append(1.0 if ok else 3.0)
@@ -78,7 +80,9 @@ def test_metric_on_matches_the_metrics_module():
     s = _samples(40, 0.6, random.Random(1), labels=("yes", "no", "maybe"), bias=0)
     preds = [s["gold"][0] if False else ("yes", "no", "maybe")[p] for p in s["pred_norm"]]
     assert metric_on(s, "bal_acc_norm") == pytest.approx(balanced_accuracy(preds, s["gold"]))
-    assert metric_on(s, "acc_sum") == pytest.approx(sum(p == lab for p, lab in zip(s["pred_sum"], s["label"])) / 40)
+    assert metric_on(s, "acc") == pytest.approx(sum(p == lab for p, lab in zip(s["pred_sum"], s["label"])) / 40)
+    assert metric_on(s, "bal_acc") == pytest.approx(balanced_accuracy([("yes", "no", "maybe")[p] for p in s["pred_sum"]],
+                                                                      s["gold"]))
     assert metric_on(s, "gold_logprob") == pytest.approx(sum(s["gold_logprob"]) / 40)
     assert metric_on(s, "exact_match") is None
 
@@ -87,7 +91,45 @@ def test_primary_metric_rule():
     assert primary_metric_of({"rank_classification": True, "fixed_labels": True}) == "bal_acc_norm"
     assert primary_metric_of({"rank_classification": True, "fixed_labels": False}) == "acc_norm"
     assert primary_metric_of({"rank_classification": False}) == "exact_match"
-    assert primary_metric_of({"rank_classification": True}, "acc_sum") == "acc_sum"
+    assert primary_metric_of({"rank_classification": True}, "acc") == "acc"
+    assert primary_metric_of({"rank_classification": True, "fixed_labels": True}, None, "token") == "bal_acc_norm_token"
+    assert primary_metric_of({"rank_classification": True, "fixed_labels": False}, "auto", "token") == "acc_norm_token"
+    with pytest.raises(InstaError, match="report.normalisation"):
+        primary_metric_of({"rank_classification": True}, None, "bytes")
+
+
+def test_cells_of_format_1_read_per_token_predictions(tmp_path):
+    """A results.json written before the lm-evaluation-harness names: its pred_norm divided by tokens. Read back,
+    it is acc_norm_token (same numbers); a char-normalised primary metric is refused with the fix in the message."""
+    res = fake_results(30)
+    for key, s in res["samples"].items():  # the old form: no format, pred_norm = per token, no per-char predictions
+        s.pop("format")
+        s["pred_norm"] = s.pop("pred_norm_token")
+        s["pred_norm"][0] = (s["pred_norm"][0] + 1) % 2  # differ from the other rules somewhere
+    res["cells"][0]["evaluate_metrics"] = {"acc_sum": 0.5, "acc_norm": 0.25, "bal_acc_norm": 0.3}
+    res["cells"][0]["primary_metric_evaluate"] = "acc_sum"
+    old_acc_norm = {k: sum(p == lab for p, lab in zip(s["pred_norm"], s["label"])) / 30
+                    for k, s in res["samples"].items()}
+    (tmp_path / "results.json").write_text(json.dumps(res))
+    loaded = load_results(tmp_path / "results.json")
+    for key, s in loaded["samples"].items():
+        assert s["format"] == 2 and "pred_norm" not in s
+        assert metric_on(s, "acc_norm_token") == pytest.approx(old_acc_norm[key])
+        assert metric_on(s, "acc_norm") is None
+    assert loaded["cells"][0]["evaluate_metrics"] == {"acc": 0.5, "acc_norm_token": 0.25, "bal_acc_norm_token": 0.3}
+    assert loaded["cells"][0]["primary_metric_evaluate"] == "acc"
+    with pytest.raises(InstaError, match="report.normalisation: token"):
+        summarize(loaded)
+    loaded["config"]["report"]["normalisation"] = "token"
+    summ = summarize(loaded)
+    assert summ["primary"] == {"bigbench:alpha": "bal_acc_norm_token", "bbh:beta": "acc_norm_token"}
+    assert "acc_norm" not in summ["table"]["bbh:beta"]["base"]
+    assert summ["table"]["bbh:beta"]["base"]["acc_norm_token"]["mean"] == pytest.approx(
+        old_acc_norm["bbh:beta|base"])
+    assert "length in **tokens**" in primary_definition(summ)
+    write_report(loaded, tmp_path / "out", plots=False, summary=summ)
+    md = (tmp_path / "out" / "results.md").read_text()
+    assert "`bal_acc_norm_token`" in md and "### acc_norm_token" in md and "### acc_norm:" not in md
 
 
 def test_summary_seeds_and_paired_verdicts():
@@ -113,6 +155,8 @@ def test_write_report_files(tmp_path):
         assert (tmp_path / name).is_file(), name
     assert (tmp_path / "bars_primary.png").read_bytes()[:4] == b"\x89PNG"
     md = (tmp_path / "results.md").read_text()
+    assert "length in **characters** as lm-evaluation-harness's `acc_norm`" in md
+    assert "### acc_norm: " in md and "### acc_norm_token: " in md and "### acc: " in md
     assert "| target | metric | base | insta-mean | all | random |" in md
     assert " ± " in md and "**average**" in md
     assert "insta-mean vs random" in md and "P3 selection table" in md and "paws (0.500)" in md

@@ -1,18 +1,23 @@
 """Zero-shot evaluation of a model (base or trained) on a target task.
 
 * **Rank classification** (examples with ``options``): every option is scored by the sum of its token
-  log-probabilities given the prompt (``acc_sum``, the T0 / INSTA protocol value) and by that sum divided by
-  its token count (``acc_norm``). Also reported: a calibrated accuracy (``acc_calibrated``: argmax of
-  ``log p(option | prompt) - log p(option | content-free prompt)``), balanced accuracy and macro-F1 for each
-  rule (classes = the gold option's text), and two continuous metrics of the gold option: its mean summed
-  log-probability (``gold_logprob``) and its mean per-token NLL (``gold_nll_per_token``).
-  ``primary_metric`` (default ``acc_sum``) names the headline number.
+  log-probabilities given the prompt, under lm-evaluation-harness's names (:mod:`insta.metrics`): ``acc``
+  (argmax of the sum; the T0 / INSTA protocol value), ``acc_norm`` (the sum divided by the option's length in
+  characters, as lm-eval), ``acc_norm_token`` (divided by its token count) and ``acc_calibrated`` (argmax of
+  ``log p(option | prompt) - log p(option | content-free prompt)``); balanced accuracy (``bal_acc*``) and
+  macro-F1 (``macro_f1*``) for each rule (classes = the gold option's text), and two continuous metrics of the
+  gold option: its mean summed log-probability (``gold_logprob``) and its mean per-token NLL
+  (``gold_nll_per_token``). ``primary_metric`` (default ``acc``) names the headline number. On a causal LM the
+  log-likelihoods, ``acc`` and ``acc_norm`` equal lm-eval's on the same prompts (tests/test_lm_eval_parity.py;
+  ``insta export-lm-eval`` writes a task as an lm-eval task).
 
   Content-free prompt (``calibration``): ``"auto"`` replaces the example's raw input inside its rendered prompt
   with ``"N/A"`` when the catalog records it (``provenance["raw_input"]``), so the frame (instruction, listed
   choices, answer prefix) stays; otherwise (and with ``"fixed"``) the prompt is the fixed string
   ``content_free_prompt`` (default ``"Q: N/A\\nA: "``), whose option scores are computed once per option text.
-  ``"none"`` skips calibration (half the scoring cost when raw inputs are known).
+  ``"unconditional"`` scores each option (with the space that joins it to the prompt) after nothing but the
+  BOS/EOS token: lm-eval's ``acc_mutual_info``. ``"none"`` skips calibration (half the scoring cost when raw
+  inputs are known).
 
 * **Generation** (examples without options): greedy decoding, ``max_new_tokens``; the output is cut at the
   first ``stop`` string (default a newline) and stripped; ROUGE-L (x100) and exact match, each the max over
@@ -36,18 +41,13 @@ from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 from .errors import InstaError
+from .metrics import LEGACY_RANK_METRICS, RANK_METRICS, RANK_RULES, rank_metric, rank_rule
 from .options import apply_overrides
 from .records import Example, Task
 
-RANK_METRICS = (
-    "acc_sum", "acc_norm", "acc_calibrated",
-    "bal_acc_sum", "bal_acc_norm", "bal_acc_calibrated",
-    "macro_f1_sum", "macro_f1_norm", "macro_f1_calibrated",
-    "gold_logprob", "gold_nll_per_token",
-)
 GEN_METRICS = ("rouge_l", "exact_match")
 MODES = ("auto", "rank", "generate")
-CALIBRATIONS = ("auto", "fixed", "none")
+CALIBRATIONS = ("auto", "fixed", "unconditional", "none")
 
 
 @dataclass
@@ -59,7 +59,7 @@ class EvalConfig:
     limit_per_template: int | None = None  # first N examples of each template (T0-style tasks)
     batch_size: int = 8  # sequences per forward pass
     share_prefix: bool = True  # causal LMs: run a prompt once for all its options (KV cache), then the options
-    primary_metric: str | None = None  # default: acc_sum (rank), rouge_l (generation; exact_match for bbh)
+    primary_metric: str | None = None  # default: acc (rank), rouge_l (generation; exact_match for bbh)
     calibration: str = "auto"
     content_free_input: str = "N/A"
     content_free_prompt: str = "Q: N/A\nA: "
@@ -75,6 +75,10 @@ class EvalConfig:
             raise InstaError(f"unknown evaluation mode {self.mode!r} (choose from {', '.join(MODES)})")
         if self.calibration not in CALIBRATIONS:
             raise InstaError(f"unknown calibration {self.calibration!r} (choose from {', '.join(CALIBRATIONS)})")
+        if self.primary_metric in LEGACY_RANK_METRICS and self.primary_metric not in RANK_METRICS:
+            raise InstaError(f"primary metric {self.primary_metric!r} is now called "
+                             f"{LEGACY_RANK_METRICS[self.primary_metric]!r} (lm-evaluation-harness names: acc = summed "
+                             "log-likelihood, acc_norm = per character, acc_norm_token = per token)")
         if self.primary_metric is not None and self.primary_metric not in RANK_METRICS + GEN_METRICS:
             raise InstaError(f"unknown primary metric {self.primary_metric!r} "
                              f"(choose from {', '.join(RANK_METRICS + GEN_METRICS)})")
@@ -361,7 +365,9 @@ def gold_label(ex: Example, task_id: str = "") -> int:
 
 
 def content_free_prompt(ex: Example, config: EvalConfig) -> str:
-    """The content-free prompt of an example (see the module docstring)."""
+    """The content-free prompt of an example (see the module docstring; ``""`` for ``unconditional``)."""
+    if config.calibration == "unconditional":
+        return ""
     if config.calibration == "auto":
         raw = (ex.provenance or {}).get("raw_input")
         if isinstance(raw, str) and raw.strip() and raw in ex.input:
@@ -404,14 +410,14 @@ def _rank_metrics(samples: list[dict[str, Any]]) -> dict[str, float]:
 
     out: dict[str, float] = {"n": len(samples)}
     golds = [s["reference"] for s in samples]
-    for rule in ("sum", "norm", "calibrated"):
+    for rule in RANK_RULES:
         key = f"pred_{rule}"
         if any(s.get(key) is None for s in samples):
             continue
         preds = [s["options"][s[key]] for s in samples]
-        out[f"acc_{rule}"] = accuracy([s[key] == s["label"] for s in samples], [True] * len(samples))
-        out[f"bal_acc_{rule}"] = balanced_accuracy(preds, golds)
-        out[f"macro_f1_{rule}"] = macro_f1(preds, golds)
+        out[rank_metric("acc", rule)] = accuracy([s[key] == s["label"] for s in samples], [True] * len(samples))
+        out[rank_metric("bal_acc", rule)] = balanced_accuracy(preds, golds)
+        out[rank_metric("macro_f1", rule)] = macro_f1(preds, golds)
     out["gold_logprob"] = sum(s["scores_sum"][s["label"]] for s in samples) / len(samples)
     out["gold_nll_per_token"] = sum(
         -s["scores_sum"][s["label"]] / max(1, s["n_tokens"][s["label"]]) for s in samples
@@ -463,6 +469,7 @@ def evaluate_examples(lm, examples: Sequence[Example], config: EvalConfig | None
                       catalog: str = "") -> dict[str, Any]:
     """Evaluate a loaded model on examples; returns the results dict with ``samples`` (per-sample records)."""
     from .metrics import exact_match, rouge_l
+    from .mixture import join_prompt_target
 
     config = config or EvalConfig()
     config.validate()
@@ -483,11 +490,11 @@ def evaluate_examples(lm, examples: Sequence[Example], config: EvalConfig | None
         if not ex.references or not any(r.strip() for r in ex.references):
             raise InstaError(f"example {ex.id!r} of {task_id or 'the task'} has no reference answer to compare with")
 
-    primary = config.primary_metric or ("acc_sum" if rank_ex else ("exact_match" if catalog == "bbh" else "rouge_l"))
+    primary = config.primary_metric or ("acc" if rank_ex else ("exact_match" if catalog == "bbh" else "rouge_l"))
     if (primary in RANK_METRICS and not rank_ex) or (primary in GEN_METRICS and not gen_ex):
         raise InstaError(f"primary metric {primary!r} does not apply to task {task_id or '?'} "
                          f"({'no examples with answer options' if not rank_ex else 'no generation examples'})")
-    rule = next((r for r in ("norm", "calibrated") if primary.endswith(r)), "sum")
+    rule = rank_rule(primary) or "sum"
     if rule == "calibrated" and config.calibration == "none":
         raise InstaError(f"primary metric {primary!r} needs calibration (it is 'none')")
 
@@ -508,7 +515,8 @@ def evaluate_examples(lm, examples: Sequence[Example], config: EvalConfig | None
                 cfp = content_free_prompt(ex, config)
                 row = []
                 for opt in ex.options:
-                    key = (cfp, opt)
+                    # unconditional: the option as it follows this prompt (lm-eval: delimiter + choice)
+                    key = (cfp, join_prompt_target(ex.input, opt)[1] if not cfp else opt)
                     if key not in cf_index:
                         cf_index[key] = len(reqs)
                         reqs.append(key)
@@ -518,15 +526,19 @@ def evaluate_examples(lm, examples: Sequence[Example], config: EvalConfig | None
         for j, (ex, lab, (a, b)) in enumerate(zip(rank_ex, labels, spans)):
             sums = [scores[i][0] for i in range(a, b)]
             ntok = [scores[i][1] for i in range(a, b)]
-            norms = [s / max(1, n) for s, n in zip(sums, ntok)]
-            cal = [s - scores[c][0] for s, c in zip(sums, cf_of[j])] if cf_of else None
-            pred = {"sum": _argmax(sums), "norm": _argmax(norms), "calibrated": _argmax(cal) if cal else None}
-            samples.append({
-                "type": "rank", "id": ex.id, "input": ex.input, "options": list(ex.options), "label": lab,
-                "reference": ex.options[lab], "scores_sum": sums, "scores_norm": norms, "scores_calibrated": cal,
-                "n_tokens": ntok, "pred_sum": pred["sum"], "pred_norm": pred["norm"],
-                "pred_calibrated": pred["calibrated"], "template_id": template_of(ex),
-            })
+            rule_scores = {
+                "sum": sums,
+                "norm": [s / max(1, len(o)) for s, o in zip(sums, ex.options)],  # lm-eval: per character
+                "norm_token": [s / max(1, n) for s, n in zip(sums, ntok)],
+                "calibrated": [s - scores[c][0] for s, c in zip(sums, cf_of[j])] if cf_of else None,
+            }
+            rec = {"type": "rank", "id": ex.id, "input": ex.input, "options": list(ex.options), "label": lab,
+                   "reference": ex.options[lab], "n_tokens": ntok}
+            for r, sc in rule_scores.items():
+                rec[f"scores_{r}"] = sc
+                rec[f"pred_{r}"] = _argmax(sc) if sc else None
+            rec["template_id"] = template_of(ex)
+            samples.append(rec)
 
     if gen_ex:
         outs = scorer.generate([ex.input for ex in gen_ex], config.max_new_tokens)

@@ -174,13 +174,15 @@ class DryRunBackend:
                 lab = ex.label if ex.label is not None else 0
                 sums[lab] += 0.8 * related + 0.3 * rng.random()
                 ntok = [max(1, len(o.split())) for o in ex.options]
-                norms = [s / t for s, t in zip(sums, ntok)]
+                norms = [s / max(1, len(o)) for s, o in zip(sums, ex.options)]
+                norms_tok = [s / t for s, t in zip(sums, ntok)]
                 cal = [s + rng.gauss(0, 0.5) for s in sums]
                 best = lambda xs: max(range(len(xs)), key=lambda i: xs[i])  # noqa: E731
                 samples.append({"type": "rank", "id": ex.id, "options": list(ex.options), "label": lab,
                                 "reference": ex.options[lab], "scores_sum": sums, "scores_norm": norms,
-                                "scores_calibrated": cal, "n_tokens": ntok, "pred_sum": best(sums),
-                                "pred_norm": best(norms), "pred_calibrated": best(cal)})
+                                "scores_norm_token": norms_tok, "scores_calibrated": cal, "n_tokens": ntok,
+                                "pred_sum": best(sums), "pred_norm": best(norms), "pred_norm_token": best(norms_tok),
+                                "pred_calibrated": best(cal)})
             else:
                 ok = rng.random() < 0.2 + 0.5 * related
                 samples.append({"type": "generate", "id": ex.id, "options": None, "reference": ex.target,
@@ -201,21 +203,26 @@ def make_backend(name: str) -> Backend:
 # ---------------------------------------------------------------- per-example results
 
 
+#: the form of a cell's per-example arrays (``samples``). Format 1 (no ``format`` key) predates the
+#: lm-evaluation-harness names: its ``pred_norm`` divided by tokens and it has no per-character predictions.
+SAMPLES_FORMAT = 2
+PRED_KEYS = ("pred_sum", "pred_norm", "pred_norm_token", "pred_calibrated")
+
+
 def compact_samples(result: dict[str, Any]) -> dict[str, Any]:
     """The per-example arrays the report needs (paired bootstrap), from an evaluation result."""
     samples = result.get("samples") or []
-    out: dict[str, list] = {"ids": [], "gold": [], "label": [], "pred_sum": [], "pred_norm": [],
-                            "pred_calibrated": [], "gold_logprob": [], "gold_nll_per_token": [], "n_options": [],
-                            "exact_match": []}
+    out: dict[str, Any] = {"format": SAMPLES_FORMAT, "ids": [], "gold": [], "label": [],
+                           **{k: [] for k in PRED_KEYS}, "gold_logprob": [], "gold_nll_per_token": [],
+                           "n_options": [], "exact_match": []}
     for s in samples:
         out["ids"].append(s["id"])
         if s.get("type", "rank") == "rank":
             lab = s["label"]
             out["gold"].append(s.get("reference", s["options"][lab]))
             out["label"].append(lab)
-            out["pred_sum"].append(s.get("pred_sum"))
-            out["pred_norm"].append(s.get("pred_norm"))
-            out["pred_calibrated"].append(s.get("pred_calibrated"))
+            for key in PRED_KEYS:
+                out[key].append(s.get(key))
             gl = s["scores_sum"][lab]
             out["gold_logprob"].append(round(float(gl), 5))
             ntok = (s.get("n_tokens") or [1] * len(s["options"]))[lab]
@@ -223,11 +230,45 @@ def compact_samples(result: dict[str, Any]) -> dict[str, Any]:
             out["n_options"].append(len(s["options"]))
             out["exact_match"].append(None)
         else:
-            for key in ("label", "pred_sum", "pred_norm", "pred_calibrated", "gold_logprob", "gold_nll_per_token",
-                        "n_options"):
+            for key in ("label", *PRED_KEYS, "gold_logprob", "gold_nll_per_token", "n_options"):
                 out[key].append(None)
             out["gold"].append(s.get("reference"))
             out["exact_match"].append(float(s.get("exact_match", 0.0)))
+    return out
+
+
+def upgrade_samples(samples: dict[str, Any]) -> dict[str, Any]:
+    """A cell's per-example arrays in the current :data:`SAMPLES_FORMAT`: format 1's ``pred_norm`` (per token)
+    becomes ``pred_norm_token``, and per-character predictions stay absent (they were never computed)."""
+    if samples.get("format", 1) >= SAMPLES_FORMAT:
+        return samples
+    out = {"format": SAMPLES_FORMAT}
+    for key, value in samples.items():
+        out["pred_norm_token" if key == "pred_norm" else key] = value
+    return out
+
+
+def upgrade_cell(cell: dict[str, Any]) -> dict[str, Any]:
+    """A cell (or a results.json cell entry) with its samples and metric names in today's form (see
+    :data:`insta.metrics.LEGACY_RANK_METRICS`)."""
+    from .metrics import LEGACY_RANK_METRICS
+
+    out = dict(cell)
+    if isinstance(out.get("samples"), dict):
+        out["samples"] = upgrade_samples(out["samples"])
+    for key in ("metrics", "evaluate_metrics"):  # the old names: rank metrics with acc_sum among them
+        if isinstance(out.get(key), dict) and "acc_sum" in out[key]:
+            out[key] = {LEGACY_RANK_METRICS.get(k, k): v for k, v in out[key].items()}
+            if out.get("primary_metric_evaluate") in LEGACY_RANK_METRICS:
+                out["primary_metric_evaluate"] = LEGACY_RANK_METRICS[out["primary_metric_evaluate"]]
+    return out
+
+
+def upgrade_results(results: dict[str, Any]) -> dict[str, Any]:
+    """A results.json of any cell format in today's form (samples and cell metrics renamed, numbers kept)."""
+    out = dict(results)
+    out["samples"] = {k: upgrade_samples(v) for k, v in (results.get("samples") or {}).items()}
+    out["cells"] = [upgrade_cell(c) for c in results.get("cells") or []]
     return out
 
 
@@ -563,7 +604,7 @@ def assemble_results(exp: Experiment) -> dict[str, Any]:
         if not path.is_file():
             missing.append(f"{e.target}/{e.label}")
             continue
-        cell = json.loads(path.read_text())
+        cell = upgrade_cell(json.loads(path.read_text()))
         samples[e.eval_key] = cell["samples"]
         train_path = exp.train_record_path(e.model_key)
         train = json.loads(train_path.read_text()) if train_path.is_file() else {}
@@ -744,6 +785,7 @@ def run_experiment(cfg: ExperimentConfig, *, out: str | os.PathLike | None = Non
 
 __all__ = [
     "Backend", "DryRunBackend", "Experiment", "ExperimentConfig", "MethodSpec", "PoolConfig", "TransformersBackend",
-    "assemble_results", "build_pool", "config_from_dict", "content_hash", "load_config", "merge_families",
+    "assemble_results", "build_pool", "compact_samples", "config_from_dict", "content_hash", "load_config",
+    "merge_families", "upgrade_cell", "upgrade_results",
     "cached_p3_table", "ensure_p3_aligned_encoder", "p3_selection_table", "prepare_targets", "run_experiment",
 ]

@@ -85,7 +85,7 @@ TOP_KEYS = {
 }
 MIXTURE_KEYS = {"n_total", "dedup", "dedup_ngram", "max_scan", "seed"}
 EVAL_OWN_KEYS = {"n", "seed"}
-REPORT_KEYS = {"primary", "bootstrap", "confidence", "focus", "baselines", "seed"}
+REPORT_KEYS = {"primary", "normalisation", "bootstrap", "confidence", "focus", "baselines", "seed"}
 P3_KEYS = {"enabled", "k", "aligned_encoder", "encoder", "align"}
 #: Training options the experiment sets itself (one output dir per model; no resume across configs).
 TRAIN_RESERVED = {"model", "output_dir", "overwrite", "resume"}
@@ -228,6 +228,8 @@ def config_from_dict(raw: dict[str, Any], path: str = "") -> ExperimentConfig:
             raise _fail(f"'{sec}' must be a mapping")
         _check_keys(sec, val, allowed)
     _check_sections(raw)
+    if (raw.get("report") or {}).get("normalisation", "char") not in ("char", "token"):
+        raise _fail("report.normalisation must be char (lm-evaluation-harness's acc_norm) or token")
     mixture = dict(raw.get("mixture") or {})
     n_total = mixture.get("n_total", 100)
     if not isinstance(n_total, int) or n_total < 1:

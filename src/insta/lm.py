@@ -324,7 +324,10 @@ def encode_causal(
         start = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
         if start is None:
             raise InstaError("cannot score a target without context: the tokenizer has no BOS or EOS token")
-        ctx = [start]
+        if tgt and tgt[0] == start:  # a tokenizer that adds BOS itself: that BOS is the context (as lm-eval)
+            ctx, tgt = tgt[:1], tgt[1:]
+        else:
+            ctx = [start]
     return ctx + tgt, len(ctx)
 
 

@@ -2,6 +2,28 @@
 
 All functions are plain Python (numpy for the bootstrap); ROUGE-L uses ``rouge-score`` (imported on first use).
 
+Rank-classification metric names follow lm-evaluation-harness (:data:`RANK_RULES`, :func:`rank_metric`): each
+option is scored by the summed log-likelihood of its tokens given the prompt, and a *rule* picks the prediction:
+
+========================  ==============================================================  =======================
+insta metric              prediction                                                      lm-evaluation-harness
+========================  ==============================================================  =======================
+``acc``                   argmax of the summed log-likelihood (T0 / INSTA's protocol)     ``acc``
+``acc_norm``              argmax of log-likelihood / the option's length in characters   ``acc_norm``
+``acc_norm_token``        argmax of log-likelihood / the option's number of tokens        (none)
+``acc_calibrated``        argmax of log-likelihood minus the option's log-likelihood      ``acc_mutual_info`` when
+                          after a content-free prompt                                     calibration is
+                                                                                          ``unconditional``
+========================  ==============================================================  =======================
+
+lm-eval's ``acc_mutual_info`` subtracts each option's log-likelihood with an *empty* context (the BOS/EOS token
+followed by the option and its leading delimiter); insta's ``unconditional`` calibration computes exactly that.
+Its other calibrations (``auto``: the example's prompt with its input replaced by "N/A"; ``fixed``: the prompt
+``"Q: N/A\nA: "``) follow Zhao et al. (2021) and have no lm-eval counterpart. Balanced accuracy and macro-F1 of
+each rule are ``bal_<acc name>`` and ``macro_f1`` + the rule's suffix (``bal_acc``, ``bal_acc_norm``,
+``macro_f1``, ``macro_f1_norm_token``, ...). Results written before this naming called ``acc`` ``acc_sum`` and
+the per-token rule ``acc_norm``: :data:`LEGACY_RANK_METRICS` maps those names, for reading them.
+
 Normalisation for exact match (:func:`normalize_answer`): lowercase, drop punctuation, collapse whitespace and
 strip it. Articles are kept (SQuAD drops them; BBH targets such as "(A)" or "True" do not need it).
 """
@@ -15,6 +37,31 @@ from collections import Counter
 from typing import Hashable, Iterable, Sequence
 
 from .errors import InstaError
+
+#: rank-classification rules: the suffix each adds to a metric name (``acc`` + suffix, ``bal_acc`` + suffix, ...)
+RANK_RULES = {"sum": "", "norm": "_norm", "norm_token": "_norm_token", "calibrated": "_calibrated"}
+RANK_METRICS = tuple(f"{kind}{suffix}" for kind in ("acc", "bal_acc", "macro_f1") for suffix in RANK_RULES.values()) \
+    + ("gold_logprob", "gold_nll_per_token")
+#: names used before the lm-evaluation-harness naming -> today's names (the old ``*_norm`` divided by tokens)
+LEGACY_RANK_METRICS = {
+    "acc_sum": "acc", "bal_acc_sum": "bal_acc", "macro_f1_sum": "macro_f1",
+    "acc_norm": "acc_norm_token", "bal_acc_norm": "bal_acc_norm_token", "macro_f1_norm": "macro_f1_norm_token",
+}
+
+
+def rank_metric(kind: str, rule: str) -> str:
+    """The name of metric ``kind`` (``acc``, ``bal_acc``, ``macro_f1``) under a rule of :data:`RANK_RULES`."""
+    return kind + RANK_RULES[rule]
+
+
+def rank_rule(metric: str) -> str | None:
+    """The rule of a rank-classification accuracy metric (``acc_norm_token`` -> ``norm_token``), else ``None``."""
+    for kind in ("bal_acc", "macro_f1", "acc"):
+        if metric == kind or metric.startswith(kind + "_"):
+            suffix = metric[len(kind):]
+            return next((rule for rule, sfx in RANK_RULES.items() if sfx == suffix), None)
+    return None
+
 
 _PUNCT = set(string.punctuation) | {"\u2018", "\u2019", "\u201c", "\u201d", "\u2013", "\u2014", "\u2026"}
 _WS = re.compile(r"\s+")
@@ -177,6 +224,9 @@ def mcnemar(correct_a: Sequence[bool], correct_b: Sequence[bool]) -> dict[str, f
 
 
 __all__ = [
+    "LEGACY_RANK_METRICS",
+    "RANK_METRICS",
+    "RANK_RULES",
     "accuracy",
     "balanced_accuracy",
     "bootstrap_ci",
@@ -185,5 +235,7 @@ __all__ = [
     "mcnemar",
     "normalize_answer",
     "paired_bootstrap",
+    "rank_metric",
+    "rank_rule",
     "rouge_l",
 ]

@@ -1,15 +1,19 @@
 """The comparison report: results JSON, a markdown table, plots and a self-contained HTML page.
 
 Metrics are recomputed from the per-example arrays of every cell (so the point estimates and the paired
-bootstrap use one code path):
+bootstrap use one code path); their names are lm-evaluation-harness's (:mod:`insta.metrics`):
 
-* ``bal_acc_norm`` (balanced accuracy of the length-normalised rank classification) is the **primary** metric of
-  a target whose examples all share one label set (True/False/Neither, yes/no, (A)/(B), ...): a mixture that only
-  pushes the model toward one answer word cannot raise it (PILOT.md, label-prior drift). Targets whose options
-  change from example to example use ``acc_norm``; generation targets ``exact_match``.
-* Also reported: ``acc_sum`` (the T0 / INSTA protocol number), ``acc_norm``, ``bal_acc_sum``,
-  ``bal_acc_calibrated`` (content-free calibration) and ``gold_logprob`` (mean summed log-probability of the
-  gold option, a continuous metric that moves before accuracy does).
+* The **primary** metric of a target whose examples all share one label set (True/False/Neither, yes/no,
+  (A)/(B), ...) is the balanced accuracy of length-normalised rank classification: a mixture that only pushes the
+  model toward one answer word cannot raise it (PILOT.md, label-prior drift). Targets whose options change from
+  example to example use the accuracy of the same rule; generation targets ``exact_match``. The length is the
+  option's length in characters (``bal_acc_norm`` / ``acc_norm``, lm-eval's ``acc_norm``) unless the config's
+  ``report.normalisation`` is ``token`` (``bal_acc_norm_token`` / ``acc_norm_token``; cells written before insta
+  stored per-character predictions have only these). The report states which.
+* Also reported: ``acc`` (summed log-likelihood: the T0 / INSTA protocol number), ``acc_norm`` and
+  ``acc_norm_token`` where the cells have them, ``bal_acc``, ``bal_acc_calibrated`` (content-free calibration)
+  and ``gold_logprob`` (mean summed log-probability of the gold option, a continuous metric that moves before
+  accuracy does).
 * Methods with several seeds (``random``) are shown as mean ± sd over seeds.
 * Comparisons are **paired**: the same bootstrap resamples of a target's evaluation examples are applied to both
   methods (``n_boot`` resamples, percentile CI); the average over targets resamples each target independently
@@ -28,19 +32,25 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from .errors import InstaError
+from .metrics import rank_rule
 from .paths import atomic_write_bytes, atomic_write_json, atomic_write_text
 
 METRIC_NAMES = {
-    "bal_acc_norm": "balanced accuracy (norm)",
-    "bal_acc_sum": "balanced accuracy (sum)",
+    "bal_acc_norm": "balanced accuracy (per-character normalisation)",
+    "bal_acc_norm_token": "balanced accuracy (per-token normalisation)",
+    "bal_acc": "balanced accuracy (summed log-likelihood)",
     "bal_acc_calibrated": "balanced accuracy (calibrated)",
-    "acc_norm": "accuracy (norm)",
-    "acc_sum": "accuracy (sum)",
-    "acc_calibrated": "accuracy (calibrated)",
+    "acc_norm": "acc_norm: accuracy, per-character normalisation (as lm-evaluation-harness)",
+    "acc_norm_token": "acc_norm_token: accuracy, per-token normalisation",
+    "acc": "acc: accuracy, summed log-likelihood",
+    "acc_calibrated": "acc_calibrated: accuracy, calibrated",
     "gold_logprob": "gold log-prob (sum)",
     "exact_match": "exact match",
 }
-SECONDARY = ("acc_sum", "acc_norm", "bal_acc_sum", "bal_acc_calibrated", "gold_logprob")
+SECONDARY = ("acc", "acc_norm", "acc_norm_token", "bal_acc", "bal_acc_calibrated", "gold_logprob")
+#: report.normalisation -> (its suffix on acc_norm / bal_acc_norm, what it divides by)
+NORMALISATIONS = {"char": ("_norm", "characters"), "token": ("_norm_token", "tokens")}
 DEFAULT_BASELINES = ("random", "all", "lexical", "roe", "dsir", "base")
 
 
@@ -59,12 +69,14 @@ def _arrays(s: dict[str, Any], metric: str) -> dict[str, np.ndarray] | None:
         if not v or any(x is None for x in v):
             return None
         return {"value": np.asarray(v, dtype=float)}
-    rule = metric.rsplit("_", 1)[1]
+    rule = rank_rule(metric)
+    if rule is None:
+        return None
     preds, labels = s.get(f"pred_{rule}") or [], s.get("label") or []
     if not preds or any(p is None for p in preds) or any(x is None for x in labels):
         return None
     correct = np.asarray([p == lab for p, lab in zip(preds, labels)], dtype=float)
-    if metric.startswith("acc_"):
+    if metric == "acc" or metric.startswith("acc_"):
         return {"value": correct}
     golds = s.get("gold") or []
     classes = sorted(set(golds))
@@ -96,13 +108,21 @@ def metric_on(s: dict[str, Any], metric: str, idx: np.ndarray | None = None) -> 
     return float(out[0]) if single else out
 
 
-def primary_metric_of(target: dict[str, Any], setting: str | None = None) -> str:
-    """``bal_acc_norm`` for a fixed label set, ``acc_norm`` for per-example options, ``exact_match`` else."""
+def primary_metric_of(target: dict[str, Any], setting: str | None = None, normalisation: str = "char") -> str:
+    """``bal_acc_norm`` for a fixed label set, ``acc_norm`` for per-example options, ``exact_match`` else;
+    ``normalisation="token"`` gives the per-token variants (``bal_acc_norm_token``, ``acc_norm_token``)."""
     if setting and setting != "auto":
         return setting
     if not target.get("rank_classification"):
         return "exact_match"
-    return "bal_acc_norm" if target.get("fixed_labels") else "acc_norm"
+    suffix = _normalisation(normalisation)[0]
+    return ("bal_acc" if target.get("fixed_labels") else "acc") + suffix
+
+
+def _normalisation(name: str) -> tuple[str, str]:
+    if name not in NORMALISATIONS:
+        raise InstaError(f"report.normalisation must be one of {', '.join(NORMALISATIONS)} (got {name!r})")
+    return NORMALISATIONS[name]
 
 
 # ---------------------------------------------------------------- summary
@@ -133,8 +153,8 @@ def summarize(results: dict[str, Any]) -> dict[str, Any]:
     cells = _cell_index(results)
     samples = results["samples"]
     targets = results["targets"]
-    metrics_all = ("bal_acc_norm", "acc_norm", "acc_sum", "bal_acc_sum", "bal_acc_calibrated", "acc_calibrated",
-                   "gold_logprob", "exact_match")
+    metrics_all = ("bal_acc_norm", "bal_acc_norm_token", "acc_norm", "acc_norm_token", "acc", "bal_acc",
+                   "bal_acc_calibrated", "acc_calibrated", "gold_logprob", "exact_match")
 
     def values(tid: str, g: dict[str, Any], metric: str) -> list[float]:
         out = []
@@ -160,7 +180,9 @@ def summarize(results: dict[str, Any]) -> dict[str, Any]:
                 table[tid][g["group"]][metric] = {
                     "mean": statistics.mean(vals), "sd": statistics.stdev(vals) if len(vals) > 1 else None,
                     "n_seeds": len(vals), "values": vals}
-    primary = {t["id"]: primary_metric_of(t, rcfg.get("primary")) for t in targets}
+    normalisation = rcfg.get("normalisation", "char")
+    primary = {t["id"]: primary_metric_of(t, rcfg.get("primary"), normalisation) for t in targets}
+    _check_primary_available(results, primary, normalisation)
     # average over targets of each target's primary metric (per seed for seeded groups)
     average: dict[str, dict[str, Any]] = {}
     complete = [t["id"] for t in targets]
@@ -189,9 +211,21 @@ def summarize(results: dict[str, Any]) -> dict[str, Any]:
         secondary = {"metric": second, "comparisons": _comparisons(
             results, groups, cells, samples, targets, {t["id"]: second for t in targets}, n_boot, conf, seed, rcfg,
             focus_only=True)}
-    return {"primary": primary, "table": table, "average": average, "comparisons": comparisons,
+    return {"primary": primary, "normalisation": normalisation, "table": table, "average": average,
+            "comparisons": comparisons,
             "secondary": secondary, "groups": [g["group"] for g in groups], "group_info": groups,
             "n_boot": n_boot, "confidence": conf}
+
+
+def _check_primary_available(results: dict[str, Any], primary: dict[str, str], normalisation: str) -> None:
+    """A clear error when a finished cell lacks the predictions its target's primary metric needs."""
+    for c in results["cells"]:
+        s = results["samples"].get(c["eval_key"]) or {}
+        rule = rank_rule(primary.get(c["target"], ""))
+        if rule and s.get("label") and any(x is not None for x in s["label"]) and not s.get(f"pred_{rule}"):
+            hint = (" (cells written before insta stored per-character predictions hold per-token ones: set "
+                    "report.normalisation: token in the config, or rerun those cells)" if rule == "norm" else "")
+            raise InstaError(f"cell {c['target']}/{c['label']} has no {primary[c['target']]} predictions{hint}")
 
 
 def _comparisons(results, groups, cells, samples, targets, primary, n_boot, conf, seed, rcfg,
@@ -660,9 +694,8 @@ def build_sections(results: dict[str, Any], summary: dict[str, Any], images: dic
         "(random) enters as the mean over its seeds; compare each difference with that baseline's sd over seeds."]})
     h, r = main_table(summary, results)
     secs.append({"title": "Primary metric per target", "paragraphs": [
-        "Primary: balanced accuracy (length-normalised rank classification) where a target has one label set, "
-        "accuracy (norm) where options vary per example. Seeded methods: mean ± sd over seeds. The average row "
-        "averages each target's primary metric."], "tables": [(h, r)], "images": ["bars_primary.png"]})
+        primary_definition(summary) + " Seeded methods: mean ± sd over seeds. The average row averages each "
+        "target's primary metric."], "tables": [(h, r)], "images": ["bars_primary.png"]})
     h, r = comparison_table(summary, "average")
     h2, r2 = comparison_table(summary, "per-target")
     secs.append({"title": "Paired comparisons", "paragraphs": [
@@ -670,6 +703,8 @@ def build_sections(results: dict[str, Any], summary: dict[str, Any], images: dic
         "every baseline, the other methods against random and all. Per-target rows below."],
         "tables": [(h, r)], "details": ("per-target comparisons", [h2, r2])})
     for metric in SECONDARY:
+        if not any(metric in by_group for row in summary["table"].values() for by_group in row.values()):
+            continue  # e.g. per-character predictions in cells that predate them
         h, r = main_table(summary, results, metric)
         secs.append({"title": f"{METRIC_NAMES.get(metric, metric)}", "tables": [(h, r)], "level": 3})
     sec = {"title": "Gold log-probability", "images": ["bars_gold_logprob.png"], "level": 3}
@@ -706,6 +741,19 @@ def build_sections(results: dict[str, Any], summary: dict[str, Any], images: dic
             paras.append(p3["note"])
         secs.append({"title": "P3 selection table", "paragraphs": paras, "tables": [(h, r)]})
     return secs
+
+
+def primary_definition(summary: dict[str, Any]) -> str:
+    """One sentence saying what the primary metric is, with the normalisation it uses."""
+    name = summary.get("normalisation", "char")
+    suffix, unit = _normalisation(name)
+    how = ("as lm-evaluation-harness's `acc_norm` (`report.normalisation: char`; `acc_norm_token` divides by tokens "
+           "instead)" if name == "char" else "(`report.normalisation: token`; lm-evaluation-harness's `acc_norm`, "
+           "and insta's, divide by the length in characters instead)")
+    return (f"Primary: balanced accuracy of rank classification where a target has one label set "
+            f"(`bal_acc{suffix}`), accuracy where options vary per example (`acc{suffix}`); each option's summed "
+            f"log-likelihood is divided by its length in **{unit}** {how}, and the highest-scoring option is the "
+            "prediction.")
 
 
 def render_markdown(title: str, sections: list[dict[str, Any]]) -> str:
@@ -802,10 +850,13 @@ def write_report(results: dict[str, Any], out_dir: str | Path, log: Callable[[st
 
 
 def load_results(path: str | Path) -> dict[str, Any]:
+    """A results.json (one-line error when unreadable), with cells of earlier formats read in today's form
+    (:func:`insta.experiment.upgrade_results`)."""
+    from .experiment import upgrade_results
     from .fileio import load_json
 
-    return load_json(path, "results file")
+    return upgrade_results(load_json(path, "results file"))
 
 
-__all__ = ["main_table", "metric_on", "plot_bars", "plot_selection_heatmap", "primary_metric_of", "summarize",
-           "write_report"]
+__all__ = ["load_results", "main_table", "metric_on", "plot_bars", "plot_selection_heatmap", "primary_definition",
+           "primary_metric_of", "summarize", "write_report"]

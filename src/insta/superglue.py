@@ -38,7 +38,7 @@ def evaluate_superglue(
     """Evaluate a model on RTE / WSC with all their templates, averaged over templates (T0 protocol).
 
     ``catalog`` defaults to ``load_catalog("p3", data_dir)``. Returns the :func:`insta.evaluate.simple_evaluate`
-    summary, with ``acc_sum`` (T0's number) as the primary metric unless the config says otherwise.
+    summary, with ``acc`` (T0's number: summed log-likelihood) as the primary metric unless the config says otherwise.
     """
     from .evaluate import EvalConfig, simple_evaluate
 

@@ -10,8 +10,9 @@ def add_parser(sub) -> None:
     p = sub.add_parser(
         "evaluate",
         help="evaluate a model zero-shot on target tasks",
-        description="Rank classification (acc_sum, acc_norm, calibrated, balanced accuracy, gold log-prob) for tasks "
-        "with answer options, greedy generation (ROUGE-L, exact match) otherwise; tasks with several templates "
+        description="Rank classification for tasks with answer options, named as lm-evaluation-harness names it "
+        "(acc: summed log-likelihood; acc_norm: per character; acc_norm_token: per token; acc_calibrated; "
+        "balanced accuracy bal_acc*, macro-F1, gold log-prob), greedy generation (ROUGE-L, exact match) otherwise; tasks with several templates "
         "(P3, e.g. super_glue/rte) are averaged over templates. Writes OUT/<task>/results.json and samples.jsonl.",
     )
     p.add_argument("--model", default="smollm2", help="smollm2 (default), a model dir, a run's model dir, a LoRA adapter dir")
@@ -22,9 +23,10 @@ def add_parser(sub) -> None:
     p.add_argument("--limit", type=positive_int, default=None, help="first N examples of each task")
     p.add_argument("--limit-per-template", type=positive_int, default=None, help="first N examples of each template")
     p.add_argument("--mode", choices=["auto", "rank", "generate"], default="auto")
-    p.add_argument("--primary-metric", default=None, help="headline metric (default acc_sum; rouge_l / exact_match for generation)")
-    p.add_argument("--calibration", choices=["auto", "fixed", "none"], default="auto",
-                   help="content-free prompt for acc_calibrated (default auto)")
+    p.add_argument("--primary-metric", default=None, help="headline metric (default acc; rouge_l / exact_match for generation)")
+    p.add_argument("--calibration", choices=["auto", "fixed", "unconditional", "none"], default="auto",
+                   help="content-free prompt for acc_calibrated (default auto; unconditional = lm-eval's "
+                   "acc_mutual_info)")
     p.add_argument("--batch-size", type=positive_int, default=8)
     p.add_argument("--max-source-length", type=positive_int, default=1024)
     p.add_argument("--max-new-tokens", type=positive_int, default=32)
@@ -52,9 +54,9 @@ def run(args: argparse.Namespace) -> int:
     for tid, res in out["results"].items():
         m = res["metrics"]
         extra = ""
-        if "acc_sum" in m:
-            extra = "  ".join(f"{k}={m[k]:.3f}" for k in ("acc_sum", "acc_norm", "acc_calibrated", "bal_acc_sum",
-                                                           "gold_nll_per_token") if k in m)
+        if "acc" in m:
+            extra = "  ".join(f"{k}={m[k]:.3f}" for k in ("acc", "acc_norm", "acc_norm_token", "acc_calibrated",
+                                                           "bal_acc", "gold_nll_per_token") if k in m)
         elif "rouge_l" in m:
             extra = f"rouge_l={m['rouge_l']:.2f}  exact_match={m['exact_match']:.3f}"
         tmpl = f" over {m['n_templates']} templates" if "n_templates" in m else ""

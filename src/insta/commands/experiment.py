@@ -25,7 +25,8 @@ def add_parser(sub) -> None:
     p.add_argument("--methods", help="comma-separated method names or labels to keep (e.g. insta-mean,random)")
     p.add_argument("--n-eval", type=positive_int, help="evaluation examples per target (overrides eval.n)")
     p.add_argument("--n-total", type=positive_int, help="training instances per model (overrides mixture.n_total)")
-    p.add_argument("--report-only", action="store_true", help="rewrite the report from <out>/results.json")
+    p.add_argument("--report-only", action="store_true", help="rewrite the report from <out>/results.json (with "
+                   "the config's current report settings)")
     p.add_argument("--partial-report", action="store_true", help="write a report from the cells finished so far "
                    "(no training or evaluation; safe while a run is going on)")
     p.add_argument("--keep-models", action="store_true", help="keep trained model folders (default: deleted once "
@@ -66,6 +67,7 @@ def run(args: argparse.Namespace) -> int:
             raise InstaError(f"no results at {path}: run the experiment first")
         results = load_results(path)
         results.pop("summary", None)
+        results["config"] = {**(results.get("config") or {}), "report": cfg.raw.get("report") or {}}
         write_report(results, cfg.out, log=log)
         return 0
     if args.partial_report:
