@@ -24,6 +24,7 @@ COMMANDS = (
     "evaluate",
     "experiment",
     "transfer",
+    "export_lm_eval",
 )
 
 
@@ -105,6 +106,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help(sys.stderr)
         return 2
+    from .commands._common import configure_output
+
+    configure_output(args)
     try:
         return int(args.func(args) or 0)
     except InstaError as err:

@@ -3,14 +3,69 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
 
 from ..errors import InstaError
 
+#: the catalog every command reads when --catalog is not given (select, evaluate, export-lm-eval, ...)
+DEFAULT_CATALOG = "p3"
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
-def add_catalog_args(p: argparse.ArgumentParser, default: str = "p3") -> None:
+
+def add_output_args(p: argparse.ArgumentParser, json_help: str | None = None) -> None:
+    """The output flags every command shares: ``--json PATH`` (when the command has a result to write; ``-`` for
+    stdout), ``--quiet/-q`` (no progress bars or lines and no tables, the loading bars of transformers and
+    datasets included; errors still print) and ``-v/--verbose`` / ``--log-level`` (Python logging, transformers
+    and datasets included). :func:`configure_output` applies them before the command runs."""
+    if json_help is not None:
+        p.add_argument("--json", dest="json_out", metavar="PATH", help=f"{json_help} ('-' for stdout)")
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress bars or lines and no tables")
+    p.add_argument("--verbose", "-v", action="count", default=0, help="more log output (-v info, -vv debug)")
+    p.add_argument("--log-level", type=str.upper, choices=LOG_LEVELS, default=None,
+                   help="log level of insta and the libraries it drives (default WARNING; ERROR with --quiet)")
+
+
+def configure_output(args: argparse.Namespace) -> None:
+    """Apply :func:`add_output_args`'s flags: the logging level, transformers' and datasets' verbosity and
+    progress bars (also for libraries imported later, through their environment variables), and ``--quiet`` as
+    ``--no-progress`` for commands that have that flag."""
+    import logging
+
+    quiet = bool(getattr(args, "quiet", False))
+    verbose = int(getattr(args, "verbose", 0) or 0)
+    level = getattr(args, "log_level", None) or (
+        "DEBUG" if verbose >= 2 else "INFO" if verbose == 1 else "ERROR" if quiet else "WARNING")
+    logging.basicConfig(format="%(levelname)s %(name)s: %(message)s")
+    for name in ("insta", "transformers", "datasets", "sentence_transformers", "lm_eval"):
+        logging.getLogger(name).setLevel(level)
+    os.environ["TRANSFORMERS_VERBOSITY"] = level.lower()
+    if quiet:
+        for var in ("HF_HUB_DISABLE_PROGRESS_BARS", "HF_DATASETS_DISABLE_PROGRESS_BARS", "TQDM_DISABLE"):
+            os.environ[var] = "1"
+        if hasattr(args, "no_progress"):
+            args.no_progress = True
+    if "transformers" in sys.modules:  # already imported: its environment variables were read then
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.set_verbosity(getattr(logging, level))
+        if quiet:
+            hf_logging.disable_progress_bar()
+    if quiet and "datasets" in sys.modules:
+        import datasets
+
+        datasets.disable_progress_bars()
+
+
+def emit_json(args: argparse.Namespace, obj: Any) -> None:
+    """Write a command's result to ``--json`` when it was given (see :func:`write_json`)."""
+    if getattr(args, "json_out", None):
+        write_json(args.json_out, obj)
+
+
+def add_catalog_args(p: argparse.ArgumentParser, default: str = DEFAULT_CATALOG) -> None:
     p.add_argument("--catalog", "-c", default=default, help=f"p3, niv2, bigbench, bbh, or a task file (default: {default})")
     p.add_argument("--data-dir", default=None, help="upstream data folder (default: $INSTA_DATA_DIR, else ./data)")
     p.add_argument("--pool", default=None, help="restrict the catalog to a named pool (e.g. t0_train, train)")
