@@ -188,6 +188,8 @@ def test_cli_runs_the_grid_and_reports_bad_configs(tmp_path, capsys):
         assert (out / name).is_file(), name
     assert main(["experiment", str(TINY), "--out", str(out), "--data-dir", str(DATA), "--report-only", "-q"]) == 0
     assert main(["experiment", str(TINY), "--out", str(out), "--data-dir", str(DATA), "--plan", "-q"]) == 0
+    assert capsys.readouterr().out == ""  # --quiet: no plan table either
+    assert main(["experiment", str(TINY), "--out", str(out), "--data-dir", str(DATA), "--plan"]) == 0
     assert "0 grid cell(s) to compute" in capsys.readouterr().out
     bad = tmp_path / "bad.yaml"
     bad.write_text(TINY.read_text().replace("  - lexical\n", "  - lexicall\n"))

@@ -68,8 +68,10 @@ def add_parser(sub) -> None:
     g3.add_argument("--device", default=None, help="torch device (default cpu)")
     p.add_argument("--overwrite", action="store_true", help="replace a finished or different run in --out")
     p.add_argument("--keep-checkpoints", action="store_true", help="keep the per-epoch checkpoint after finishing")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
-    p.add_argument("--json", dest="json_out", help="write the run summary as JSON to this path ('-' for stdout)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars (also --quiet)")
+    from ._common import add_output_args
+
+    add_output_args(p, json_help="write the run summary as JSON to this path")
     p.set_defaults(func=run)
 
 
@@ -143,7 +145,7 @@ def run(args: argparse.Namespace) -> int:
     }
     if args.json_out:
         write_json(args.json_out, summary)
-    if args.json_out != "-":
+    if args.json_out != "-" and not args.quiet:
         bp, dp = summary["base_dev_pearson"], summary["best_dev_pearson"]
         print(f"aligned encoder: {out}")
         print(f"  {summary['n_units']} training units, {summary['n_excluded_tasks']} evaluation tasks excluded, "

@@ -16,7 +16,7 @@ def add_parser(sub) -> None:
             "excluded (evaluation targets kept out of alignment) and unseen (tasks outside the alignment data)."
         ),
     )
-    from ._common import add_catalog_args, positive_int
+    from ._common import add_catalog_args, add_output_args, positive_int
 
     add_catalog_args(p)
     p.add_argument("--encoder", "-e", action="append", default=[],
@@ -31,9 +31,8 @@ def add_parser(sub) -> None:
     p.add_argument("--keep-ambiguous", action="store_true",
                    help="also ask instructions whose exact text belongs to another task too")
     p.add_argument("--details", action="store_true", help="include every query's ranks in the JSON")
-    p.add_argument("--json", dest="json_out", help="write the result as JSON to this path ('-' for stdout)")
     p.add_argument("--markdown", help="write the table as Markdown to this path")
-    p.add_argument("--quiet", "-q", action="store_true", help="no table")
+    add_output_args(p, json_help="write the result as JSON to this path")
     t = p.add_argument_group("scoring against a measured transfer matrix (--transfer)")
     t.add_argument("--transfer", metavar="MATRIX", help="score selection methods against this transfer matrix "
                    "(matrix.json/matrix.csv of `insta transfer`, or a long-format CSV/JSON with target, source, "

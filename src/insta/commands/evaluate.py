@@ -5,19 +5,18 @@ import argparse
 
 
 def add_parser(sub) -> None:
-    from ._common import positive_int
+    from ._common import add_catalog_args, add_output_args, positive_int
 
     p = sub.add_parser(
         "evaluate",
         help="evaluate a model zero-shot on target tasks",
         description="Rank classification for tasks with answer options, named as lm-evaluation-harness names it "
         "(acc: summed log-likelihood; acc_norm: per character; acc_norm_token: per token; acc_calibrated; "
-        "balanced accuracy bal_acc*, macro-F1, gold log-prob), greedy generation (ROUGE-L, exact match) otherwise; tasks with several templates "
-        "(P3, e.g. super_glue/rte) are averaged over templates. Writes OUT/<task>/results.json and samples.jsonl.",
+        "balanced accuracy bal_acc*, macro-F1, gold log-prob), greedy generation (ROUGE-L, exact match) "
+        "otherwise; tasks with several templates (P3, e.g. super_glue/rte) are averaged over templates. Writes OUT/<task>/results.json and samples.jsonl.",
     )
     p.add_argument("--model", default="smollm2", help="smollm2 (default), a model dir, a run's model dir, a LoRA adapter dir")
-    p.add_argument("--catalog", "-c", default="bigbench", help="p3, niv2, bigbench, bbh, or a task file (default bigbench)")
-    p.add_argument("--data-dir", default=None, help="upstream data folder (default: $INSTA_DATA_DIR, else ./data)")
+    add_catalog_args(p)
     p.add_argument("--task", "-t", action="append", required=True, help="target task id (repeatable)")
     p.add_argument("--out", "-o", default=None, help="results folder (default: print only)")
     p.add_argument("--limit", type=positive_int, default=None, help="first N examples of each task")
@@ -32,14 +31,16 @@ def add_parser(sub) -> None:
     p.add_argument("--max-new-tokens", type=positive_int, default=32)
     p.add_argument("--stop", action="append", default=None, help="stop string for generation (repeatable; default newline)")
     p.add_argument("--no-samples", action="store_true", help="do not write samples.jsonl")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars (also --quiet)")
+    add_output_args(p, json_help="write the summary (per task: primary metric, all metrics, timings) as JSON")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from ..evaluate import EvalConfig, simple_evaluate
-    from ..textsafe import safe_text
     from ..fileio import check_output_dir
+    from ..textsafe import safe_text
+    from ._common import emit_json, open_catalog
 
     if args.out:
         check_output_dir(args.out, "--out")
@@ -49,8 +50,10 @@ def run(args: argparse.Namespace) -> int:
         max_new_tokens=args.max_new_tokens, stop=tuple(args.stop) if args.stop else ("\n",),
         samples=not args.no_samples, progress=not args.no_progress,
     )
-    out = simple_evaluate(args.model, args.task, catalog=args.catalog, data_dir=args.data_dir, out_dir=args.out,
-                          config=config)
+    out = simple_evaluate(args.model, args.task, catalog=open_catalog(args), out_dir=args.out, config=config)
+    emit_json(args, out)
+    if args.quiet or args.json_out == "-":
+        return 0
     for tid, res in out["results"].items():
         m = res["metrics"]
         extra = ""

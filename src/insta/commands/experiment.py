@@ -35,7 +35,9 @@ def add_parser(sub) -> None:
                    "a config end to end")
     p.add_argument("--executor", choices=["sequential", "ray"], help="where the models are trained and evaluated "
                    "(default: the config's, else sequential); ray joins $RAY_ADDRESS or starts a local instance")
-    p.add_argument("--quiet", "-q", action="store_true", help="no progress lines")
+    from ._common import add_output_args
+
+    add_output_args(p, json_help="write the plan, or the summary (averages, paired comparisons), as JSON")
     p.set_defaults(func=run)
 
 
@@ -44,6 +46,7 @@ def run(args: argparse.Namespace) -> int:
 
     from ..errors import InstaError
     from ..experiment import Log, cached_p3_table, load_config, run_experiment
+    from ._common import emit_json
 
     overrides = {"out": args.out, "data_dir": args.data_dir, "eval.n": args.n_eval, "mixture.n_total": args.n_total,
                  "executor": args.executor}
@@ -68,7 +71,11 @@ def run(args: argparse.Namespace) -> int:
         results = load_results(path)
         results.pop("summary", None)
         results["config"] = {**(results.get("config") or {}), "report": cfg.raw.get("report") or {}}
-        write_report(results, cfg.out, log=log)
+        from ..report import summarize
+
+        summary = summarize(results)
+        write_report(results, cfg.out, log=log, summary=summary)
+        emit_json(args, summary)
         return 0
     if args.partial_report:
         from ..report import write_report
@@ -80,14 +87,22 @@ def run(args: argparse.Namespace) -> int:
         if table is not None:
             results["p3_table"] = table
         results["partial"] = True
-        write_report(results, cfg.out, log=log)
+        from ..report import summarize
+
+        summary = summarize(results)
+        write_report(results, cfg.out, log=log, summary=summary)
+        emit_json(args, summary)
         return 0
     command = None
     if sys.argv[1:2] == ["experiment"]:  # the real command line (not a library or test call of main())
         command = "insta experiment " + " ".join(shlex.quote(a) for a in sys.argv[2:])
     results = run_experiment(cfg, log=log, command=command, plan_only=args.plan)
     if args.plan:
-        _print_plan(results)
+        emit_json(args, {k: results.get(k) for k in ("name", "pool", "plan", "missing_cells")})
+        if not args.quiet and args.json_out != "-":
+            _print_plan(results)
+        return 0
+    emit_json(args, results.get("summary"))
     return 0
 
 

@@ -11,7 +11,7 @@ def add_parser(sub) -> None:
         help="rank source tasks for a target by instruction similarity (INSTA)",
         description="Score every source task of a catalog against the target's instruction(s) and print the top k.",
     )
-    from ._common import add_catalog_args, positive_int
+    from ._common import add_catalog_args, add_output_args, positive_int
 
     add_catalog_args(p)
     tgt = p.add_argument_group("target (one of)")
@@ -26,8 +26,7 @@ def add_parser(sub) -> None:
     p.add_argument("--exclude", action="append", default=[], help="task id to leave out (repeatable)")
     p.add_argument("--exclude-family", action="append", default=[], help="task family to leave out (repeatable)")
     p.add_argument("--no-cache", action="store_true", help="do not read or write the embedding cache")
-    p.add_argument("--json", dest="json_out", help="write the selection as JSON to this path ('-' for stdout)")
-    p.add_argument("--quiet", "-q", action="store_true", help="no table")
+    add_output_args(p, json_help="write the selection as JSON to this path")
     p.set_defaults(func=run)
 
 
@@ -58,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
         instructions = args.instruction
     if args.n_target_instructions is not None:
         instructions = instructions[: args.n_target_instructions]
-    encoder = Encoder(args.encoder, cache=not args.no_cache)
+    encoder = Encoder(args.encoder, cache=not args.no_cache, show_progress=not args.quiet)  # cold encoding: a bar
     selector = Selector(pool, encoder, aggregation=args.aggregation)
     result = selector.select(instructions, args.k, exclude=exclude, exclude_families=families, target=info)
     result.config.update(

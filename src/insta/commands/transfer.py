@@ -28,8 +28,9 @@ def add_parser(sub) -> None:
                    "finished so far (no training; safe while a run is going on)")
     p.add_argument("--no-report", action="store_true", help="write the matrix but not the report and scoring")
     p.add_argument("--dry-run", action="store_true", help="dry-run backend (no model; fake numbers)")
-    p.add_argument("--json", dest="json_out", help="write the plan or the results as JSON here ('-' for stdout)")
-    p.add_argument("--quiet", "-q", action="store_true", help="no progress bar or lines")
+    from ._common import add_output_args
+
+    add_output_args(p, json_help="write the plan or the results as JSON here")
     p.set_defaults(func=run)
 
 
