@@ -43,7 +43,7 @@ from .errors import InstaError
 from .records import Example, Task
 
 MIXINGS = ("proportional", "equal")
-EXPORT_FORMATS = ("insta", "alpaca", "messages")
+EXPORT_FORMATS = ("insta", "alpaca", "messages", "trl")
 
 
 @dataclass
@@ -189,6 +189,9 @@ def export_record(record: dict[str, Any], fmt: str = "insta") -> dict[str, Any]:
       instruction), ``instruction`` the instruction used, plus ``task`` and ``id`` for provenance.
     * ``messages``: chat style ``{"messages": [{"role": "user", "content": prompt},
       {"role": "assistant", "content": target}]}`` plus ``task`` and ``id``.
+    * ``trl``: TRL's prompt-completion form ``{"prompt", "completion"}`` plus ``task`` and ``id``; the completion
+      starts with the space insta joins the target with (:func:`join_prompt_target`), so ``prompt + completion``
+      is exactly the text insta trains on, and TRL's ``SFTTrainer`` computes the loss on the completion only.
     """
     if fmt == "insta":
         return record
@@ -199,14 +202,26 @@ def export_record(record: dict[str, Any], fmt: str = "insta") -> dict[str, Any]:
         return {"messages": [{"role": "user", "content": record["input"]},
                              {"role": "assistant", "content": record["target"]}],
                 "task": record.get("task", ""), "id": record.get("id", "")}
+    if fmt == "trl":
+        prompt, completion = join_prompt_target(record["input"], record["target"])
+        return {"prompt": prompt, "completion": completion, "task": record.get("task", ""), "id": record.get("id", "")}
     raise InstaError(f"unknown mixture format {fmt!r} (choose from {', '.join(EXPORT_FORMATS)})")
 
 
 def normalize_record(obj: dict[str, Any], where: str = "") -> dict[str, Any]:
-    """Accept a record in the insta, alpaca (``instruction``/``input``/``output``) or messages format and return
-    the fields training needs (``input``, ``target``, ``task``, ``id``)."""
+    """Accept a record in the insta, alpaca (``instruction``/``input``/``output``), messages or TRL
+    (``prompt``/``completion``) format and return the fields training needs (``input``, ``target``, ``task``,
+    ``id``)."""
     if not isinstance(obj, dict):
         raise InstaError(f"{where}: expected a JSON object")
+    if "prompt" in obj and "completion" in obj and "target" not in obj:
+        prompt, completion = obj["prompt"], obj["completion"]
+        if not isinstance(prompt, str) or not isinstance(completion, str):
+            raise InstaError(f"{where}: 'prompt' and 'completion' must be strings (TRL's conversational form is "
+                             "not read: use the messages format)")
+        if prompt and not prompt[-1].isspace() and completion.startswith(" "):
+            completion = completion[1:]  # the joining space, which training adds back
+        return {"id": obj.get("id", ""), "task": obj.get("task", ""), "input": prompt, "target": completion}
     if "messages" in obj:
         msgs = obj["messages"]
         if not isinstance(msgs, list) or len(msgs) < 2:
@@ -231,7 +246,7 @@ def normalize_record(obj: dict[str, Any], where: str = "") -> dict[str, Any]:
 
 
 def read_mixture(path: str | os.PathLike) -> list[dict[str, Any]]:
-    """The records of a mixture JSONL file (insta, alpaca or messages format), checked."""
+    """The records of a mixture JSONL file (insta, alpaca, messages or TRL format), checked."""
     p = Path(path)
     if not p.is_file():
         raise InstaError(f"mixture file {str(p)!r} does not exist")

@@ -82,6 +82,11 @@ class TrainConfig:
     bf16: bool = False  # mixed precision (GPU)
     gradient_checkpointing: bool = False
     dataloader_num_workers: int = 0
+    # passed through to transformers.TrainingArguments (see :func:`trainer_passthrough`)
+    report_to: str | list[str] = "none"  # none, tensorboard, wandb, ... (the integration must be installed)
+    deepspeed: str | None = None  # a DeepSpeed config JSON
+    fsdp: str = ""  # FSDP options, e.g. "full_shard auto_wrap"
+    fsdp_config: str | None = None  # an FSDP config JSON
 
     def resolved_lr(self) -> float:
         if self.learning_rate is not None:
@@ -373,6 +378,41 @@ def _base_for_metadata(name: str) -> str:
     return str(p.resolve()) if p.exists() else name
 
 
+REPORT_TO_PACKAGES = {"tensorboard": ("tensorboard", "tensorboardX"), "wandb": ("wandb",), "mlflow": ("mlflow",),
+                      "comet_ml": ("comet_ml",), "clearml": ("clearml",), "trackio": ("trackio",)}
+
+
+def trainer_passthrough(config: TrainConfig) -> dict[str, Any]:
+    """The ``TrainingArguments`` insta passes through unchanged: ``report_to``, ``deepspeed``, ``fsdp`` and
+    ``fsdp_config``, checked first so that a missing integration or file is one line, not a traceback."""
+    import importlib.util
+
+    report = [config.report_to] if isinstance(config.report_to, str) else list(config.report_to)
+    report = [r.strip() for item in report for r in str(item).split(",") if r.strip()] or ["none"]
+    for r in report:
+        if r in ("none", "all"):
+            continue
+        pkgs = REPORT_TO_PACKAGES.get(r)
+        if pkgs and not any(importlib.util.find_spec(m) for m in pkgs):
+            raise InstaError(f"--report-to {r} needs the {pkgs[0]} package: pip install {pkgs[0]}")
+    out: dict[str, Any] = {"report_to": "none" if report == ["none"] else report}
+    if config.deepspeed:
+        if not Path(config.deepspeed).is_file():
+            raise InstaError(f"DeepSpeed config {config.deepspeed} does not exist")
+        if importlib.util.find_spec("deepspeed") is None:
+            raise InstaError("--deepspeed needs the deepspeed package: pip install deepspeed")
+        out["deepspeed"] = config.deepspeed
+    if config.fsdp:
+        out["fsdp"] = config.fsdp
+    if config.fsdp_config:
+        if not Path(config.fsdp_config).is_file():
+            raise InstaError(f"FSDP config {config.fsdp_config} does not exist")
+        if not config.fsdp:
+            raise InstaError("--fsdp-config needs --fsdp (e.g. --fsdp 'full_shard auto_wrap')")
+        out["fsdp_config"] = config.fsdp_config
+    return out
+
+
 def train_model(mixture: Any, config: TrainConfig | None = None, callbacks: Sequence[Any] = (),
                 **overrides: Any) -> TrainResult:
     """Fine-tune ``config.model`` on a mixture (a JSONL path, a :class:`~insta.mixture.Mixture` or records).
@@ -385,6 +425,7 @@ def train_model(mixture: Any, config: TrainConfig | None = None, callbacks: Sequ
     config = apply_overrides(config or TrainConfig(), overrides, "training")
     records, source = _records_of(mixture)
     _require_transformers()
+    passthrough = trainer_passthrough(config)  # a missing integration or config file fails before any loading
 
     import torch
     from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM, Trainer, TrainingArguments
@@ -498,7 +539,7 @@ def train_model(mixture: Any, config: TrainConfig | None = None, callbacks: Sequ
         save_strategy="steps",
         save_steps=config.save_steps,
         save_total_limit=config.save_total_limit,
-        report_to="none",
+        **passthrough,
         disable_tqdm=not config.progress,
         use_cpu=use_cpu,
         bf16=config.bf16 and not use_cpu,
@@ -508,6 +549,10 @@ def train_model(mixture: Any, config: TrainConfig | None = None, callbacks: Sequ
     )
     trainer = Trainer(model=model, args=args, train_dataset=_ListDataset(feats), data_collator=collator,
                       processing_class=tokenizer, callbacks=list(callbacks) or None)
+    if not config.progress:  # without bars the Trainer prints each log dict to stdout instead: no progress at all
+        from transformers.trainer_callback import PrinterCallback
+
+        trainer.remove_callback(PrinterCallback)
 
     resume_from, broken = None, []
     if config.resume and ckpt_dir.is_dir():
@@ -576,4 +621,4 @@ def train_model(mixture: Any, config: TrainConfig | None = None, callbacks: Sequ
 
 
 __all__ = ["SCHEDULERS", "TrainConfig", "TrainResult", "build_features", "checkpoint_problem",
-           "find_resume_checkpoint", "safetensors_problem", "train_model"]
+           "find_resume_checkpoint", "safetensors_problem", "train_model", "trainer_passthrough"]

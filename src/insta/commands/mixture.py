@@ -32,9 +32,13 @@ def add_parser(sub) -> None:
     p.add_argument("--dedup-ngram", type=int, default=8, help="word n-gram length for leak detection (default 8)")
     p.add_argument("--max-scan", type=positive_int, default=None, help="read at most this many instances per task")
     p.add_argument("--allow-empty", action="store_true", help="skip selected tasks without instances")
-    p.add_argument("--format", choices=["insta", "alpaca", "messages"], default="insta", help="record format")
+    p.add_argument("--format", choices=["insta", "alpaca", "messages", "trl"], default="insta",
+                   help="record format (trl: prompt/completion, completion-only loss in TRL's SFTTrainer)")
     p.add_argument("--no-shuffle", action="store_true", help="keep records grouped by task")
     p.add_argument("--seed", type=int, default=42)
+    from ._common import add_output_args
+
+    add_output_args(p, json_help="write the mixture's manifest (counts per task, leaks dropped, settings) as JSON")
     p.set_defaults(func=run)
 
 
@@ -78,8 +82,14 @@ def run(args: argparse.Namespace) -> int:
 
         target_catalog = load_catalog(args.target_catalog, args.data_dir)
     mix = mixture_from_selection(args.selection or args.tasks, config, catalog_name=args.catalog,
-                                 data_dir=args.data_dir, target_catalog=target_catalog, progress=True)
+                                 data_dir=args.data_dir, target_catalog=target_catalog, progress=not args.quiet)
     path = mix.write(args.out, fmt=args.format)
+    from ._common import emit_json
+
+    emit_json(args, {"path": str(path), "n": len(mix), "format": args.format, "counts": mix.counts(),
+                     "manifest": mix.manifest})
+    if args.quiet or args.json_out == "-":
+        return 0
     counts = mix.counts()
     info = mix.manifest
     leaked = sum(v.get("leaked_dropped", 0) for v in info["per_task"].values())

@@ -15,7 +15,7 @@ def add_parser(sub) -> None:
         "rerun resumes from the last one; the final model (or LoRA adapter) goes to OUT/model. Several GPUs: "
         "`accelerate launch -m insta.cli train ...` or `torchrun --nproc_per_node N -m insta.cli train ...`.",
     )
-    p.add_argument("--mixture", "-m", required=True, help="mixture JSONL (insta, alpaca or messages records)")
+    p.add_argument("--mixture", "-m", required=True, help="mixture JSONL (insta, alpaca, messages or TRL prompt/completion records)")
     p.add_argument("--model", default="smollm2", help="smollm2 (default), a local model dir, or a hub id")
     p.add_argument("--out", "-o", required=True, help="run directory")
     sched = p.add_argument_group("schedule")
@@ -46,7 +46,18 @@ def add_parser(sub) -> None:
     run_g.add_argument("--logging-steps", type=positive_int, default=5)
     run_g.add_argument("--bf16", action="store_true", help="bf16 mixed precision (GPU)")
     run_g.add_argument("--gradient-checkpointing", action="store_true")
-    run_g.add_argument("--no-progress", action="store_true", help="no progress bars")
+    run_g.add_argument("--no-progress", action="store_true", help="no progress bars (also --quiet)")
+    dist = p.add_argument_group("passed through to transformers' TrainingArguments")
+    dist.add_argument("--report-to", default="none", help="none (default), tensorboard, wandb, ... (comma-separated; "
+                      "the integration must be installed)")
+    dist.add_argument("--deepspeed", metavar="CONFIG", default=None, help="DeepSpeed config JSON (under a launcher: "
+                      "deepspeed / accelerate launch / torchrun)")
+    dist.add_argument("--fsdp", default="", help="FSDP options, e.g. 'full_shard auto_wrap' (under torchrun or "
+                      "accelerate launch)")
+    dist.add_argument("--fsdp-config", metavar="CONFIG", default=None, help="FSDP config JSON (with --fsdp)")
+    from ._common import add_output_args
+
+    add_output_args(p, json_help="write the run's result (model folder, metrics, timings) as JSON")
     p.set_defaults(func=run)
 
 
@@ -65,9 +76,15 @@ def run(args: argparse.Namespace) -> int:
         lora_target_modules=targets, merge_lora=args.merge_lora, save_steps=args.save_steps,
         save_total_limit=args.save_total_limit, resume=not args.no_resume, overwrite=args.overwrite,
         logging_steps=args.logging_steps, bf16=args.bf16, gradient_checkpointing=args.gradient_checkpointing,
-        progress=not args.no_progress,
+        progress=not args.no_progress, report_to=args.report_to, deepspeed=args.deepspeed, fsdp=args.fsdp,
+        fsdp_config=args.fsdp_config,
     )
     result = train_model(args.mixture, config)
+    from ._common import emit_json
+
+    emit_json(args, {"model_dir": str(result.model_dir), "metrics": result.metrics})
+    if args.quiet or args.json_out == "-":
+        return 0
     m = result.metrics
     loss = (f"loss {m['first_loss']:.4f} -> {m['last_loss']:.4f}" if m.get("first_loss") is not None
             and m.get("last_loss") is not None else "no loss logged")
