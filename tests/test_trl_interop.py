@@ -55,7 +55,6 @@ def test_trl_records_are_insta_text_and_read_back(tmp_path):
 def test_trl_sfttrainer_trains_on_the_completion_insta_masks(tmp_path, monkeypatch):
     """TRL's SFTTrainer reads the file, tokenizes it as insta does (EOS included, the boundary merge of a prompt
     ending in a space too) and masks exactly the prompt tokens insta masks, then takes a training step."""
-    pytest.importorskip("trl", reason="trl is in the test extra; without it this interop check cannot run")
     import datasets
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl import SFTConfig, SFTTrainer
