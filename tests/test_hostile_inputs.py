@@ -505,7 +505,7 @@ def test_exponent_numbers_that_yaml_reads_as_strings_are_numbers(tmp_path, capsy
     import yaml
 
     assert yaml.safe_load(cfg.read_text())["train"]["learning_rate"] == "1e-4"  # a string, as a user writes it
-    code, out, err, tb = run_cli(["experiment", str(cfg), "--plan", "-q"], capsys)
+    code, out, err, tb = run_cli(["experiment", str(cfg), "--plan"], capsys)  # (--quiet would hide the plan)
     TALLY["inputs tried"] += 1
     TALLY["correct behaviour" if (tb is None and code == 0) else classify(code, err, tb, "experiment")] += 1
     assert tb is None and code == 0, err
