@@ -406,7 +406,7 @@ def _argmax(xs: Sequence[float]) -> int:
 
 
 def _rank_metrics(samples: list[dict[str, Any]]) -> dict[str, float]:
-    from .metrics import accuracy, balanced_accuracy, macro_f1
+    from .metrics import accuracy, balanced_accuracy, gold_score, macro_f1
 
     out: dict[str, float] = {"n": len(samples)}
     golds = [s["reference"] for s in samples]
@@ -418,10 +418,9 @@ def _rank_metrics(samples: list[dict[str, Any]]) -> dict[str, float]:
         out[rank_metric("acc", rule)] = accuracy([s[key] == s["label"] for s in samples], [True] * len(samples))
         out[rank_metric("bal_acc", rule)] = balanced_accuracy(preds, golds)
         out[rank_metric("macro_f1", rule)] = macro_f1(preds, golds)
-    out["gold_logprob"] = sum(s["scores_sum"][s["label"]] for s in samples) / len(samples)
-    out["gold_nll_per_token"] = sum(
-        -s["scores_sum"][s["label"]] / max(1, s["n_tokens"][s["label"]]) for s in samples
-    ) / len(samples)
+    gold = [gold_score(s) for s in samples]
+    out["gold_logprob"] = sum(lp for lp, _ in gold) / len(samples)
+    out["gold_nll_per_token"] = sum(nll for _, nll in gold) / len(samples)
     out["n_classes"] = len(set(golds))
     return out
 

@@ -211,6 +211,8 @@ PRED_KEYS = ("pred_sum", "pred_norm", "pred_norm_token", "pred_calibrated")
 
 def compact_samples(result: dict[str, Any]) -> dict[str, Any]:
     """The per-example arrays the report needs (paired bootstrap), from an evaluation result."""
+    from .metrics import gold_score
+
     samples = result.get("samples") or []
     out: dict[str, Any] = {"format": SAMPLES_FORMAT, "ids": [], "gold": [], "label": [],
                            **{k: [] for k in PRED_KEYS}, "gold_logprob": [], "gold_nll_per_token": [],
@@ -223,10 +225,9 @@ def compact_samples(result: dict[str, Any]) -> dict[str, Any]:
             out["label"].append(lab)
             for key in PRED_KEYS:
                 out[key].append(s.get(key))
-            gl = s["scores_sum"][lab]
-            out["gold_logprob"].append(round(float(gl), 5))
-            ntok = (s.get("n_tokens") or [1] * len(s["options"]))[lab]
-            out["gold_nll_per_token"].append(round(-float(gl) / max(1, ntok), 5))
+            logprob, nll = gold_score(s)
+            out["gold_logprob"].append(round(logprob, 5))
+            out["gold_nll_per_token"].append(round(nll, 5))
             out["n_options"].append(len(s["options"]))
             out["exact_match"].append(None)
         else:
@@ -560,17 +561,16 @@ class Experiment:
 
 
 def _quick_primary(samples: dict[str, Any]) -> str:
+    from .metrics import balanced_accuracy_of
+
     labels, preds, golds = samples.get("label") or [], samples.get("pred_norm") or [], samples.get("gold") or []
     pairs = [(p, lab, g) for p, lab, g in zip(preds, labels, golds) if p is not None and lab is not None]
     if not pairs:
         em = [x for x in samples.get("exact_match") or [] if x is not None]
         return f"exact match {sum(em) / len(em):.3f}" if em else "no score"
-    acc = sum(p == lab for p, lab, _ in pairs) / len(pairs)
-    by: dict[str, list[bool]] = {}
-    for p, lab, g in pairs:
-        by.setdefault(g, []).append(p == lab)
-    bal = sum(sum(v) / len(v) for v in by.values()) / len(by)
-    return f"acc_norm {acc:.3f}, bal_acc_norm {bal:.3f}"
+    correct = [p == lab for p, lab, _ in pairs]
+    bal = balanced_accuracy_of(correct, [g for _, _, g in pairs])
+    return f"acc_norm {sum(correct) / len(correct):.3f}, bal_acc_norm {bal:.3f}"
 
 
 # ---------------------------------------------------------------- results

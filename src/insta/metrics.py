@@ -1,6 +1,9 @@
-"""Evaluation metrics: exact match, ROUGE-L, accuracy, balanced accuracy, macro-F1, paired bootstrap, McNemar.
+"""Evaluation metrics: exact match, ROUGE-L, accuracy, balanced accuracy, macro-F1, the gold answer's log-probability.
 
-All functions are plain Python (numpy for the bootstrap); ROUGE-L uses ``rouge-score`` (imported on first use).
+Each metric has one implementation here, used by evaluation, the experiment, the transfer matrix and the report.
+Balanced accuracy is vectorised over resamples (:func:`balanced_accuracy_of`: one value per row of bootstrap or
+jackknife indices), so the report's paired bootstrap (:mod:`insta.report.stats`) scores resamples with the same
+code that scores the full sample. ROUGE-L uses ``rouge-score`` (imported on first use).
 
 Rank-classification metric names follow lm-evaluation-harness (:data:`RANK_RULES`, :func:`rank_metric`): each
 option is scored by the summed log-likelihood of its tokens given the prompt, and a *rule* picks the prediction:
@@ -29,12 +32,13 @@ strip it. Articles are kept (SQuAD drops them; BBH targets such as "(A)" or "Tru
 """
 from __future__ import annotations
 
-import math
 import re
 import string
 import unicodedata
 from collections import Counter
-from typing import Hashable, Iterable, Sequence
+from typing import Any, Hashable, Sequence
+
+import numpy as np
 
 from .errors import InstaError
 
@@ -110,6 +114,7 @@ def rouge_l(prediction: str, references: str | Sequence[str]) -> float:
 
 
 def accuracy(predictions: Sequence[Hashable], golds: Sequence[Hashable]) -> float:
+    """Share of predictions equal to their gold label."""
     _check_pair(predictions, golds)
     return sum(p == g for p, g in zip(predictions, golds)) / len(golds)
 
@@ -120,9 +125,39 @@ def balanced_accuracy(predictions: Sequence[Hashable], golds: Sequence[Hashable]
     A model that always answers the majority class scores 1 / n_classes, whatever the class balance.
     """
     _check_pair(predictions, golds)
-    support: Counter = Counter(golds)
-    hits: Counter = Counter(g for p, g in zip(predictions, golds) if p == g)
-    return sum(hits[c] / n for c, n in support.items()) / len(support)
+    return float(balanced_accuracy_of([p == g for p, g in zip(predictions, golds)], golds))
+
+
+def class_indices(golds: Sequence[Hashable]) -> np.ndarray:
+    """Each gold label's index among the sorted distinct labels (sorted by ``str`` when they do not compare)."""
+    distinct = set(golds)
+    try:
+        classes = sorted(distinct)
+    except TypeError:
+        classes = sorted(distinct, key=str)
+    pos = {c: i for i, c in enumerate(classes)}
+    return np.asarray([pos[g] for g in golds], dtype=int)
+
+
+def balanced_accuracy_of(correct: Sequence[float] | np.ndarray, golds: Sequence[Hashable] | np.ndarray,
+                         idx: np.ndarray | None = None) -> float | np.ndarray:
+    """Balanced accuracy from per-example correctness (0/1) and gold classes (labels, or :func:`class_indices`).
+
+    Without ``idx``: one value. With ``idx`` (R x m example indices: bootstrap resamples, jackknife rows): one value
+    per row, each the mean recall over the classes present in that row.
+    """
+    correct = np.asarray(correct, dtype=float)
+    cls = golds if isinstance(golds, np.ndarray) and golds.dtype.kind == "i" else class_indices(golds)
+    rows = np.arange(len(correct))[None, :] if idx is None else idx
+    hit, c = correct[rows], cls[rows]
+    recalls = []
+    for k in range(int(cls.max()) + 1 if len(cls) else 0):
+        member = c == k
+        support = member.sum(axis=1)
+        recalls.append(np.where(support > 0, (hit * member).sum(axis=1) / np.maximum(support, 1), np.nan))
+    with np.errstate(all="ignore"):
+        out = np.nanmean(np.vstack(recalls), axis=0)
+    return float(out[0]) if idx is None else out
 
 
 def macro_f1(predictions: Sequence[Hashable], golds: Sequence[Hashable]) -> float:
@@ -146,81 +181,13 @@ def _check_pair(predictions: Sequence, golds: Sequence) -> None:
         raise InstaError("no examples to score")
 
 
-def mean(values: Iterable[float]) -> float:
-    vals = list(values)
-    return sum(vals) / len(vals) if vals else float("nan")
-
-
-def bootstrap_ci(
-    values: Sequence[float], n_resamples: int = 10_000, confidence: float = 0.95, seed: int = 0
-) -> dict[str, float]:
-    """Percentile bootstrap CI of the mean of per-example scores."""
-    import numpy as np
-
-    x = np.asarray(values, dtype=float)
-    if x.size == 0:
-        raise InstaError("bootstrap of an empty list")
-    rng = np.random.default_rng(seed)
-    idx = rng.integers(0, x.size, size=(n_resamples, x.size))
-    means = x[idx].mean(axis=1)
-    alpha = (1 - confidence) / 2
-    return {
-        "mean": float(x.mean()),
-        "low": float(np.quantile(means, alpha)),
-        "high": float(np.quantile(means, 1 - alpha)),
-        "n": int(x.size),
-        "confidence": confidence,
-    }
-
-
-def paired_bootstrap(
-    scores_a: Sequence[float],
-    scores_b: Sequence[float],
-    n_resamples: int = 10_000,
-    confidence: float = 0.95,
-    seed: int = 0,
-) -> dict[str, float]:
-    """Paired bootstrap of ``mean(a) - mean(b)`` over the same examples.
-
-    Returns the observed difference, its percentile CI, and a two-sided p-value (twice the smaller share of
-    resampled differences on either side of zero, capped at 1).
-    """
-    import numpy as np
-
-    a = np.asarray(scores_a, dtype=float)
-    b = np.asarray(scores_b, dtype=float)
-    if a.shape != b.shape:
-        raise InstaError(f"paired comparison needs the same examples: {a.size} vs {b.size} scores")
-    if a.size == 0:
-        raise InstaError("paired bootstrap of empty score lists")
-    d = a - b
-    rng = np.random.default_rng(seed)
-    idx = rng.integers(0, d.size, size=(n_resamples, d.size))
-    diffs = d[idx].mean(axis=1)
-    alpha = (1 - confidence) / 2
-    p = 2 * min(float((diffs <= 0).mean()), float((diffs >= 0).mean()))
-    return {
-        "diff": float(d.mean()),
-        "low": float(np.quantile(diffs, alpha)),
-        "high": float(np.quantile(diffs, 1 - alpha)),
-        "p_value": min(1.0, p),
-        "n": int(d.size),
-        "confidence": confidence,
-    }
-
-
-def mcnemar(correct_a: Sequence[bool], correct_b: Sequence[bool]) -> dict[str, float]:
-    """Exact (binomial) McNemar test on paired correctness: b01 = only A right, b10 = only B right."""
-    if len(correct_a) != len(correct_b):
-        raise InstaError(f"McNemar needs paired results: {len(correct_a)} vs {len(correct_b)}")
-    only_a = sum(1 for x, y in zip(correct_a, correct_b) if x and not y)
-    only_b = sum(1 for x, y in zip(correct_a, correct_b) if y and not x)
-    n = only_a + only_b
-    if n == 0:
-        return {"only_a": 0, "only_b": 0, "p_value": 1.0}
-    k = min(only_a, only_b)
-    tail = sum(math.comb(n, i) for i in range(k + 1)) / 2**n
-    return {"only_a": only_a, "only_b": only_b, "p_value": min(1.0, 2 * tail)}
+def gold_score(sample: dict[str, Any]) -> tuple[float, float]:
+    """The gold option's summed log-probability and its negative log-likelihood per token, from a rank sample of
+    :func:`insta.evaluate.evaluate_examples` (``scores_sum``, ``label``, optional ``n_tokens``)."""
+    lab = int(sample["label"])
+    logprob = float(sample["scores_sum"][lab])
+    n_tokens = (sample.get("n_tokens") or [1] * len(sample["scores_sum"]))[lab]
+    return logprob, -logprob / max(1, n_tokens)
 
 
 __all__ = [
@@ -228,13 +195,14 @@ __all__ = [
     "RANK_METRICS",
     "RANK_RULES",
     "accuracy",
+    "accuracy",
     "balanced_accuracy",
-    "bootstrap_ci",
+    "balanced_accuracy_of",
+    "class_indices",
     "exact_match",
+    "gold_score",
     "macro_f1",
-    "mcnemar",
     "normalize_answer",
-    "paired_bootstrap",
     "rank_metric",
     "rank_rule",
     "rouge_l",

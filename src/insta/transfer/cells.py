@@ -28,6 +28,8 @@ def _argmax(xs: Sequence[float]) -> int:
 
 def compact_rank_samples(samples: Sequence[dict[str, Any]]) -> dict[str, list]:
     """Per-example arrays from :func:`insta.evaluate.evaluate_examples` rank samples."""
+    from ..metrics import gold_score
+
     out: dict[str, list] = {k: [] for k in ("ids", "label", "gold", "n_options", "nll_per_token", "pred_sum",
                                              "pred_norm", "pred_norm_token", "pred_calibrated")}
     for s in samples:
@@ -42,7 +44,7 @@ def compact_rank_samples(samples: Sequence[dict[str, Any]]) -> dict[str, list]:
         out["label"].append(lab)
         out["gold"].append(s["options"][lab])
         out["n_options"].append(len(sums))
-        out["nll_per_token"].append(round(-sums[lab] / max(1, ntok[lab]), 6))
+        out["nll_per_token"].append(round(gold_score(s)[1], 6))
         out["pred_sum"].append(_argmax(sums))
         out["pred_norm"].append(_argmax([x / c for x, c in zip(sums, chars)]))
         out["pred_norm_token"].append(_argmax([x / max(1, n) for x, n in zip(sums, ntok)]))
