@@ -169,6 +169,7 @@ def test_pool_rules_and_target_split(tmp_path):
     ({"methods": [{"name": "random", "seeds": "0,1"}]}, "seeds"),
     ({"backend": "gpu-magic"}, "unknown backend"),
     ({"report": {"normalisation": "bytes"}}, "report.normalisation must be char"),
+    ({"report": {"interval": "studentized"}}, "report.interval must be one of percentile, bca"),
 ])
 def test_bad_config_fails_before_any_work(tmp_path, change, message):
     b = DryRunBackend()
@@ -184,7 +185,7 @@ def test_cli_runs_the_grid_and_reports_bad_configs(tmp_path, capsys):
 
     out = tmp_path / "cli-out"
     assert main(["experiment", str(TINY), "--out", str(out), "--data-dir", str(DATA), "--quiet"]) == 0
-    for name in ("results.json", "results.md", "report.html", "bars_primary.png", "selection_heatmap.png"):
+    for name in ("results.json", "results.md", "report.html", "differences.png", "selection_overlap.png"):
         assert (out / name).is_file(), name
     assert main(["experiment", str(TINY), "--out", str(out), "--data-dir", str(DATA), "--report-only", "-q"]) == 0
     assert main(["experiment", str(TINY), "--out", str(out), "--data-dir", str(DATA), "--plan", "-q"]) == 0

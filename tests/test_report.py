@@ -1,7 +1,9 @@
 """Report generation on a tiny hand-made grid: metrics from per-example arrays, mean ± sd over seeds, paired
-bootstrap verdicts, and the files (JSON, markdown, PNG plots, self-contained HTML)."""
+bootstrap verdicts, the figures (nothing clipped), and the files (JSON, Markdown and the HTML made from it, PNG
+figures) rendered in headless Chromium."""
 import json
 import random
+from pathlib import Path
 
 import pytest
 
@@ -149,23 +151,131 @@ def test_summary_seeds_and_paired_verdicts():
 
 
 def test_write_report_files(tmp_path):
+    from insta.report import FIGURES  # noqa: F401  (the package re-exports what document.py defines)
+
     paths = write_report(fake_results(), tmp_path)
-    for name in ("results.json", "results.md", "report.html", "bars_primary.png", "bars_gold_logprob.png",
-                 "selection_heatmap.png"):
+    for name in ("results.json", "results.md", "report.html", "differences.png", "per_target_primary.png",
+                 "per_target_gold_logprob.png", "selection_overlap.png"):
         assert (tmp_path / name).is_file(), name
-    assert (tmp_path / "bars_primary.png").read_bytes()[:4] == b"\x89PNG"
+    assert (tmp_path / "differences.png").read_bytes()[:4] == b"\x89PNG"
     md = (tmp_path / "results.md").read_text()
+    # at a glance: the figure, then the per-target table, then the verdict table, before anything else
+    order = [md.index(x) for x in ("## At a glance", "![differences.png](differences.png)",
+                                   "| target | metric | base | insta-mean | all | random |",
+                                   "| method | metric | vs random | vs all | vs base |", "## Paired comparisons")]
+    assert order == sorted(order)
     assert "length in **characters** as lm-evaluation-harness's `acc_norm`" in md
     assert "### acc_norm: " in md and "### acc_norm_token: " in md and "### acc: " in md
-    assert "| target | metric | base | insta-mean | all | random |" in md
-    assert " ± " in md and "**average**" in md
-    assert "insta-mean vs random" in md and "P3 selection table" in md and "paws (0.500)" in md
+    assert " ± " in md and "**average**" in md and "95% percentile intervals" in md
+    assert "| insta-mean | primary | +" in md and "▲" in md
+    assert "P3 selection table" in md and "paws (0.500)" in md
     html = (tmp_path / "report.html").read_text()
-    assert html.count("data:image/png;base64,") == 3
+    assert html.count("data:image/png;base64,") == 4
     assert "src='http" not in html and 'src="http' not in html and "<link" not in html  # self-contained
     data = json.loads((tmp_path / "results.json").read_text())
     assert data["summary"]["comparisons"] and data["name"] == "fake"
+    assert data["summary"]["method_intervals"]["primary"]["average"]["insta-mean"][0] > 0.5
     assert set(paths) >= {"results.json", "results.md", "report.html"}
+
+
+def test_html_is_the_markdown_rendered_and_data_never_becomes_html(tmp_path):
+    """One source: the page body is markdown-it's rendering of results.md; text from data (a hostile task id)
+    is shown, not executed, in both."""
+    from insta.report import markdown_to_html
+
+    res = fake_results(10)
+    for c in res["cells"]:
+        if c["label"] == "all":
+            c["selected"] = ["<script>alert(1)</script>", "a|b"]
+    write_report(res, tmp_path, plots=False)
+    md = (tmp_path / "results.md").read_text()
+    html = (tmp_path / "report.html").read_text()
+    assert markdown_to_html(md) in html
+    assert "<script>" not in md and "<script" not in html
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html and "a|b" in html
+    assert "<details><summary>" in html and "<table>" in html and "<strong>average</strong>" in html
+
+
+def test_figures_do_not_clip_and_show_intervals():
+    from insta.report.plots import forest_figure, overlap_figure, per_target_figure
+
+    res = fake_results(30)
+    summ = summarize(res)
+    fig = forest_figure(summ, "fake")
+    ax = fig.axes[0]
+    lo, hi = ax.get_xlim()
+    ends = [x for c in summ["comparisons"] if c["focus"] and c["average"] for x in (c["average"]["low"],
+                                                                                   c["average"]["high"])]
+    assert lo <= min(ends) and max(ends) <= hi and lo <= 0 <= hi
+    assert len(fig.axes) == 2  # primary and gold log-prob
+    fig = per_target_figure(summ, res)
+    for ax, t in zip(fig.axes, res["targets"]):
+        lo, hi = ax.get_xlim()
+        cis = summ["method_intervals"]["primary"][t["id"]]
+        assert all(lo <= a and b <= hi for a, b in cis.values()), t["id"]
+        assert lo <= t["chance"] <= hi
+        assert len(ax.lines) >= 2 * len(cis)  # an interval and a point per method
+    assert overlap_figure(summ["selection_overlap"]).axes
+
+
+def test_selection_overlap_is_mean_jaccard_over_targets():
+    from insta.report import selection_overlap
+
+    res = fake_results(10)
+    for c in res["cells"]:
+        if c["label"] == "insta-mean":
+            c["selected"] = ["p1", "p3"] if c["target"] == "bigbench:alpha" else ["p1", "p2"]
+    ov = selection_overlap(res)
+    assert ov["labels"] == ["insta-mean", "random-s0", "random-s1", "random-s2"]  # no base, no all
+    m = dict(zip(ov["labels"], ov["jaccard"]))
+    assert m["insta-mean"][0] == 1.0 and m["random-s0"][1] == 1.0
+    assert m["insta-mean"][1] == pytest.approx((1 / 3 + 1) / 2, abs=1e-4)
+
+
+def test_bca_interval_option(tmp_path):
+    """report.interval: bca changes the intervals only (same differences), says so, and keeps its p-value in line
+    with its interval; percentile stays the default."""
+    res = fake_results(40)
+    pct = summarize(res)
+    res["config"]["report"]["interval"] = "bca"
+    bca = summarize(res)
+    assert pct["interval"] == "percentile" and bca["interval"] == "bca"
+    for a, b in zip(pct["comparisons"], bca["comparisons"]):
+        for ra, rb in zip(a["per_target"], b["per_target"]):
+            assert ra["diff"] == rb["diff"]
+            assert (rb["low"] > 0 or rb["high"] < 0) == (rb["p_value"] < 0.05) or abs(rb["p_value"] - 0.05) < 0.01
+    write_report(res, tmp_path, plots=False, summary=bca)
+    assert "95% BCa (bias-corrected and accelerated) intervals" in (tmp_path / "results.md").read_text()
+    res["config"]["report"]["interval"] = "studentized"
+    with pytest.raises(InstaError, match="report.interval must be one of"):
+        summarize(res)
+
+
+def test_report_renders_in_headless_chromium(tmp_path):
+    """The HTML page as a browser shows it (scripts/screenshot_report.py, which made the committed screenshot): the
+    title, the lead figure's coloured intervals and the tables are drawn, not a blank or broken page."""
+    import shutil
+    import subprocess
+    import sys
+
+    if not any(map(shutil.which, ("chromium", "chromium-browser", "google-chrome"))):
+        pytest.skip("no chromium on this machine (apt-get install chromium)")
+    import matplotlib.image as mpimg
+    import numpy as np
+
+    write_report(fake_results(30), tmp_path)
+    shot = tmp_path / "shot.png"
+    script = Path(__file__).resolve().parents[1] / "scripts" / "screenshot_report.py"
+    subprocess.run([sys.executable, str(script), str(tmp_path / "report.html"), str(shot), "--height", "1400",
+                    "--colors", "0"], check=True, capture_output=True, timeout=180)
+    img = mpimg.imread(shot)[..., :3]
+    assert img.shape[:2] == (1400, 1200)
+    ink = (img.mean(axis=2) < 0.9).mean(axis=1)  # share of non-white pixels per row
+    assert ink[:150].max() > 0.05  # the title
+    colour = np.ptp(img, axis=2) > 0.3  # saturated pixels: the figure's coloured intervals
+    assert colour[150:900].sum() > 500
+    lines = (img.mean(axis=2) < 0.85).mean(axis=1) > 0.5  # long horizontal rules: table borders
+    assert lines.sum() >= 4
 
 
 def test_dry_run_banner_and_missing_cells(tmp_path):
@@ -181,20 +291,24 @@ def test_dry_run_banner_and_missing_cells(tmp_path):
     assert vs_all["average"] is None and len(vs_all["per_target"]) == 1
 
 
-def test_verdict_with_identical_seeds_says_so():
-    from insta.report import verdict_lines
+def test_verdict_table_marks_and_seed_spread():
+    from insta.report import verdict_table
 
     comp = {"method": "insta-mean", "baseline": "random", "focus": True,
             "average": {"diff": 0.05, "low": 0.01, "high": 0.09, "verdict": "better", "baseline_seed_sd": 0.0},
             "per_target": [{"diff": 0.05, "verdict": "better"}]}
-    line = verdict_lines({"comparisons": [comp]})[0]
-    assert "inf" not in line and "scored the same under every seed" in line
+    same = {"method": "insta-mean", "baseline": "all", "focus": True, "per_target": [],
+            "average": {"diff": 0.0, "low": 0.0, "high": 0.0, "verdict": "same model (identical selection)"}}
+    header, rows = verdict_table({"comparisons": [comp, same]})
+    assert header == ["method", "metric", "vs random", "vs all"]
+    assert rows == [["insta-mean", "primary", "+0.050 [+0.010,\u00a0+0.090]\u00a0▲", "= same model"]]  # sd 0: no ratio
     comp["average"]["baseline_seed_sd"] = 0.02
-    assert "2.5x that spread" in verdict_lines({"comparisons": [comp]})[0]
+    comp["average"].update(verdict="worse", diff=-0.05, low=-0.09, high=-0.01)
+    assert verdict_table({"comparisons": [comp]})[1][0][2] == "-0.050 [-0.090,\u00a0-0.010]\u00a0▼ (2.5\u00a0sd)"
 
 
 def test_compute_line_sums_the_cells_and_names_each_stretch_of_a_resumed_run():
-    from insta.report import _compute_line
+    from insta.report import compute_line
 
     res = fake_results(10)
     res["trained_models"] = [{"seconds": 60.0, "finished": "2026-11-24T09:30:00"},
@@ -204,20 +318,20 @@ def test_compute_line_sums_the_cells_and_names_each_stretch_of_a_resumed_run():
         c["finished"] = "2026-11-24T10:00:00" if i % 2 else "2026-11-30T15:59:00"
     n_cells = len({c["eval_key"] for c in res["cells"]})
     res["cells"].append(dict(res["cells"][0], label="another-method"))  # one model shared by two methods
-    line = _compute_line(res)
+    line = compute_line(res)
     assert f"2 trainings (2 min 00 s) and {n_cells} evaluations" in line
     assert "2 stretches (2026-11-24 09:30-10:00; 2026-11-30 15:50-15:59)" in line and "resumed" in line
     for c in res["cells"]:
         c["finished"] = "2026-11-30T15:59:00"
     res["trained_models"] = []
-    assert "stretches" not in _compute_line(res)
+    assert "stretches" not in compute_line(res)
 
 
 def test_hand_written_notes_are_included_in_both_renderings(tmp_path):
     (tmp_path / "notes.md").write_text("First **finding**.\n\nSecond paragraph with `code`.\n")
     write_report(fake_results(10), tmp_path, plots=False)
     md = (tmp_path / "results.md").read_text()
-    assert md.index("## Run") < md.index("## Reading these results") < md.index("## Verdict")
+    assert md.index("### Verdict") < md.index("## Reading these results") < md.index("## Paired comparisons")
     assert "First **finding**." in md and "Second paragraph with `code`." in md
     html = (tmp_path / "report.html").read_text()
-    assert "First <b>finding</b>." in html and "<code>code</code>" in html
+    assert "First <strong>finding</strong>." in html and "<code>code</code>" in html

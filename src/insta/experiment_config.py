@@ -85,7 +85,7 @@ TOP_KEYS = {
 }
 MIXTURE_KEYS = {"n_total", "dedup", "dedup_ngram", "max_scan", "seed"}
 EVAL_OWN_KEYS = {"n", "seed"}
-REPORT_KEYS = {"primary", "normalisation", "bootstrap", "confidence", "focus", "baselines", "seed"}
+REPORT_KEYS = {"primary", "normalisation", "bootstrap", "confidence", "interval", "focus", "baselines", "seed"}
 P3_KEYS = {"enabled", "k", "aligned_encoder", "encoder", "align"}
 #: Training options the experiment sets itself (one output dir per model; no resume across configs).
 TRAIN_RESERVED = {"model", "output_dir", "overwrite", "resume"}
@@ -141,6 +141,11 @@ def _check_sections(raw: dict[str, Any]) -> None:
     conf = _get(report, "confidence", 0.95, float, "report")
     if not 0 < conf < 1:
         raise _fail(f"report.confidence must be between 0 and 1 (got {conf!r})")
+    interval = _get(report, "interval", "percentile", str, "report")
+    from .report.stats import INTERVALS
+
+    if interval not in INTERVALS:
+        raise _fail(f"report.interval must be one of {', '.join(INTERVALS)} (got {interval!r})")
     _get(report, "primary", None, str | None, "report")
     _get(report, "focus", None, list[str] | None, "report")
     _get(report, "baselines", None, list[str] | None, "report")

@@ -1,12 +1,11 @@
 """The transfer report: figures first (method scores with CIs, the matrix heat map), then tables and prose.
 
-Markdown and HTML are rendered from one list of sections by :func:`insta.report.render_markdown` /
-:func:`insta.report.render_html`.
+Rendered like the experiment report, from one source (:mod:`insta.report.render`): the sections become Markdown
+through its template (``report.md``) and the HTML page is that Markdown converted (``report.html``).
 """
 from __future__ import annotations
 
 import base64
-import io
 import math
 from pathlib import Path
 from typing import Any, Callable
@@ -14,25 +13,11 @@ from typing import Any, Callable
 import numpy as np
 
 from ..paths import atomic_write_bytes, atomic_write_text
+from ..report import notes_section
+from ..report.plots import png as _png
+from ..report.tables import fmt as _f
 from .cells import PRIMARY
 from .matrix import TransferMatrix
-
-NOTES_FILE = "notes.md"
-
-
-def _png(fig) -> bytes:
-    import matplotlib.pyplot as plt
-
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    return buf.getvalue()
-
-
-def _f(x: Any, d: int = 3, signed: bool = False) -> str:
-    if x is None or (isinstance(x, float) and not math.isfinite(x)):
-        return "–"
-    return f"{x:+.{d}f}" if signed else f"{x:.{d}f}"
 
 
 def _ci(row: dict[str, float], d: int = 3) -> str:
@@ -225,10 +210,9 @@ def write_transfer_report(results: dict[str, Any], matrix: TransferMatrix, out_d
         images[name] = base64.b64encode(data).decode("ascii")
         paths[name] = out / name
     sections = build_sections(results, matrix)
-    notes = out / NOTES_FILE
-    if notes.is_file():
-        paras = [p.strip() for p in notes.read_text(encoding="utf-8").split("\n\n") if p.strip()]
-        sections.insert(2 if results.get("scoring") else 1, {"title": "Reading these results", "paragraphs": paras})
+    notes = notes_section(out)
+    if notes:
+        sections.insert(2 if results.get("scoring") else 1, notes)
     title = f"insta transfer: {results['name']}"
     atomic_write_text(out / "report.md", render_markdown(title, sections))
     atomic_write_text(out / "report.html", render_html(title, sections, images))

@@ -11,7 +11,8 @@ order (sources sorted by measured transfer, best first):
 
 Ties in a method's scores are scored as their expectation over a random order of the tied sources (exact, not
 sampled), so a method that scores every source alike (``all``) gets exactly the random expectation. ``random``
-is the mean over ``draws`` seeded random permutations.
+is the mean over ``draws`` seeded random permutations. Means over targets carry a percentile bootstrap CI
+(:func:`insta.report.stats.bootstrap_mean_ci`, the report's bootstrap).
 """
 from __future__ import annotations
 
@@ -19,6 +20,8 @@ import math
 from typing import Any, Sequence
 
 import numpy as np
+
+from ..report.stats import bootstrap_mean_ci
 
 
 def _groups(order_scores: Sequence[float]) -> list[list[int]]:
@@ -92,20 +95,6 @@ def random_expectation(transfer: Sequence[float], performance: Sequence[float], 
         nd.append(ndcg(transfer, scores))
         rg.append(regret_at_k(performance, scores, k))
     return {"ndcg": float(np.mean(nd)), "regret": float(np.mean(rg))}
-
-
-def bootstrap_mean_ci(values: Sequence[float], n_boot: int = 10000, confidence: float = 0.95,
-                      seed: int = 0) -> tuple[float, float, float]:
-    """Mean and percentile-bootstrap CI over units (here: targets)."""
-    v = np.asarray([x for x in values if x is not None and math.isfinite(x)], float)
-    if len(v) == 0:
-        return float("nan"), float("nan"), float("nan")
-    if len(v) == 1:
-        return float(v[0]), float("nan"), float("nan")
-    rng = np.random.default_rng(seed)
-    means = v[rng.integers(0, len(v), size=(n_boot, len(v)))].mean(axis=1)
-    a = (1 - confidence) / 2
-    return float(v.mean()), float(np.quantile(means, a)), float(np.quantile(means, 1 - a))
 
 
 def score_rankings(gold: dict[str, dict[str, float]], performance: dict[str, dict[str, float]],
