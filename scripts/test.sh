@@ -9,5 +9,10 @@ if [ ! -d "${INSTA_DATA_DIR:-}" ] && [[ " $* " != *" not slow"* ]]; then
        "set INSTA_DATA_DIR or place it at ../shared/data; -m 'not slow' runs the rest without it" >&2
   exit 2
 fi
+# the report's rendering test screenshots the HTML page in headless Chromium (a Debian package, not a PyPI one)
+if ! command -v chromium >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; } >/dev/null 2>&1 \
+    || echo "scripts/test.sh: could not install chromium; the report rendering test will fail" >&2
+fi
 export HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 exec .venv/bin/python -m pytest -q "$@"
