@@ -53,7 +53,7 @@ def test_jackknife_rows_leave_one_out():
 
 
 def test_bca_matches_scipy_on_a_skewed_mean():
-    scipy_stats = pytest.importorskip("scipy.stats")
+    import scipy.stats as scipy_stats
     x = np.random.default_rng(0).exponential(size=40)
     boots = x[resample_indices(40, 40000, np.random.default_rng(1))].mean(axis=1)
     ours = interval(boots, float(x.mean()), 0.95, "bca", [x[jackknife_indices(40)].mean(axis=1)])
@@ -66,7 +66,7 @@ def test_bca_matches_scipy_on_a_skewed_mean():
 
 def test_bca_of_a_paired_balanced_accuracy_difference_matches_scipy():
     """The report's kind of statistic: two methods scored on the same resampled examples."""
-    scipy_stats = pytest.importorskip("scipy.stats")
+    import scipy.stats as scipy_stats
     from insta.metrics import balanced_accuracy_of
 
     rng = np.random.default_rng(4)
@@ -89,7 +89,7 @@ def test_bca_of_a_paired_balanced_accuracy_difference_matches_scipy():
 def test_bca_average_over_targets_matches_scipy_stratified():
     """summarize(interval="bca"): the average over targets resamples each target on its own (scipy: one sample per
     target, unpaired) and takes the acceleration over all targets' jackknife values."""
-    scipy_stats = pytest.importorskip("scipy.stats")
+    import scipy.stats as scipy_stats
     from test_report import fake_results
 
     from insta.report import metric_on, summarize
