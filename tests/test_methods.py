@@ -11,6 +11,7 @@ from insta.catalogs.base import Catalog
 from insta.errors import InstaError
 from insta.methods import (
     METHODS,
+    Selection,
     allocate_budget,
     make_method,
     ngram_counts_builtin,
@@ -33,7 +34,10 @@ def _samples(task, n=4):
 ENC = {"encoder": "hashing"}
 CASES = [
     ("insta-mean", ENC),
+    ("insta-max", ENC),
     ("insta-topk-vote", ENC),
+    ("insta-format", ENC),
+    ("hybrid", {**ENC, "library_size": 5}),
     ("random", {"seed": 3}),
     ("roe", {**ENC, "library_size": 5}),
     ("lexical", {}),
@@ -56,11 +60,13 @@ def test_each_method_returns_k_distinct_pool_tasks_never_a_relative(catalogs, na
     assert not forbidden & set(ids)
     assert forbidden <= set(res.excluded)
     assert res.consumed == list(method.consumes) and res.consumed
-    assert [r.rank for r in res.ranked] == [1, 2, 3]
-    scores = [r.score for r in res.ranked]
+    assert [r.rank for r in res.selected] == [1, 2, 3]
+    scores = [r.score for r in res.selected]
     assert scores == sorted(scores, reverse=True)
+    assert all(r.why for r in res.selected)  # every pick says why
     d = res.to_dict()
     assert d["consumed_described"] and d["k"] == 3 and d["method"] == name
+    assert Selection.from_dict(d).to_dict() == d
 
 
 def test_bbh_target_excludes_its_bigbench_parent(catalogs):
@@ -124,9 +130,9 @@ def test_roe_majority_vote_on_a_constructed_case(monkeypatch):
                enumerate(["qb first", "qb second", "qa third"])]
     res = make_method("roe", encoder="table", library_size=10).select(target, pool, 3, target_samples=samples)
     assert res.task_ids == ["B", "A", "C"]
-    votes = {r.task: r.detail["votes"] for r in res.ranked}
+    votes = {r.task: r.why["votes"] for r in res.selected}
     assert votes == {"B": 2, "A": 1, "C": 0}
-    assert res.ranked[0].detail["vote_share"] == pytest.approx(2 / 3, abs=1e-3)
+    assert res.selected[0].why["vote_share"] == pytest.approx(2 / 3, abs=1e-3)
     assert "target_samples" in res.consumed
 
 
@@ -217,8 +223,8 @@ def test_k_larger_than_the_pool_and_unknown_methods(catalogs):
         make_method("insta-man")
     with pytest.raises(InstaError, match="unknown option"):
         make_method("lexical", depth=3)
-    assert set(METHODS) == {"insta-mean", "insta-topk-vote", "insta-aligned", "all", "random", "roe", "lexical",
-                            "dsir"}
+    assert set(METHODS) == {"insta-mean", "insta-max", "insta-topk-vote", "insta-aligned", "insta-format", "hybrid",
+                            "all", "random", "roe", "lexical", "dsir"}
 
 
 def test_allocate_budget_keeps_the_total():
@@ -245,7 +251,217 @@ def test_insta_topk_vote_breaks_zero_vote_ties_by_mean_cosine_like_the_selector(
     target = Task(id="T", instructions=["target"], catalog="toy")
     res = make_method("insta-topk-vote", encoder="table", vote_depth=1).select(target, pool, 3)
     assert res.task_ids == ["c_near", "b_mid", "a_far"]
-    assert [r.score for r in res.ranked][1:] == [0.0, 0.0]
-    assert res.ranked[1].detail["mean_cosine"] > res.ranked[2].detail["mean_cosine"]
+    assert [r.score for r in res.selected][1:] == [0.0, 0.0]
+    assert res.selected[1].why["mean_cosine"] > res.selected[2].why["mean_cosine"]
     direct = Selector(pool, enc, "topk-vote", vote_depth=1).select(["target"], 3)
     assert direct.task_ids == res.task_ids
+
+
+# ---------------------------------------------------------------- one interface, stable cache keys (issue #11)
+
+
+def test_describe_of_the_existing_methods_is_unchanged():
+    """The experiment keys its cached selections by describe(): the methods of the committed experiment keep
+    the keys they had before the interface was unified."""
+    expected = [
+        ("insta-mean", {}, {"aggregation": "mean", "encoder": "all-MiniLM-L6-v2"}),
+        ("insta-mean", {"aggregation": "max", "encoder": "hashing"}, {"aggregation": "max", "encoder": "hashing"}),
+        ("insta-topk-vote", {}, {"aggregation": "topk-vote", "encoder": "all-MiniLM-L6-v2", "vote_depth": 10}),
+        ("all", {}, {}),
+        ("random", {"seed": 2}, {"seed": 2}),
+        ("roe", {"library_size": 50}, {"encoder": "all-MiniLM-L6-v2", "library_seed": 0, "library_size": 50,
+                                       "text": "Answer Choices: ..., Instance: ..."}),
+        ("lexical", {}, {"b": 0.75, "documents": "task instructions", "k1": 1.5, "scorer": "BM25Okapi (rank-bm25)"}),
+        ("dsir", {"library_size": 50}, {"aggregation": "per-ngram", "featurizer": "data-selection", "library_seed": 0,
+                                        "library_size": 50, "ngrams": 2, "num_buckets": 10000,
+                                        "text": "instance input (with its answer options)"}),
+    ]
+    for name, opts, params in expected:
+        d = make_method(name, **opts).describe()
+        assert d["method"] == name and d["params"] == params, name
+        assert set(d) == {"method", "label", "consumes", "depends_on_target", "params"}
+
+
+def test_load_method_k_option_and_k_rules(catalogs):
+    from insta.methods import load_method
+
+    bigbench, _ = catalogs
+    target = bigbench.get("animal_facts")
+    m = load_method("insta-mean", encoder="hashing", k="gap")
+    res = m.select(target, bigbench)
+    assert res.k_choice["rule"] == "gap" and res.k_choice["k"] == len(res.selected) >= 1
+    assert m.describe()["params"]["k"]["rule"] == "gap"
+    assert load_method("insta-mean", encoder="hashing", k=2).select(target, bigbench).k_choice == {"rule": "fixed",
+                                                                                                   "k": 2}
+    with pytest.raises(InstaError, match="does not score by relevance"):
+        load_method("random").select(target, bigbench, "gap")
+    with pytest.raises(InstaError, match="k must be"):
+        load_method("lexical", k=0)
+
+
+def test_all_and_random_order_and_ties(catalogs):
+    bigbench, _ = catalogs
+    res = make_method("all").select(bigbench.get("animal_facts"), bigbench)
+    assert res.k_choice["rule"] == "all" and res.ties == []
+    assert {s.tie_group for s in res.selected} == {1}  # nothing tells them apart (scored as ties downstream)
+
+
+def _brute_force_roe(q, emb, owner, n_tasks, allowed):
+    """The pre-vectorisation RoE: a loop over tasks on the candidates' columns."""
+    cols_ok = allowed[owner]
+    sim = q @ emb[cols_ok].T
+    own = owner[cols_ok]
+    votes = np.bincount(own[np.argmax(sim, axis=1)], minlength=n_tasks).astype(float)
+    best = np.full((len(q), n_tasks), -np.inf)
+    for t in range(n_tasks):
+        if (own == t).any():
+            best[:, t] = sim[:, own == t].max(axis=1)
+    return votes, np.where(np.isfinite(best), best, -1.0).mean(axis=0)
+
+
+def test_roe_vectorised_retrieval_equals_the_loop_in_chunks_and_with_exclusions(monkeypatch):
+    import insta.methods as m
+
+    rng = np.random.default_rng(1)
+    n_tasks, per = 7, 5
+    emb = rng.standard_normal((n_tasks * per, 16)).astype(np.float32)
+    emb /= np.linalg.norm(emb, axis=1, keepdims=True)
+    owner = np.repeat(np.arange(n_tasks), per)
+    owner[-per:] = n_tasks - 2  # the last task has no instances
+    q = rng.standard_normal((6, 16)).astype(np.float32)
+    q /= np.linalg.norm(q, axis=1, keepdims=True)
+    pool = Catalog("toy", [Task(id=f"t{i}", instructions=["x"], catalog="toy") for i in range(n_tasks)])
+    index = m.InstanceIndex("stub", chunk=4)  # chunks smaller than a task: maxima across chunk borders
+    index._cache = {m._pool_key(pool): (owner, emb)}
+
+    class Stub:
+        def encode(self, texts):
+            return q[: len(texts)]
+
+        def describe(self):
+            return {"name": "stub"}
+
+    monkeypatch.setitem(m._ENCODERS, "stub", Stub())
+    samples = [Example(id=str(i), input=str(i), references=[]) for i in range(6)]
+    for allowed in (np.ones(n_tasks, dtype=bool), np.array([True, False, True, True, False, True, True])):
+        votes, mean_best = index.query(pool, samples, allowed)
+        ref_votes, ref_best = _brute_force_roe(q, emb, owner, n_tasks, allowed)
+        assert votes.tolist() == ref_votes.tolist()
+        assert np.allclose(mean_best[allowed], ref_best[allowed], atol=1e-6)
+        assert votes[~allowed].sum() == 0
+
+
+def test_roe_excluded_task_cannot_take_a_vote(monkeypatch):
+    import insta.methods as m
+
+    enc = TableEncoder({"alpha": [1, 0, 0], "beta": [0.8, 0.6, 0], "gamma": [0, 0, 1], "q": [1, 0.01, 0]})
+    monkeypatch.setitem(m._ENCODERS, "table", enc)
+    pool = Catalog("toy", [_task("A", ["alpha one"]), _task("B", ["beta one"]), _task("C", ["gamma one"])])
+    target = Task(id="T", instructions=["x"], catalog="toy")
+    samples = [Example(id="s", input="q", references=[])]
+    free = make_method("roe", encoder="table").select(target, pool, 2, target_samples=samples)
+    guarded = make_method("roe", encoder="table").select(target, pool, 2, target_samples=samples, exclude=["A"])
+    assert free.task_ids[0] == "A" and guarded.task_ids[0] == "B"
+    assert guarded.selected[0].why["votes"] == 1
+
+
+def _dense_dsir_reference(lib_texts, owner, target_texts, n_tasks, buckets):
+    """The pre-sparse DSIR computation (dense texts x buckets), per-ngram aggregation."""
+    feats = np.stack([ngram_counts_builtin(t, 2, buckets) for t in lib_texts]).astype(np.float64)
+    tfeat = np.stack([ngram_counts_builtin(t, 2, buckets) for t in target_texts]).sum(axis=0).astype(np.float64)
+    raw = feats.sum(axis=0)
+    log_diff = np.log(tfeat / tfeat.sum() + 1e-8) - np.log(raw / raw.sum() + 1e-8)
+    w = feats @ log_diff
+    sums = np.bincount(owner, weights=w, minlength=n_tasks)
+    ngrams = np.bincount(owner, weights=feats.sum(axis=1), minlength=n_tasks)
+    return np.where(ngrams > 0, sums / np.maximum(ngrams, 1), -np.inf)
+
+
+def test_dsir_sparse_features_equal_the_dense_counts_and_scores():
+    from insta.methods import ngram_features
+
+    texts = ["What is two plus three?", "Name the capital of France.", "", "what is what is WHAT, is it?"]
+    feats = ngram_features(texts, 2, 64)
+    assert feats.shape == (4, 64) and feats.dtype == np.float64
+    dense = np.stack([ngram_counts_builtin(t, 2, 64) for t in texts])
+    assert (feats.toarray() == dense).all()
+    pool = Catalog("toy", [
+        _task("colors", ["what color is the sky", "what color is grass", "what color is snow"]),
+        _task("sums", ["what is two plus three", "what is four plus one", "what is six plus two"]),
+        _task("caps", ["name the capital of france", "name the capital of peru"]),
+    ])
+    target = Task(id="t", instructions=["x"], catalog="toy")
+    samples = [Example(id=f"s{i}", input=x, references=[]) for i, x in
+               enumerate(["what is one plus one", "what is nine plus two"])]
+    res = make_method("dsir", library_size=10, num_buckets=512).select(target, pool, 3, target_samples=samples)
+    lib = [(i, ex.input) for i, t in enumerate(pool) for ex in t.iter_examples()]
+    ref = _dense_dsir_reference([x for _, x in lib], np.array([i for i, _ in lib]), [s.input for s in samples], 3, 512)
+    got = {s.task: s.score for s in res.selected}
+    assert got == {tid: pytest.approx(ref[i], rel=1e-9) for i, tid in enumerate(pool.ids)}
+
+
+def test_lexical_statistics_come_from_the_candidates_only():
+    """An excluded task is not a BM25 document: the scores equal those of a pool that never held it."""
+    pool = Catalog("toy", [
+        Task(id="plants", instructions=["Decide whether statements about plants are true or false."], catalog="toy"),
+        Task(id="movies", instructions=["Classify the sentiment of a movie review."], catalog="toy"),
+        Task(id="maths", instructions=["Add two numbers."], catalog="toy"),
+        Task(id="plants2", instructions=["Are statements about plants true?"], catalog="toy"),
+    ])
+    target = Task(id="t", instructions=["Are these statements about plants true?"], catalog="toy")
+    guarded = make_method("lexical").select(target, pool, 2, exclude=["plants2"])
+    never = make_method("lexical").select(target, Catalog("toy", list(pool)[:3]), 2)
+    with_it = make_method("lexical").select(target, pool, 4)  # plants2 shares the rare words: their idf drops
+    assert {s.task: s.score for s in with_it.selected}["plants"] < guarded.selected[0].score
+    assert [(s.task, s.score) for s in guarded.selected] == [(s.task, s.score) for s in never.selected]
+    assert "plants" in guarded.selected[0].why["shared_words"]
+
+
+def test_hybrid_weight_zero_is_insta_and_one_is_the_instance_signal(monkeypatch):
+    import insta.methods as m
+
+    enc = TableEncoder({"instr A": [1, 0, 0], "instr B": [0.6, 0.8, 0], "instr C": [0, 0.6, 0.8],
+                        "target": [0.95, 0.3, 0.0],
+                        "alpha": [0, 0, 1], "beta": [0, 1, 0], "gamma": [1, 0, 0], "qq": [0.99, 0.1, 0.05]})
+    monkeypatch.setitem(m._ENCODERS, "table", enc)
+
+    def task(tid, instr, inputs):
+        exs = [Example(id=f"{tid}:{i}", input=x, references=["a"]) for i, x in enumerate(inputs)]
+        return Task(id=tid, instructions=[instr], catalog="toy", loader=lambda: iter(exs))
+
+    pool = Catalog("toy", [task("A", "instr A", ["alpha 1"]), task("B", "instr B", ["beta 1"]),
+                           task("C", "instr C", ["gamma 1"])])
+    target = Task(id="T", instructions=["target"], catalog="toy")
+    samples = [Example(id="s", input="qq", references=[])]
+    insta = make_method("insta-mean", encoder="table").select(target, pool, 3).task_ids
+    assert insta == ["A", "B", "C"]
+    assert make_method("hybrid", encoder="table", weight=0.0).select(target, pool, 3, target_samples=samples
+                                                                    ).task_ids == insta
+    by_inputs = make_method("hybrid", encoder="table", weight=1.0).select(target, pool, 3, target_samples=samples)
+    assert by_inputs.task_ids == ["C", "B", "A"]  # the target input is nearest to C's instance, then B's
+    mid = make_method("hybrid", encoder="table", weight=0.5).select(target, pool, 3, target_samples=samples)
+    why = mid.selected[0].why
+    assert mid.selected[0].score == pytest.approx(0.5 * why["z_instruction"] + 0.5 * why["z_instance"], abs=2e-3)
+    assert {"best_source_instruction", "instance_score"} <= set(why)
+    with pytest.raises(InstaError, match="weight"):
+        make_method("hybrid", weight=1.5)
+
+
+def test_insta_format_ranks_the_task_with_the_target_output_space_first():
+    """Plain INSTA (bag-of-words encoder) prefers the task whose instruction shares words with the target's; the
+    format-aware text adds the output space, and the task with the target's yes/no answers wins."""
+    def task(tid, instr, options):
+        exs = [Example(id=f"{tid}:{i}", input=f"{tid} input {i}", references=[options[0]] if options else ["a b c d"],
+                       options=options, label=0 if options else None) for i in range(3)]
+        return Task(id=tid, instructions=[instr], catalog="toy", loader=lambda: iter(exs))
+
+    pool = Catalog("toy", [task("wordy", "Read the passage and answer the question.", None),
+                           task("yesno", "Decide about the passage.", ["yes", "no"])])
+    target = task("target", "Read the passage and answer.", ["yes", "no"])
+    plain = make_method("insta-mean", encoder="hashing").select(target, pool, 2)
+    fmt = make_method("insta-format", encoder="hashing").select(target, pool, 2)
+    assert plain.task_ids == ["wordy", "yesno"] and fmt.task_ids == ["yesno", "wordy"]
+    assert fmt.selected[0].why["best_source_instruction"].endswith("Answer options: no | yes.")
+    assert fmt.config["format_aware"] == "instructions with their output space"
+    free = make_method("insta-format", encoder="hashing").select(["Read the passage and answer."], pool, 2)
+    assert free.task_ids == plain.task_ids and "unknown" in free.config["format_aware"]

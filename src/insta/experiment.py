@@ -41,8 +41,9 @@ from typing import Any, Callable, Protocol
 
 from .catalogs.base import Catalog
 from .errors import InstaError
-from .methods import MethodResult, SelectionMethod, allocate_budget, make_method
 from .experiment_jobs import GridModelJob
+from .methods import allocate_budget, load_method
+from .selection import Selection, SelectionMethod
 from .paths import atomic_write_json, remove_stale_tmp
 from .records import Example
 
@@ -283,7 +284,7 @@ class GridEntry:
     method: str
     group: str
     seed: int | None
-    selection: MethodResult | None
+    selection: Selection | None
     allocation: dict[str, int] | None
     model_key: str  # "base" or a model hash
     eval_key: str
@@ -341,7 +342,7 @@ class Experiment:
             cats[cat] = self.catalog(cat)
         self.targets = prepare_targets(cfg, cats)
         for spec in cfg.methods:
-            self.methods[spec.label] = make_method(spec.name, label=spec.label, **spec.options)
+            self.methods[spec.label] = load_method(spec.name, label=spec.label, **spec.options)
         if isinstance(self.backend, TransformersBackend):
             from .lm import builtin_name, resolve_model
 
@@ -373,7 +374,7 @@ class Experiment:
         assert self.pool is not None
         return content_hash([(t.id, sorted(t.instructions)) for t in self.pool.catalog])
 
-    def _select(self, target: TargetInfo, spec: MethodSpec) -> MethodResult:
+    def _select(self, target: TargetInfo, spec: MethodSpec) -> Selection:
         method = self.methods[spec.label]
         key = content_hash({
             "v": CACHE_VERSION, "kind": "selection", "method": method.describe(), "k": self.cfg.k,
@@ -385,15 +386,15 @@ class Experiment:
         path = self.selection_path(key)
         if path.is_file():
             try:
-                res = MethodResult.from_dict(json.loads(path.read_text()))
-                res.target = target.id
+                res = Selection.from_dict(json.loads(path.read_text()))
+                res.target["id"] = target.id
                 self.stats["selections_cached"] += 1
                 return res
             except (ValueError, KeyError):
                 pass
         first = spec.label not in self._selected_once
-        res = method.select(target.task, self.pool.catalog, self.cfg.k, target_samples=target.samples)
-        res.target = target.id
+        res = method.select(target.task, self.pool.catalog, self.cfg.k if method.default_k is None else None,
+                            target_samples=target.samples, target_info={"id": target.id})
         self._selected_once.add(spec.label)
         if first or res.seconds > 5:
             self.log(f"select {spec.label} for {target.id}: {', '.join(res.task_ids[:5])}"
@@ -658,14 +659,12 @@ def p3_selection_table(data_dir: str | None, k: int = 5, encoder: str | None = N
                        aligned_encoder: str | None = None, log: Callable[[str], None] = lambda m: None,
                        catalog: Catalog | None = None, encoders: dict[str, Any] | None = None) -> dict[str, Any]:
     """Top-k of the P3 training pool (``t0_train``) for every T0 held-out target (``t0_eval``) under INSTA
-    (mean, default encoder) and INSTA-aligned (top-k vote, ``aligned_encoder``) when one is given and present.
+    (``insta-mean``, default encoder) and INSTA-aligned (``insta-aligned``, top-k vote, ``aligned_encoder``)
+    when one is given and present, both through :func:`insta.methods.load_method`.
 
     No training: P3 instances are not available offline. ANLI R1-R3 share one promptsource folder, so the 11 T0
-    held-out targets are 9 rows here (``anli`` stands for R1, R2 and R3).
+    held-out targets are 9 rows here (``anli`` stands for R1, R2 and R3). Tasks in a tie group carry its number.
     """
-    from .methods import get_encoder
-    from .selection import Selector, target_from_task
-
     if catalog is None:
         from .catalogs import load_catalog
 
@@ -673,12 +672,13 @@ def p3_selection_table(data_dir: str | None, k: int = 5, encoder: str | None = N
     encoders = encoders or {}
     pool = catalog.subset(catalog.pool("t0_train"))
     targets = [catalog.get(t) for t in catalog.pool("t0_eval")]
-    variants = [("insta-mean", encoders.get("default") or get_encoder(encoder), "mean", encoder or "all-MiniLM-L6-v2")]
+    variants = [("insta-mean", load_method("insta-mean", encoder=encoders.get("default") or encoder),
+                 "mean", encoder or "all-MiniLM-L6-v2")]
     aligned_note = None
     if aligned_encoder:
         if (Path(aligned_encoder) / "modules.json").is_file() or "aligned" in encoders:
-            variants.append(("insta-aligned", encoders.get("aligned") or get_encoder(str(aligned_encoder)),
-                             "topk-vote", str(aligned_encoder)))
+            variants.append(("insta-aligned", load_method("insta-aligned", encoder=encoders.get("aligned")
+                                                          or str(aligned_encoder)), "topk-vote", str(aligned_encoder)))
         else:
             aligned_note = (f"aligned encoder {aligned_encoder} not found (or not finished): INSTA-aligned column "
                             "left out")
@@ -688,11 +688,10 @@ def p3_selection_table(data_dir: str | None, k: int = 5, encoder: str | None = N
     rows = []
     for tgt in targets:
         row: dict[str, Any] = {"target": tgt.id, "n_instructions": len(tgt.instructions)}
-        for name, enc, agg, enc_name in variants:
-            ins, info, ex_ids, ex_fams = target_from_task(tgt)
-            sel = Selector(pool, enc, aggregation=agg).select(ins, k, exclude=ex_ids, exclude_families=ex_fams,
-                                                              target=info)
-            row[name] = [{"task": s.task, "score": round(s.score, 4)} for s in sel.selected]
+        for name, method, _, _ in variants:
+            sel = method.select(tgt, pool, k)
+            row[name] = [{"task": s.task, "score": round(s.score, 4),
+                          **({"tie_group": s.tie_group} if s.tie_group else {})} for s in sel.selected]
         rows.append(row)
     log(f"P3 table: {len(rows)} targets x {len(variants)} variant(s)")
     return {"k": k, "pool_size": len(pool), "variants": [{"name": n, "aggregation": a, "encoder": e}

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from .errors import InstaError
-from .methods import make_method
+from .methods import METHODS, SHARED_ENCODER_METHODS, make_method
 
 CACHE_VERSION = 1
 TARGET_CATALOGS = ("bigbench", "bbh")
@@ -174,9 +174,10 @@ def _method_specs(raw: Any, top: dict[str, Any]) -> list[MethodSpec]:
         seeds = opts.pop("seeds", None)
         if name == "base":
             raise _fail("'base' is not a selection method: the untrained model is evaluated when include_base is true")
-        if name in ("insta-mean", "insta-topk-vote", "roe") and top.get("encoder") and "encoder" not in opts:
+        if name in SHARED_ENCODER_METHODS and top.get("encoder") and "encoder" not in opts:
             opts["encoder"] = top["encoder"]
-        if name in ("roe", "dsir") and "library_size" not in opts and top.get("library_size"):
+        if name in METHODS and "source_instances" in METHODS[name].consumes and "library_size" not in opts \
+                and top.get("library_size"):
             opts["library_size"] = top["library_size"]
         if name == "insta-aligned" and opts.get("encoder"):
             opts["encoder"] = str(Path(opts["encoder"]).expanduser())

@@ -1,112 +1,62 @@
-"""Task-selection methods behind one interface, for comparing INSTA with the alternatives a user would pick.
+"""Every task-selection method behind one interface: ``load_method(name, **options).select(target, pool, k)``.
 
-Every method takes the same inputs (a target :class:`~insta.records.Task`, a pool :class:`~insta.catalogs.base.Catalog`
-of source tasks, ``k``, and optionally unlabelled target instances) and returns the same output, a
-:class:`MethodResult`: source task ids ranked best first, with scores, and the list of what the method consumed.
+Each method is a :class:`~insta.selection.SelectionMethod` and returns a :class:`~insta.selection.Selection`
+(ranked tasks, scores, the "why" of each pick, tie groups, how k was chosen, what it consumed, its config).
+The leakage guard, ranking, tie groups and k rules live in the base class (:mod:`insta.selection`).
 
 | name | consumes | what it does |
 | --- | --- | --- |
 | ``insta-mean`` | instructions | INSTA: mean cosine over all (target instruction, source instruction) pairs |
+| ``insta-max`` | instructions | INSTA with the best pair's cosine |
 | ``insta-topk-vote`` | instructions | INSTA with the authors' top-k vote aggregation (rank-1 hits dominate) |
 | ``insta-aligned`` | instructions | INSTA with an INSTA-aligned encoder (``insta align``), top-k vote by default |
-| ``all`` | nothing | every pool task (the multi-task baseline); ``k`` does not apply |
-| ``random`` | seed | ``k`` pool tasks drawn uniformly with a seed; does not look at the target |
-| ``roe`` | target_samples, source_instances | Retrieval of Experts (Jang et al. 2023): each unlabelled target instance retrieves its nearest source instance; majority vote |
+| ``insta-format`` | instructions | format-aware INSTA: each instruction embedded with its output space (:mod:`insta.taskformat`) |
+| ``hybrid`` | instructions, target_samples, source_instances | INSTA's score and RoE's instance similarity, z-scored and mixed with ``weight`` |
 | ``lexical`` | instructions | BM25 (Okapi, ``rank-bm25``) of the target instructions against each task's instructions |
-| ``dsir`` | target_samples, source_instances | DSIR (Xie et al. 2023) hashed n-gram importance weights, averaged per task |
+| ``roe`` | target_samples, source_instances | Retrieval of Experts (Jang et al. 2023): each unlabelled target instance retrieves its nearest source instance; majority vote |
+| ``dsir`` | target_samples, source_instances | DSIR (Xie et al. 2023) hashed n-gram importance weights, per task |
+| ``random`` | seed | ``k`` pool tasks drawn uniformly with a seed; does not look at the target |
+| ``all`` | nothing | every pool task (the multi-task baseline); ``k`` does not apply |
 
-The leakage guard is in the base class: the target itself and its relatives (same id, same family, the
-target's BIG-bench parent for a BBH task) never reach a method and are listed in ``excluded``.
+Options every method takes: ``label`` and ``k`` (its default k: a number or ``gap`` / ``elbow`` /
+``threshold``). INSTA variants: ``encoder`` (a name, a directory or an encoder object), ``aggregation``
+(``mean`` / ``max`` / ``topk-vote``), ``vote_depth``, ``n_target_instructions``, ``format_aware``.
 """
 from __future__ import annotations
 
 import hashlib
 import random
 import re
-import time
-from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Sequence
+from functools import lru_cache
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
 from .catalogs.base import Catalog
 from .errors import InstaError
 from .records import Example, Task
+from .selection import (  # noqa: F401  (CONSUMPTIONS, Selection: re-exported, the interface's names live here too)
+    AGGREGATIONS,
+    CONSUMPTIONS,
+    KRule,
+    Scores,
+    Selection,
+    SelectionMethod,
+    Selector,
+    TaskScore,
+    _unit_rows,
+    clean_instructions,
+    leakage_guard,
+    parse_k,
+)
 
-#: What a method may consume, in words (reported with every result).
-CONSUMPTIONS = {
-    "instructions": "target and source task instructions",
-    "target_samples": "unlabelled target instances (inputs with their answer options, no labels)",
-    "source_instances": "instances of every source task (a fixed-size library per task)",
-    "seed": "a random seed only",
-    "nothing": "nothing but the pool",
-}
-
-
-@dataclass
-class RankedTask:
-    rank: int
-    task: str
-    score: float
-    detail: dict[str, Any] = field(default_factory=dict)
-
-    def to_dict(self) -> dict[str, Any]:
-        out = {"rank": self.rank, "task": self.task, "score": self.score}
-        if self.detail:
-            out["detail"] = self.detail
-        return out
-
-
-@dataclass
-class MethodResult:
-    """The ranked selection of one method for one target."""
-
-    method: str
-    label: str
-    target: str
-    consumed: list[str]
-    ranked: list[RankedTask]
-    params: dict[str, Any] = field(default_factory=dict)
-    excluded: list[str] = field(default_factory=list)
-    n_pool: int = 0
-    seconds: float = 0.0
-
-    @property
-    def task_ids(self) -> list[str]:
-        return [r.task for r in self.ranked]
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "method": self.method,
-            "label": self.label,
-            "target": self.target,
-            "consumed": list(self.consumed),
-            "consumed_described": [CONSUMPTIONS[c] for c in self.consumed],
-            "k": len(self.ranked),
-            "selected": [r.to_dict() for r in self.ranked],
-            "params": self.params,
-            "excluded": self.excluded,
-            "n_pool": self.n_pool,
-            "seconds": round(self.seconds, 3),
-        }
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "MethodResult":
-        return cls(
-            method=d["method"], label=d.get("label", d["method"]), target=d["target"], consumed=list(d["consumed"]),
-            ranked=[RankedTask(r["rank"], r["task"], r["score"], r.get("detail", {})) for r in d["selected"]],
-            params=d.get("params", {}), excluded=list(d.get("excluded", [])), n_pool=d.get("n_pool", 0),
-            seconds=d.get("seconds", 0.0),
-        )
+#: The result type of every method (the name of earlier versions).
+MethodResult = Selection
 
 
 def relatives(target: Task, pool: Catalog) -> list[str]:
     """Pool task ids that must never be selected for ``target``: itself, its family, its parent's family."""
-    meta = target.meta if isinstance(target.meta, dict) else {}
-    names = {target.id, target.family}
-    if meta.get("parent"):
-        names.add(str(meta["parent"]))
-    return [t.id for t in pool if t.id in names or t.family in names]
+    return leakage_guard(pool, target)
 
 
 # ---------------------------------------------------------------- shared resources (encoders, libraries)
@@ -114,9 +64,12 @@ def relatives(target: Task, pool: Catalog) -> list[str]:
 _ENCODERS: dict[str, Any] = {}
 
 
-def get_encoder(name: str | None):
+def get_encoder(name: Any):
     """A shared encoder per name: ``"hashing"`` (or ``"hashing-<dim>"``) is the dependency-free test encoder,
-    anything else a sentence-transformers model through :class:`insta.encoder.Encoder`."""
+    anything else a sentence-transformers model through :class:`insta.encoder.Encoder`. An object with
+    ``encode`` and ``describe`` is returned as it is."""
+    if name is not None and not isinstance(name, str) and hasattr(name, "encode"):
+        return name
     from .encoder import DEFAULT_ENCODER
 
     key = name or DEFAULT_ENCODER
@@ -133,6 +86,15 @@ def get_encoder(name: str | None):
     return _ENCODERS[key]
 
 
+def encoder_name(encoder: Any) -> str:
+    """How an ``encoder`` option is named in parameters and cache keys."""
+    from .encoder import DEFAULT_ENCODER
+
+    if encoder is not None and not isinstance(encoder, str):
+        return str(encoder.describe().get("name") or type(encoder).__name__)
+    return encoder or DEFAULT_ENCODER
+
+
 def _stable_rng(*parts: Any) -> random.Random:
     seed = int(hashlib.sha256(":".join(map(str, parts)).encode()).hexdigest()[:16], 16)
     return random.Random(seed)
@@ -144,7 +106,7 @@ _LIBRARIES: dict[tuple, dict[str, list[Example]]] = {}
 def source_library(pool: Catalog, size: int, seed: int = 0) -> dict[str, list[Example]]:
     """Up to ``size`` instances of every pool task: a seeded uniform sample (reservoir; stable per task id).
 
-    Cached per process (RoE and DSIR share it across targets).
+    Cached per process (RoE, DSIR and hybrid share it across targets).
     """
     key = (tuple(pool.ids), size, seed, id(pool))
     if key in _LIBRARIES:
@@ -185,99 +147,97 @@ def instance_text(ex: Example | str, max_chars: int = 1000) -> str:
     return f"Answer Choices: {choices}, Instance: {ex.input}"[:max_chars]
 
 
-# ---------------------------------------------------------------- the interface
+def unlabelled_samples(task: Task, n: int, avoid: set[str] | frozenset[str] = frozenset(), seed: int = 0
+                       ) -> list[Example]:
+    """``n`` unlabelled inputs of ``task`` (labels and references removed, options kept) in a stable seeded
+    order, none of them in ``avoid`` (e.g. its evaluation examples): the target samples of RoE, DSIR, hybrid."""
+    pool = [ex for ex in task.iter_examples() if ex.id not in avoid]
+    pool.sort(key=lambda ex: hashlib.sha256(f"samples:{seed}:{ex.id}".encode()).hexdigest())
+    return [Example(id=ex.id, input=ex.input, references=[], options=list(ex.options) if ex.options else None,
+                    label=None, provenance={"task": task.id}) for ex in pool[:n]]
 
 
-class SelectionMethod:
-    """Base class: subclasses set ``name``/``consumes``/``depends_on_target`` and implement :meth:`_score`.
+def read_target_examples(path: str, limit: int | None = None) -> list[Example]:
+    """Unlabelled target instances from a file: JSONL objects with ``input`` (and optionally ``options``; any
+    answer is dropped), or plain text with one input per line."""
+    import json
+    from pathlib import Path
 
-    ``select`` applies the leakage guard, calls ``_score`` (a score for every candidate, higher is better),
-    breaks ties by task id, and keeps the top ``k``.
-    """
+    p = Path(path)
+    if not p.is_file():
+        raise InstaError(f"target examples file {path!r} does not exist")
+    try:
+        lines = p.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as err:
+        raise InstaError(f"cannot read target examples file {path}: {err}") from None
+    out: list[Example] = []
+    for n, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        if line.lstrip().startswith("{"):
+            try:
+                raw = json.loads(line)
+            except ValueError as err:
+                raise InstaError(f"malformed JSON in {path} line {n}: {err}") from None
+            if not isinstance(raw, dict) or not isinstance(raw.get("input"), str) or not raw["input"].strip():
+                raise InstaError(f"{path} line {n}: an example needs a non-empty string 'input'")
+            opts = raw.get("options")
+            if opts is not None and (not isinstance(opts, list) or not all(isinstance(o, str) for o in opts)):
+                raise InstaError(f"{path} line {n}: 'options' must be a list of strings")
+            out.append(Example(id=str(raw.get("id", f"target:{n}")), input=raw["input"], references=[],
+                               options=list(opts) if opts else None, provenance={"file": str(p), "line": n}))
+        else:
+            out.append(Example(id=f"target:{n}", input=line.strip(), references=[], provenance={"file": str(p), "line": n}))
+        if limit is not None and len(out) >= limit:
+            break
+    if not out:
+        raise InstaError(f"target examples file {path} holds no example")
+    return out
 
-    name: str = ""
-    consumes: tuple[str, ...] = ()
-    depends_on_target: bool = True
-    uses_k: bool = True
 
-    def __init__(self, label: str | None = None, **options: Any):
-        self.label = label or self.name
-        if options:
-            raise InstaError(f"method {self.name!r}: unknown option(s) {', '.join(sorted(options))}")
+def _candidates(pool: Catalog, allowed: np.ndarray) -> Catalog:
+    return Catalog(pool.name, [t for t, a in zip(pool, allowed) if a])
 
-    def params(self) -> dict[str, Any]:
-        """Everything that changes this method's output (for cache keys and the report)."""
-        return {}
 
-    def describe(self) -> dict[str, Any]:
-        return {"method": self.name, "label": self.label, "consumes": list(self.consumes),
-                "depends_on_target": self.depends_on_target, "params": self.params()}
+def _pool_key(pool: Catalog) -> tuple:
+    return (id(pool), tuple(pool.ids))
 
-    def check(self, pool: Catalog, k: int) -> None:
-        """Raise a clear error if the method cannot run on this pool (before any work)."""
-        if self.uses_k and k > len(pool):
-            raise InstaError(f"k={k} is larger than the pool ({len(pool)} tasks)")
 
-    def select(
-        self,
-        target: Task,
-        pool: Catalog,
-        k: int,
-        *,
-        target_samples: Sequence[Example] | None = None,
-        exclude: Iterable[str] = (),
-    ) -> MethodResult:
-        if not isinstance(k, int) or k < 1:
-            raise InstaError(f"k must be a positive integer, got {k!r}")
-        t0 = time.perf_counter()
-        excluded = sorted(set(relatives(target, pool)) | {t for t in exclude if t in pool})
-        cand = pool.without(excluded) if excluded else pool
-        cand = Catalog(pool.name, list(cand))
-        if len(cand) == 0:
-            raise InstaError(f"the pool has no task left for target {target.id!r} after the leakage guard")
-        if self.uses_k and k > len(cand):
-            raise InstaError(f"k={k} is larger than the pool ({len(cand)} tasks after excluding {target.id!r} "
-                             "and its relatives)")
-        if "target_samples" in self.consumes and not target_samples:
-            raise InstaError(f"method {self.name!r} needs unlabelled target instances of {target.id!r}")
-        scores = self._score(target, cand, list(target_samples or []))
-        order = sorted(cand.ids, key=lambda t: self._order_key(t, scores))
-        if self.uses_k:
-            order = order[:k]
-        ranked = [RankedTask(i + 1, t, float(scores[t][0]), scores[t][1]) for i, t in enumerate(order)]
-        assert len(set(order)) == len(order) and not set(order) & set(excluded)
-        return MethodResult(
-            method=self.name, label=self.label, target=target.id, consumed=list(self.consumes), ranked=ranked,
-            params=self.params(), excluded=excluded, n_pool=len(cand), seconds=time.perf_counter() - t0,
-        )
-
-    def _score(self, target: Task, pool: Catalog, samples: list[Example]) -> dict[str, tuple[float, dict]]:
-        raise NotImplementedError
-
-    def _order_key(self, task_id: str, scores: dict[str, tuple[float, dict]]) -> tuple:
-        """Ranking order: higher score first, ties by task id (subclasses may add a finer tie-breaker)."""
-        return (-scores[task_id][0], task_id)
+# ---------------------------------------------------------------- INSTA
 
 
 class InstaMethod(SelectionMethod):
-    """INSTA (:mod:`insta.selection`): instruction-embedding similarity, ``mean`` or ``topk-vote``."""
+    """INSTA (:class:`insta.selection.Selector`): instruction-embedding similarity with ``aggregation``.
+
+    ``format_aware=True`` embeds every instruction with its output space (:mod:`insta.taskformat`) on both
+    sides; a target whose output space is unknown (free text without examples) is scored on plain instructions.
+    """
 
     name = "insta-mean"
     consumes = ("instructions",)
     default_aggregation = "mean"
+    default_format_aware = False
+    shared_encoder = True
 
-    def __init__(self, label: str | None = None, *, encoder: str | None = None, aggregation: str | None = None,
-                 vote_depth: int = 10, n_target_instructions: int | None = None, **options: Any):
+    def __init__(self, label: str | None = None, *, encoder: Any = None, aggregation: str | None = None,
+                 vote_depth: int = 10, n_target_instructions: int | None = None, format_aware: bool | None = None,
+                 **options: Any):
         super().__init__(label, **options)
-        from .selection import AGGREGATIONS
-
         self.encoder_name = encoder
         self.aggregation = aggregation or self.default_aggregation
         if self.aggregation not in AGGREGATIONS:
-            raise InstaError(f"method {self.name!r}: unknown aggregation {self.aggregation!r}")
-        self.vote_depth = int(vote_depth)
+            raise InstaError(f"method {self.name!r}: unknown aggregation {self.aggregation!r} "
+                             f"(choose from {', '.join(AGGREGATIONS)})")
+        if isinstance(vote_depth, bool) or not isinstance(vote_depth, int) or vote_depth < 1:
+            raise InstaError(f"method {self.name!r}: vote_depth must be a positive integer (got {vote_depth!r})")
+        if n_target_instructions is not None and (isinstance(n_target_instructions, bool)
+                                                  or not isinstance(n_target_instructions, int)
+                                                  or n_target_instructions < 1):
+            raise InstaError(f"method {self.name!r}: n_target_instructions must be a positive integer")
+        self.vote_depth = vote_depth
         self.n_target_instructions = n_target_instructions
-        self._selectors: dict[tuple, Any] = {}
+        self.format_aware = self.default_format_aware if format_aware is None else bool(format_aware)
+        self._selectors: dict[tuple, Selector] = {}
 
     def params(self) -> dict[str, Any]:
         out = {"encoder": self._encoder_identity(), "aggregation": self.aggregation}
@@ -285,40 +245,57 @@ class InstaMethod(SelectionMethod):
             out["vote_depth"] = self.vote_depth
         if self.n_target_instructions:
             out["n_target_instructions"] = self.n_target_instructions
+        if self.format_aware:
+            out["format_aware"] = True
         return out
 
     def _encoder_identity(self) -> str:
-        from .encoder import DEFAULT_ENCODER
+        return encoder_name(self.encoder_name)
 
-        return self.encoder_name or DEFAULT_ENCODER
+    def use_selector(self, selector: Selector) -> None:
+        """Score with an existing selector (its catalog's embeddings are reused)."""
+        self._selectors = {(*_pool_key(selector.catalog), selector.texts_of is not None): selector}
 
-    def _selector(self, pool: Catalog):
-        from .selection import Selector
-
-        key = tuple(pool.ids)
+    def _selector(self, pool: Catalog, formatted: bool) -> Selector:
+        key = (*_pool_key(pool), formatted)
         if key not in self._selectors:
-            self._selectors.clear()
-            self._selectors[key] = Selector(pool, get_encoder(self.encoder_name), self.aggregation, self.vote_depth)
+            from .taskformat import format_aware_texts
+
+            self._selectors = {k: v for k, v in self._selectors.items() if k[:2] == key[:2]}
+            self._selectors[key] = Selector(pool, get_encoder(self.encoder_name), self.aggregation, self.vote_depth,
+                                            texts_of=format_aware_texts if formatted else None)
         return self._selectors[key]
 
-    def _score(self, target, pool, samples):
-        from .selection import clean_instructions
-
+    def target_texts(self, target: Task, samples: Sequence[Example] = ()) -> tuple[list[str], bool]:
+        """The target's instructions (the first ``n_target_instructions``) as embedded, and whether they carry
+        their output space (format-aware with a known target format)."""
         instructions = clean_instructions(target.instructions)
         if self.n_target_instructions:
             instructions = instructions[: self.n_target_instructions]
-        sel = self._selector(pool)
-        sim = sel.similarity(instructions)
-        agg, mean, best = sel.aggregate(sim), sel.mean_cosine(sim), sel.best_pair_cosine(sim)
-        return {tid: (float(agg[i]), {"best_pair_cosine": round(float(best[i]), 4),
-                                      "mean_cosine": float(mean[i])})
-                for i, tid in enumerate(pool.ids)}
+        if not self.format_aware:
+            return instructions, False
+        from .taskformat import output_spaces, with_output_space
 
-    def _order_key(self, task_id, scores):
-        from .selection import ranking_key
+        spaces = dict(zip((i.strip() for i in target.instructions), output_spaces(target)))
+        if not any(spaces.get(i) for i in instructions) and samples and all(s.options for s in samples):
+            probe = Task(id=target.id, instructions=instructions, catalog="", loader=lambda: iter(samples))
+            spaces = dict(zip(instructions, output_spaces(probe)))
+        if not any(spaces.get(i) for i in instructions):
+            return instructions, False
+        return [with_output_space(i, spaces.get(i)) for i in instructions], True
 
-        score, info = scores[task_id]
-        return ranking_key(score, info["mean_cosine"], task_id)
+    def _score(self, target, pool, samples, allowed):
+        texts, formatted = self.target_texts(target, samples)
+        sc = self._selector(pool, formatted).score(texts, allowed)
+        if self.format_aware:
+            sc.info["format_aware"] = ("instructions with their output space" if formatted else
+                                       "the target's output space is unknown: plain instructions")
+        return sc
+
+
+class InstaMaxMethod(InstaMethod):
+    name = "insta-max"
+    default_aggregation = "max"
 
 
 class InstaVoteMethod(InstaMethod):
@@ -326,13 +303,21 @@ class InstaVoteMethod(InstaMethod):
     default_aggregation = "topk-vote"
 
 
+class InstaFormatMethod(InstaMethod):
+    """Format-aware INSTA (mean aggregation by default): instructions embedded with their output space."""
+
+    name = "insta-format"
+    default_format_aware = True
+
+
 class InstaAlignedMethod(InstaMethod):
     """INSTA with an aligned encoder; the authors pair it with top-k vote (METHOD.md §1)."""
 
     name = "insta-aligned"
     default_aggregation = "topk-vote"
+    shared_encoder = False
 
-    def __init__(self, label: str | None = None, *, encoder: str | None = None, **options: Any):
+    def __init__(self, label: str | None = None, *, encoder: Any = None, **options: Any):
         if not encoder:
             raise InstaError("method 'insta-aligned' needs an encoder: the directory written by `insta align`")
         super().__init__(label, encoder=encoder, **options)
@@ -342,11 +327,16 @@ class InstaAlignedMethod(InstaMethod):
 
         from .encoder import model_fingerprint
 
+        if not isinstance(self.encoder_name, str):
+            return encoder_name(self.encoder_name)
         p = Path(self.encoder_name).expanduser()
         if not p.is_dir():
             raise InstaError(f"insta-aligned: encoder directory {self.encoder_name!r} does not exist "
                              "(train it with `insta align`)")
         return f"{p.name}-{model_fingerprint(str(p.resolve()))}"
+
+
+# ---------------------------------------------------------------- baselines that do not read the target
 
 
 class AllMethod(SelectionMethod):
@@ -357,12 +347,12 @@ class AllMethod(SelectionMethod):
     depends_on_target = False
     uses_k = False
 
-    def _score(self, target, pool, samples):
-        return {t: (1.0, {}) for t in pool.ids}
+    def _score(self, target, pool, samples, allowed):
+        return Scores(np.where(allowed, 1.0, -np.inf), why=lambda i: {"reason": "every pool task"})
 
 
 class RandomMethod(SelectionMethod):
-    """``k`` tasks drawn uniformly from the (sorted) pool with a seed; the target is never looked at."""
+    """``k`` tasks drawn uniformly from the (sorted) candidates with a seed; the target is never looked at."""
 
     name = "random"
     consumes = ("seed",)
@@ -375,10 +365,66 @@ class RandomMethod(SelectionMethod):
     def params(self) -> dict[str, Any]:
         return {"seed": self.seed}
 
-    def _score(self, target, pool, samples):
-        ids = sorted(pool.ids)
+    def _score(self, target, pool, samples, allowed):
+        ids = sorted(t for t, a in zip(pool.ids, allowed) if a)
         order = _stable_rng("random-method", self.seed).sample(ids, len(ids))
-        return {t: (float(len(ids) - i), {}) for i, t in enumerate(order)}
+        pos = {t: len(ids) - i for i, t in enumerate(order)}
+        score = np.asarray([float(pos.get(t, -np.inf)) for t in pool.ids])
+        return Scores(score, why=lambda i: {"reason": f"seeded draw (seed {self.seed})"})
+
+
+# ---------------------------------------------------------------- instance-level methods
+
+
+class InstanceIndex:
+    """The embedded source library (RoE's ``"Answer Choices: ..., Instance: ..."`` texts) of a pool, and exact
+    nearest-neighbour retrieval for unlabelled target instances, in column chunks of bounded memory."""
+
+    def __init__(self, encoder: Any = None, library_size: int = 100, library_seed: int = 0, chunk: int = 65536):
+        self.encoder_name = encoder
+        self.library_size = int(library_size)
+        self.library_seed = int(library_seed)
+        self.chunk = chunk
+        if self.library_size < 1:
+            raise InstaError("library_size must be at least 1")
+        self._cache: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}
+
+    def library(self, pool: Catalog) -> tuple[np.ndarray, np.ndarray]:
+        """(owner pool index per library instance, unit embeddings), built once per pool."""
+        key = _pool_key(pool)
+        if key not in self._cache:
+            texts, owner = library_texts(pool, self.library_size, self.library_seed, instance_text)
+            if not texts:
+                raise InstaError("no pool task has instances")
+            emb = _unit_rows(get_encoder(self.encoder_name).encode(texts))
+            self._cache = {key: (np.asarray(owner, dtype=np.int64), emb)}
+        return self._cache[key]
+
+    def query(self, pool: Catalog, samples: Sequence[Example], allowed: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Per pool task: how many target instances retrieve one of its instances as their nearest neighbour
+        (among the allowed tasks), and the mean over target instances of its best cosine (-1 without instances)."""
+        owner, emb = self.library(pool)
+        q = _unit_rows(get_encoder(self.encoder_name).encode([instance_text(s) for s in samples]))
+        n_tasks = len(pool)
+        col_ok = np.asarray(allowed, dtype=bool)[owner]
+        best_val = np.full(len(q), -np.inf)
+        best_col = np.zeros(len(q), dtype=np.int64)
+        per_task = np.full((len(q), n_tasks), -np.inf)
+        rows = np.arange(len(q))
+        for start in range(0, len(owner), self.chunk):
+            end = min(start + self.chunk, len(owner))
+            block = (q @ emb[start:end].T).astype(np.float64)
+            block[:, ~col_ok[start:end]] = -np.inf
+            j = np.argmax(block, axis=1)
+            v = block[rows, j]
+            better = v > best_val
+            best_val[better], best_col[better] = v[better], start + j[better]
+            present, starts = np.unique(owner[start:end], return_index=True)
+            per_task[:, present] = np.maximum(per_task[:, present], np.maximum.reduceat(block, starts, axis=1))
+        hit = np.isfinite(best_val)
+        votes = np.bincount(owner[best_col[hit]], minlength=n_tasks).astype(float)
+        mean_best = np.where(np.isfinite(per_task), per_task, -1.0).mean(axis=0)
+        return votes, mean_best
 
 
 class RoEMethod(SelectionMethod):
@@ -386,59 +432,97 @@ class RoEMethod(SelectionMethod):
 
     A library of ``library_size`` instances per source task is embedded as ``"Answer Choices: ..., Instance:
     ..."`` with the default encoder (all-MiniLM-L6-v2); each unlabelled target instance retrieves its nearest
-    library instance, whose task gets one vote. Score = vote share; ties (and tasks without votes) are broken
-    by the mean over target instances of the task's best cosine.
+    library instance (exact search, :class:`InstanceIndex`), whose task gets one vote. Score = vote share; the
+    secondary signal (ties, tasks without votes) is the mean over target instances of the task's best cosine.
     """
 
     name = "roe"
     consumes = ("target_samples", "source_instances")
+    shared_encoder = True
 
-    def __init__(self, label: str | None = None, *, encoder: str | None = None, library_size: int = 100,
+    def __init__(self, label: str | None = None, *, encoder: Any = None, library_size: int = 100,
                  library_seed: int = 0, **options: Any):
         super().__init__(label, **options)
-        self.encoder_name = encoder
-        self.library_size = int(library_size)
-        self.library_seed = int(library_seed)
-        if self.library_size < 1:
+        if int(library_size) < 1:
             raise InstaError("roe: library_size must be at least 1")
-        self._cache: dict[tuple, tuple] = {}
+        self.encoder_name = encoder
+        self.index = InstanceIndex(encoder, library_size, library_seed)
 
     def params(self) -> dict[str, Any]:
-        from .encoder import DEFAULT_ENCODER
+        return {"encoder": encoder_name(self.encoder_name), "library_size": self.index.library_size,
+                "library_seed": self.index.library_seed, "text": "Answer Choices: ..., Instance: ..."}
 
-        return {"encoder": self.encoder_name or DEFAULT_ENCODER, "library_size": self.library_size,
-                "library_seed": self.library_seed, "text": "Answer Choices: ..., Instance: ..."}
-
-    def _library(self, pool: Catalog):
-        key = tuple(pool.ids)
-        if key not in self._cache:
-            texts, owner = library_texts(pool, self.library_size, self.library_seed, instance_text)
-            if not texts:
-                raise InstaError("roe: no pool task has instances")
-            emb = get_encoder(self.encoder_name).encode(texts)
-            self._cache.clear()
-            self._cache[key] = (np.asarray(owner), emb)
-        return self._cache[key]
-
-    def _score(self, target, pool, samples):
-        owner, emb = self._library(pool)
-        q = get_encoder(self.encoder_name).encode([instance_text(s) for s in samples])
-        sim = q @ emb.T  # target instances x library instances
-        n_tasks = len(pool)
-        votes = np.bincount(owner[np.argmax(sim, axis=1)], minlength=n_tasks).astype(float)
-        best = np.full((len(samples), n_tasks), -np.inf)
-        for t in range(n_tasks):
-            cols = owner == t
-            if cols.any():
-                best[:, t] = sim[:, cols].max(axis=1)
-        mean_best = np.where(np.isfinite(best), best, -1.0).mean(axis=0)
+    def _score(self, target, pool, samples, allowed):
+        try:
+            votes, mean_best = self.index.query(pool, samples, allowed)
+        except InstaError as err:
+            raise InstaError(f"roe: {err}") from None
         share = votes / len(samples)
-        # lexicographic: votes first, then mean best cosine (in [-1, 1], scaled below one vote)
-        score = share + (mean_best + 1.0) / 2.0 / (len(samples) + 1)
-        return {tid: (float(score[i]), {"votes": int(votes[i]), "vote_share": round(float(share[i]), 4),
-                                        "mean_best_cosine": round(float(mean_best[i]), 4)})
-                for i, tid in enumerate(pool.ids)}
+        return Scores(share, mean_best, "mean best cosine",
+                      lambda i: {"votes": int(votes[i]), "vote_share": round(float(share[i]), 4),
+                                 "mean_best_cosine": round(float(mean_best[i]), 4)},
+                      {"n_library_instances": len(self.index.library(pool)[0])})
 
+
+def _zscores(x: np.ndarray, allowed: np.ndarray) -> np.ndarray:
+    """``x`` standardised over the allowed entries (non-finite values count as the lowest finite one)."""
+    x = np.asarray(x, dtype=np.float64)
+    vals = x[allowed]
+    finite = vals[np.isfinite(vals)]
+    low = finite.min() if len(finite) else 0.0
+    x = np.where(np.isfinite(x), x, low)
+    vals = x[allowed]
+    sd = float(vals.std())
+    return (x - float(vals.mean())) / sd if sd > 0 else np.zeros_like(x)
+
+
+class HybridMethod(SelectionMethod):
+    """Instruction similarity and unlabelled target inputs in one score (an option beyond the paper).
+
+    ``score = (1 - weight) * z(INSTA score) + weight * z(instance score)``: the INSTA score with the given
+    encoder / aggregation / format option, and RoE's continuous signal (the mean over target instances of the
+    best cosine to a task's library instances), each standardised over the candidate tasks so that the
+    ``weight`` (default 0.5: equal say) means the same for every pool. ``weight=0`` is INSTA, ``weight=1``
+    ranks by instances alone. Ties: the instruction score.
+    """
+
+    name = "hybrid"
+    consumes = ("instructions", "target_samples", "source_instances")
+    shared_encoder = True
+
+    def __init__(self, label: str | None = None, *, encoder: Any = None, aggregation: str = "mean",
+                 vote_depth: int = 10, weight: float = 0.5, library_size: int = 100, library_seed: int = 0,
+                 format_aware: bool = False, n_target_instructions: int | None = None, **options: Any):
+        super().__init__(label, **options)
+        if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not 0.0 <= weight <= 1.0:
+            raise InstaError(f"hybrid: weight must be a number between 0 and 1 (got {weight!r})")
+        self.weight = float(weight)
+        self.encoder_name = encoder
+        self.insta = InstaMethod(encoder=encoder, aggregation=aggregation, vote_depth=vote_depth,
+                                 format_aware=format_aware, n_target_instructions=n_target_instructions)
+        self.index = InstanceIndex(encoder, library_size, library_seed)
+
+    def params(self) -> dict[str, Any]:
+        return {**self.insta.params(), "weight": self.weight, "library_size": self.index.library_size,
+                "library_seed": self.index.library_seed, "combine": "z-scores over the candidate tasks",
+                "instance_signal": "mean best cosine of the target instances to the task's library"}
+
+    def _score(self, target, pool, samples, allowed):
+        ins = self.insta._score(target, pool, samples, allowed)
+        _, inst = self.index.query(pool, samples, allowed)
+        zi, zs = _zscores(ins.score, allowed), _zscores(inst, allowed)
+        combined = np.where(allowed, (1 - self.weight) * zi + self.weight * zs, -np.inf)
+
+        def why(i: int) -> dict[str, Any]:
+            return {**(ins.why(i) if ins.why else {}), "instruction_score": float(ins.score[i]),
+                    "instance_score": round(float(inst[i]), 4), "z_instruction": round(float(zi[i]), 3),
+                    "z_instance": round(float(zs[i]), 3)}
+
+        return Scores(combined, np.asarray(ins.score, dtype=np.float64), "instruction score", why,
+                      {**ins.info, "weight": self.weight})
+
+
+# ---------------------------------------------------------------- lexical
 
 _WORD = re.compile(r"[a-z0-9]+")
 
@@ -448,7 +532,7 @@ def _bm25_tokens(text: str) -> list[str]:
 
 
 class LexicalMethod(SelectionMethod):
-    """A lexical instruction baseline: BM25 Okapi (``rank-bm25``; k1 = 1.5, b = 0.75) with each source task's
+    """A lexical instruction baseline: BM25 Okapi (``rank-bm25``; k1 = 1.5, b = 0.75) with each candidate task's
     instructions as one document and the target's instructions as the query (lowercased word tokens)."""
 
     name = "lexical"
@@ -470,14 +554,25 @@ class LexicalMethod(SelectionMethod):
             except ImportError as err:
                 raise InstaError("the lexical baseline needs rank-bm25: pip install 'insta[experiment]'") from err
             docs = [_bm25_tokens(" ".join(t.instructions)) or ["<empty>"] for t in pool]
-            self._cache.clear()
-            self._cache[key] = BM25Okapi(docs, k1=self.k1, b=self.b)
+            self._cache = {key: (BM25Okapi(docs, k1=self.k1, b=self.b), [set(d) for d in docs])}
         return self._cache[key]
 
-    def _score(self, target, pool, samples):
+    def _score(self, target, pool, samples, allowed):
+        cand = _candidates(pool, allowed)  # the statistics (idf, lengths) are the candidates' only
+        bm25, docs = self._index(cand)
         query = _bm25_tokens(" ".join(target.instructions))
-        scores = self._index(pool).get_scores(query) if query else np.zeros(len(pool))
-        return {tid: (float(s), {}) for tid, s in zip(pool.ids, scores)}
+        cand_scores = bm25.get_scores(query) if query else np.zeros(len(cand))
+        score = np.full(len(pool), -np.inf)
+        where = np.flatnonzero(allowed)
+        score[where] = cand_scores
+        qset = set(query)
+
+        def why(i: int) -> dict[str, Any]:
+            shared = qset & docs[int(np.searchsorted(where, i))]
+            terms = sorted(shared, key=lambda w: (-bm25.idf.get(w, 0.0), w))[:8]
+            return {"bm25": round(float(score[i]), 4), "shared_words": terms}
+
+        return Scores(score, why=why)
 
 
 # ---------------------------------------------------------------- DSIR
@@ -485,21 +580,45 @@ class LexicalMethod(SelectionMethod):
 _WORDPUNCT = re.compile(r"\w+|[^\w\s]+")  # nltk's WordPunctTokenizer pattern
 
 
+@lru_cache(maxsize=1 << 20)
 def _hash_bucket(text: str, num_buckets: int) -> int:
     return int(hashlib.sha256(text.encode("utf-8")).hexdigest(), 16) % num_buckets
 
 
-def ngram_counts_builtin(text: str, n: int = 2, num_buckets: int = 10000) -> np.ndarray:
-    """Hashed n-gram counts exactly as ``data_selection.hashed_ngram_dsir.get_ngram_counts`` computes them
+def ngram_buckets(text: str, n: int = 2, num_buckets: int = 10000) -> list[int]:
+    """The hashed n-gram bucket of every n-gram occurrence of ``text``, as ``data_selection`` computes them
     (lowercase, WordPunct tokens, unigrams .. n-grams joined by a space, SHA-256 mod ``num_buckets``)."""
     words = _WORDPUNCT.findall(text.lower())
-    counts = np.zeros(num_buckets, dtype=np.int64)
-    for w in words:
-        counts[_hash_bucket(w, num_buckets)] += 1
+    out = [_hash_bucket(w, num_buckets) for w in words]
     for m in range(2, n + 1):
-        for i in range(len(words) - m + 1):
-            counts[_hash_bucket(" ".join(words[i:i + m]), num_buckets)] += 1
-    return counts
+        out += [_hash_bucket(" ".join(words[i:i + m]), num_buckets) for i in range(len(words) - m + 1)]
+    return out
+
+
+def ngram_counts_builtin(text: str, n: int = 2, num_buckets: int = 10000) -> np.ndarray:
+    """Hashed n-gram counts exactly as ``data_selection.hashed_ngram_dsir.get_ngram_counts`` computes them."""
+    return np.bincount(np.asarray(ngram_buckets(text, n, num_buckets), dtype=np.int64),
+                       minlength=num_buckets).astype(np.int64)
+
+
+def ngram_features(texts: Sequence[str], n: int = 2, num_buckets: int = 10000):
+    """Hashed n-gram counts of ``texts`` as a sparse ``scipy.sparse.csr_matrix`` (texts x buckets, float64):
+    :func:`ngram_counts_builtin` row by row, without the dense texts x buckets matrix."""
+    from array import array
+
+    try:
+        from scipy import sparse
+    except ImportError as err:  # pragma: no cover - scipy comes with the experiment extra
+        raise InstaError("DSIR needs scipy: pip install 'insta[experiment]'") from err
+    indices = array("i")
+    indptr = np.zeros(len(texts) + 1, dtype=np.int64)
+    for r, t in enumerate(texts):
+        indices.extend(ngram_buckets(t, n, num_buckets))
+        indptr[r + 1] = len(indices)
+    idx = np.frombuffer(indices, dtype=np.int32) if len(indices) else np.zeros(0, dtype=np.int32)
+    mat = sparse.csr_matrix((np.ones(len(idx)), idx, indptr), shape=(len(texts), num_buckets))
+    mat.sum_duplicates()
+    return mat
 
 
 def dsir_featurizer(prefer_package: bool = True) -> tuple[Callable[[str, int, int], np.ndarray], str]:
@@ -518,9 +637,10 @@ def dsir_featurizer(prefer_package: bool = True) -> tuple[Callable[[str, int, in
 class DSIRMethod(SelectionMethod):
     """DSIR (Xie et al. 2023, "Data Selection for Language Models via Importance Resampling") lifted to tasks.
 
-    Features: hashed unigrams + bigrams (``num_buckets`` buckets; the ``data-selection`` package's featurizer).
-    A bag-of-n-grams model is fitted on the unlabelled target instances (p_target) and on the whole source
-    library (p_raw, ``library_size`` instances per pool task); an instance's log importance weight is
+    Features: hashed unigrams + bigrams (``num_buckets`` buckets; the ``data-selection`` package's featurizer,
+    computed by insta's sparse copy :func:`ngram_features`, identical counts). A bag-of-n-grams model is fitted
+    on the unlabelled target instances (p_target) and on the candidates' library (p_raw, ``library_size``
+    instances per candidate task); an instance's log importance weight is
     ``sum_j count_j(x) * (log p_target_j - log p_raw_j)`` (1e-8 smoothing, as in the package). A task's score:
 
     * ``per-ngram`` (default): the summed weight of its library instances divided by their n-gram count, i.e. the
@@ -529,8 +649,8 @@ class DSIRMethod(SelectionMethod):
       first for every target; DSIR itself guards against that with a minimum length (100 words) when it
       resamples, which would drop most BIG-bench instances.
     * ``mean``: the mean raw weight of its instances (length-biased, see above).
-    * ``topk-share``: the share of its instances among the top ``k * library_size`` pool instances by raw weight
-      (DSIR's deterministic top-k resampling, counted per task).
+    * ``topk-share``: the share of its instances among the top ``k * library_size`` candidate instances by raw
+      weight (DSIR's deterministic top-k resampling, counted per task); ties by the mean raw weight.
     """
 
     name = "dsir"
@@ -546,7 +666,7 @@ class DSIRMethod(SelectionMethod):
         if aggregation not in ("per-ngram", "mean", "topk-share"):
             raise InstaError(f"dsir: unknown aggregation {aggregation!r} (per-ngram, mean or topk-share)")
         self.aggregation = aggregation
-        self._feat, self.featurizer_source = dsir_featurizer()
+        _, self.featurizer_source = dsir_featurizer()
         self._cache: dict[tuple, tuple] = {}
         self._k = 5
 
@@ -555,76 +675,81 @@ class DSIRMethod(SelectionMethod):
                 "library_seed": self.library_seed, "aggregation": self.aggregation,
                 "featurizer": self.featurizer_source, "text": "instance input (with its answer options)"}
 
-    def _features(self, texts: Sequence[str]) -> np.ndarray:
-        out = np.zeros((len(texts), self.num_buckets), dtype=np.float64)
-        for i, t in enumerate(texts):
-            out[i] = self._feat(t, self.ngrams, self.num_buckets)
-        return out
-
-    def _raw(self, pool: Catalog):
-        key = tuple(pool.ids)
+    def _library(self, pool: Catalog):
+        key = _pool_key(pool)
         if key not in self._cache:
             texts, owner = library_texts(pool, self.library_size, self.library_seed, lambda ex: ex.input[:4000])
             if not texts:
                 raise InstaError("dsir: no pool task has instances")
-            feats = self._features(texts)
-            raw = feats.sum(axis=0)
-            raw_probs = raw / raw.sum()
-            self._cache.clear()
-            self._cache[key] = (np.asarray(owner), feats, raw_probs)
+            feats = ngram_features(texts, self.ngrams, self.num_buckets)
+            self._cache = {key: (np.asarray(owner, dtype=np.int64), feats, np.asarray(feats.sum(axis=1)).ravel())}
         return self._cache[key]
 
-    def select(self, target, pool, k, **kw):
-        self._k = k
+    def select(self, target, pool, k=None, **kw):
+        kk = parse_k(k, self.default_k or 5)
+        self._k = kk if isinstance(kk, int) else 5
         return super().select(target, pool, k, **kw)
 
-    def _score(self, target, pool, samples):
-        owner, feats, raw_probs = self._raw(pool)
-        tfeat = self._features([s.input[:4000] if isinstance(s, Example) else str(s) for s in samples]).sum(axis=0)
+    def _score(self, target, pool, samples, allowed):
+        owner, feats, lengths = self._library(pool)
+        rows_ok = np.asarray(allowed, dtype=bool)[owner]
+        if not rows_ok.any():
+            raise InstaError("dsir: no candidate task has instances")
+        texts = [s.input[:4000] if isinstance(s, Example) else str(s) for s in samples]
+        tfeat = np.asarray(ngram_features(texts, self.ngrams, self.num_buckets).sum(axis=0)).ravel()
         if tfeat.sum() == 0:
             raise InstaError(f"dsir: the target samples of {target.id!r} hold no n-gram")
-        target_probs = tfeat / tfeat.sum()
+        raw = np.asarray(feats.T @ rows_ok.astype(np.float64)).ravel()  # the candidates' library only
+        target_probs, raw_probs = tfeat / tfeat.sum(), raw / raw.sum()
         log_diff = np.log(target_probs + 1e-8) - np.log(raw_probs + 1e-8)
-        weights = feats @ log_diff
+        weights = np.asarray(feats @ log_diff).ravel()
         n_tasks = len(pool)
-        sums = np.bincount(owner, weights=weights, minlength=n_tasks)
-        counts = np.bincount(owner, minlength=n_tasks)
+        w_ok = np.where(rows_ok, weights, 0.0)
+        sums = np.bincount(owner, weights=w_ok, minlength=n_tasks)
+        counts = np.bincount(owner, weights=rows_ok.astype(float), minlength=n_tasks)
         mean = np.where(counts > 0, sums / np.maximum(counts, 1), -np.inf)
-        ngrams = np.bincount(owner, weights=feats.sum(axis=1), minlength=n_tasks)
+        ngrams = np.bincount(owner, weights=np.where(rows_ok, lengths, 0.0), minlength=n_tasks)
         per_ngram = np.where(ngrams > 0, sums / np.maximum(ngrams, 1), -np.inf)
-        top_m = min(len(weights), self._k * self.library_size)
-        top = np.argsort(-weights, kind="stable")[:top_m]
+        ok_rows = np.flatnonzero(rows_ok)
+        top_m = min(len(ok_rows), self._k * self.library_size)
+        top = ok_rows[np.argsort(-weights[ok_rows], kind="stable")[:top_m]]
         share = np.bincount(owner[top], minlength=n_tasks) / max(1, top_m)
+        secondary, name = None, None
         if self.aggregation == "per-ngram":
             score = per_ngram
         elif self.aggregation == "mean":
             score = mean
-        else:  # share first, mean weight breaks ties
-            finite = np.where(np.isfinite(mean), mean, 0.0)
-            span = (np.abs(finite).max() or 1.0) * 2
-            score = share + (finite / span + 0.5) / (top_m + 1)
-        return {tid: (float(score[i]), {"mean_log_weight": round(float(mean[i]), 3),
-                                        "log_weight_per_ngram": round(float(per_ngram[i]), 4),
-                                        "topk_share": round(float(share[i]), 4), "n_instances": int(counts[i])})
-                for i, tid in enumerate(pool.ids)}
+        else:
+            score, secondary, name = share, mean, "mean log weight"
+
+        def why(i: int) -> dict[str, Any]:
+            return {"mean_log_weight": round(float(mean[i]), 3), "log_weight_per_ngram": round(float(per_ngram[i]), 4),
+                    "topk_share": round(float(share[i]), 4), "n_instances": int(counts[i])}
+
+        return Scores(score, secondary, name, why, {"n_library_instances": int(rows_ok.sum())})
 
 
 # ---------------------------------------------------------------- registry
 
 METHODS: dict[str, type[SelectionMethod]] = {
     "insta-mean": InstaMethod,
+    "insta-max": InstaMaxMethod,
     "insta-topk-vote": InstaVoteMethod,
     "insta-aligned": InstaAlignedMethod,
+    "insta-format": InstaFormatMethod,
+    "hybrid": HybridMethod,
     "all": AllMethod,
     "random": RandomMethod,
     "roe": RoEMethod,
     "lexical": LexicalMethod,
     "dsir": DSIRMethod,
 }
+#: Methods whose ``encoder`` option defaults to a configuration's shared encoder.
+SHARED_ENCODER_METHODS = tuple(n for n, cls in METHODS.items() if cls.shared_encoder)
 
 
-def make_method(name: str, **options: Any) -> SelectionMethod:
-    """A method by registry name with its options (a clear error for an unknown name or option)."""
+def load_method(name: str, **options: Any) -> SelectionMethod:
+    """A selection method by registry name with its options (a clear error for an unknown name or option)."""
     if name not in METHODS:
         import difflib
 
@@ -635,6 +760,10 @@ def make_method(name: str, **options: Any) -> SelectionMethod:
         return METHODS[name](**options)
     except TypeError as err:
         raise InstaError(f"method {name!r}: bad options ({err})") from None
+
+
+#: The name of earlier versions.
+make_method = load_method
 
 
 def allocate_budget(task_ids: Sequence[str], n_total: int, seed: int = 0) -> dict[str, int]:
@@ -656,6 +785,8 @@ def allocate_budget(task_ids: Sequence[str], n_total: int, seed: int = 0) -> dic
 
 
 __all__ = [
-    "CONSUMPTIONS", "METHODS", "MethodResult", "RankedTask", "SelectionMethod", "allocate_budget", "dsir_featurizer",
-    "get_encoder", "instance_text", "make_method", "ngram_counts_builtin", "relatives", "source_library",
+    "CONSUMPTIONS", "METHODS", "MethodResult", "SHARED_ENCODER_METHODS", "Selection", "SelectionMethod",
+    "TaskScore", "allocate_budget", "dsir_featurizer", "get_encoder", "instance_text", "load_method", "make_method",
+    "ngram_counts_builtin", "ngram_features", "read_target_examples", "relatives", "source_library",
+    "unlabelled_samples",
 ]

@@ -1,4 +1,4 @@
-"""``insta select``: rank the source tasks of a catalog for a target, from instructions alone."""
+"""``insta select``: rank the source tasks of a catalog for a target with any selection method (INSTA by default)."""
 from __future__ import annotations
 
 import argparse
@@ -8,8 +8,10 @@ import time
 def add_parser(sub) -> None:
     p = sub.add_parser(
         "select",
-        help="rank source tasks for a target by instruction similarity (INSTA)",
-        description="Score every source task of a catalog against the target's instruction(s) and print the top k.",
+        help="rank source tasks for a target (INSTA by default; any selection method with --method)",
+        description="Score every source task of a catalog against the target and print the top k, with the why "
+                    "of each pick. Methods: insta-mean (default), insta-max, insta-topk-vote, insta-aligned, "
+                    "insta-format, hybrid, lexical, roe, dsir, random, all.",
     )
     from ._common import add_catalog_args, add_output_args, positive_int
 
@@ -20,9 +22,27 @@ def add_parser(sub) -> None:
     tgt.add_argument("--task", "-t", help="a catalog task id as target (it and its family are excluded)")
     tgt.add_argument("--target-catalog", help="catalog holding --task if not the source catalog (e.g. bbh)")
     tgt.add_argument("--n-target-instructions", type=positive_int, default=None, help="use only the first N target instructions")
-    p.add_argument("-k", type=positive_int, default=5, help="how many tasks to select (default 5)")
-    p.add_argument("--aggregation", "-a", default="mean", choices=["mean", "max", "topk-vote"])
-    p.add_argument("--encoder", "-e", default=None, help="sentence-transformers model dir or id (default all-MiniLM-L6-v2)")
+    m = p.add_argument_group("method")
+    m.add_argument("--method", "-m", default=None,
+                   help="selection method (default insta-mean; -a picks insta-max / insta-topk-vote)")
+    m.add_argument("--aggregation", "-a", default=None, choices=["mean", "max", "topk-vote"],
+                   help="INSTA aggregation (default: the method's)")
+    m.add_argument("--encoder", "-e", default=None,
+                   help="sentence-transformers model dir or id for INSTA / RoE / hybrid (default all-MiniLM-L6-v2; "
+                        "'hashing' is a dependency-free bag-of-words stand-in)")
+    m.add_argument("--option", "-o", action="append", default=[], metavar="KEY=VALUE",
+                   help="a method option, e.g. -o weight=0.3 (hybrid), -o format_aware=true, -o library_size=50")
+    m.add_argument("--target-examples", metavar="FILE", help="unlabelled target inputs for roe / dsir / hybrid: "
+                   "JSONL with 'input' (and 'options'), or one input per line (default with --task: its own examples)")
+    m.add_argument("--n-target-examples", type=positive_int, default=32, help="how many target inputs to use (32)")
+    p.add_argument("-k", default="5", help="how many tasks to select: a number (default 5), or a rule that reads k "
+                   "off the scores: gap (largest score drop), elbow (knee of the score curve), threshold (z SD above "
+                   "the mean)")
+    p.add_argument("--k-min", type=positive_int, default=1, help="lower bound of a k rule (1)")
+    p.add_argument("--k-max", type=positive_int, default=None, help="upper bound of a k rule (20, or the pool if smaller)")
+    p.add_argument("--z", type=float, default=1.0, help="threshold rule: standard deviations above the mean (1.0)")
+    p.add_argument("--ties", choices=["first", "include"], default="first",
+                   help="when k cuts a tie group: keep exactly k (first, default) or take the whole group (include)")
     p.add_argument("--exclude", action="append", default=[], help="task id to leave out (repeatable)")
     p.add_argument("--exclude-family", action="append", default=[], help="task family to leave out (repeatable)")
     p.add_argument("--no-cache", action="store_true", help="do not read or write the embedding cache")
@@ -31,9 +51,9 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..encoder import Encoder
     from ..errors import InstaError
-    from ..selection import Selector, target_from_task
+    from ..methods import METHODS, load_method, read_target_examples, unlabelled_samples
+    from ..selection import KRule, parse_k, with_instructions
     from ._common import check_exclusions, check_output_files, open_catalog, read_lines_file, write_json
 
     t0 = time.perf_counter()
@@ -44,26 +64,48 @@ def run(args: argparse.Namespace) -> int:
     full = open_catalog(args)
     check_exclusions(full, args.exclude, args.exclude_family)
     pool = full.subset(full.pool(args.pool)) if args.pool else full
-    exclude, families, info = list(args.exclude), list(args.exclude_family), {}
+    k = parse_k(args.k)
+    if isinstance(k, KRule):
+        k = KRule(k.rule, k_min=args.k_min, k_max=args.k_max, z=args.z)
+    name, options = method_and_options(args)
     if args.task:
-        tcat = open_catalog(args, args.target_catalog) if args.target_catalog else full
-        instructions, info, ex_ids, ex_fams = target_from_task(tcat.get(args.task))
-        exclude += ex_ids
-        families += ex_fams
+        target = (open_catalog(args, args.target_catalog) if args.target_catalog else full).get(args.task)
     elif args.instructions_file:
-        instructions = read_lines_file(args.instructions_file)
-        info = {"file": args.instructions_file}
+        target = read_lines_file(args.instructions_file)
     else:
-        instructions = args.instruction
+        target = list(args.instruction)
     if args.n_target_instructions is not None:
-        instructions = instructions[: args.n_target_instructions]
-    encoder = Encoder(args.encoder, cache=not args.no_cache, show_progress=not args.quiet)  # cold encoding: a bar
-    selector = Selector(pool, encoder, aggregation=args.aggregation)
-    result = selector.select(instructions, args.k, exclude=exclude, exclude_families=families, target=info)
-    result.config.update(
-        {"data_dir": args.data_dir, "pool": args.pool, "catalog": args.catalog, "seconds": round(time.perf_counter() - t0, 3),
-         "n_encoded": encoder.n_encoded}
-    )
+        target = with_instructions(target, args.n_target_instructions) if args.task else \
+            target[: args.n_target_instructions]
+    encoder = None
+    takes_encoder = "encoder" in _accepted(METHODS[name]) if name in METHODS else False
+    if takes_encoder and name != "insta-aligned" and "encoder" not in options:
+        if args.encoder and args.encoder.startswith("hashing"):
+            from ..methods import get_encoder
+
+            encoder = get_encoder(args.encoder)  # the dependency-free test encoder ("hashing", "hashing-256")
+        else:
+            from ..encoder import Encoder
+
+            # an object: --no-cache and n_encoded apply; cold encoding shows a bar
+            encoder = Encoder(args.encoder, cache=not args.no_cache, show_progress=not args.quiet)
+        options["encoder"] = encoder
+    elif args.encoder:
+        options.setdefault("encoder", args.encoder)  # insta-aligned (its directory's fingerprint is its identity)
+    method = load_method(name, **options)
+    samples = None
+    if "target_samples" in method.consumes:
+        if args.target_examples:
+            samples = read_target_examples(args.target_examples, limit=args.n_target_examples)
+        elif args.task:
+            samples = unlabelled_samples(target, args.n_target_examples)
+    result = method.select(target, pool, k, target_samples=samples, exclude=args.exclude,
+                           exclude_families=args.exclude_family, ties=args.ties,
+                           target_info={"file": args.instructions_file} if args.instructions_file else None)
+    result.config.update({"data_dir": args.data_dir, "pool": args.pool, "catalog": args.catalog,
+                          "seconds": round(time.perf_counter() - t0, 3)})
+    if encoder is not None:
+        result.config["n_encoded"] = encoder.n_encoded
     if args.json_out:
         write_json(args.json_out, result.to_dict())
     if not args.quiet and args.json_out != "-":
@@ -71,34 +113,110 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _accepted(cls) -> set[str]:
+    """The keyword options a method class (and its bases) accepts."""
+    import inspect
+
+    return {p for c in cls.__mro__ if "__init__" in vars(c) for p in inspect.signature(c.__init__).parameters}
+
+
+def method_and_options(args: argparse.Namespace) -> tuple[str, dict]:
+    """The method name and its options from ``--method``, ``-a``, ``--encoder`` and ``-o KEY=VALUE``."""
+    import yaml
+
+    from ..errors import InstaError
+
+    by_aggregation = {"mean": "insta-mean", "max": "insta-max", "topk-vote": "insta-topk-vote", None: "insta-mean"}
+    name = args.method or by_aggregation[args.aggregation]
+    options: dict = {}
+    if args.method and args.aggregation:
+        options["aggregation"] = args.aggregation
+    for item in args.option:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise InstaError(f"--option takes KEY=VALUE (got {item!r})")
+        try:
+            options[key.strip().replace("-", "_")] = yaml.safe_load(value) if value.strip() else None
+        except yaml.YAMLError:
+            options[key.strip().replace("-", "_")] = value
+    return name, options
+
+
+def why_text(s, n_samples: int | None = None) -> str:
+    """One cell of the 'why' column: the evidence of a pick, whatever the method."""
+    w = s.why
+    lines = []
+    if "best_source_instruction" in w:
+        lines.append(f"{_short(w['best_target_instruction'])}\n~ {_short(w['best_source_instruction'])}  "
+                     f"({w['best_pair_cosine']:.3f})")
+    if "z_instance" in w:
+        lines.append(f"instructions z {w['z_instruction']:+.2f}, target inputs z {w['z_instance']:+.2f} "
+                     f"(mean best cosine {w['instance_score']:.3f})")
+    elif "votes" in w:
+        lines.append(f"nearest source instance of {w['votes']}{'/' + str(n_samples) if n_samples else ''} target "
+                     f"inputs; mean best cosine {w['mean_best_cosine']:.3f}")
+    if "log_weight_per_ngram" in w:
+        lines.append(f"log importance weight per n-gram {w['log_weight_per_ngram']:.4f} (mean per instance "
+                     f"{w['mean_log_weight']:.2f}, {w['n_instances']} instances)")
+    if "bm25" in w:
+        lines.append(f"BM25 {w['bm25']:.2f}; shared words: {', '.join(w['shared_words']) or 'none'}")
+    if "reason" in w:
+        lines.append(str(w["reason"]))
+    return "\n".join(lines)
+
+
 def print_selection(result) -> None:
-    """A rich table: rank, task, score and the best-matching pair of instructions."""
+    """A rich table: rank, task, score, tie group and the why of each pick; then ties, k and exclusions."""
     from rich.console import Console
     from rich.table import Table
 
     from ..textsafe import safe_markup as esc
 
     cfg = result.config
+    detail = [cfg.get("aggregation"), (cfg.get("encoder") or {}).get("name") if isinstance(cfg.get("encoder"), dict)
+              else None]
     title = esc(
-        f"top {len(result.selected)} of {cfg['n_pool_tasks']} tasks in {cfg['catalog']}"
-        f"{' / ' + cfg['pool'] if cfg.get('pool') else ''} ({cfg['aggregation']}, {cfg['encoder']['name']})",
+        f"top {len(result.selected)} of {result.n_pool} tasks in {cfg.get('catalog')}"
+        f"{' / ' + cfg['pool'] if cfg.get('pool') else ''} ({result.method}"
+        f"{': ' + ', '.join(d for d in detail if d) if any(detail) else ''})",
         newlines=False,
     )
     table = Table(title=title, show_lines=True)
     table.add_column("#", justify="right")
     table.add_column("task", style="bold")
     table.add_column("score", justify="right")
-    table.add_column("why: best-matching target instruction ~ source instruction (cosine)")
+    tied = any(s.tie_group for s in result.selected)
+    if tied:
+        table.add_column("tie", justify="right")
+    head = ("why: best-matching target instruction ~ source instruction (cosine)" if result.method.startswith("insta")
+            else "why")
+    table.add_column(head)
+    n_samples = result.target.get("n_samples")
     for s in result.selected:
-        why = f"{_short(s.best_target_instruction)}\n~ {_short(s.best_source_instruction)}  ({s.best_pair_cosine:.3f})"
-        table.add_row(str(s.rank), esc(s.task, newlines=False), f"{s.score:.4f}", esc(why))
+        row = [str(s.rank), esc(s.task, newlines=False), f"{s.score:.4f}"]
+        if tied:
+            row.append(f"={s.tie_group}" if s.tie_group else "")
+        table.add_row(*row, esc(why_text(s, n_samples)))
     console = Console()
     console.print(table)
+    kc = result.k_choice
+    if kc.get("rule") not in (None, "fixed", "all"):
+        console.print(esc(f"k = {kc['k']} ({kc['rule']}): {kc.get('why', '')}", newlines=False))
+    if kc.get("extended_for_tie"):
+        e = kc["extended_for_tie"]
+        console.print(f"k extended from {e['from']} to {e['to']} to keep a tie group whole (--ties include)")
+    for g in result.ties:
+        left = [t for t in g["tasks"] if t not in g["selected"]]
+        console.print(esc(
+            f"tie group ={g['group']} (score {g['score']:.4f}, the method cannot tell these apart): "
+            f"{', '.join(g['tasks'][:8])}{' ...' if len(g['tasks']) > 8 else ''}"
+            + (f"; not selected: {', '.join(left[:5])}{' ...' if len(left) > 5 else ''} (--ties include takes the "
+               "whole group)" if left else ""), newlines=False))
     if result.excluded:
         console.print(f"excluded (target and relatives): {esc(', '.join(result.excluded[:10]), newlines=False)}"
                       f"{' ...' if len(result.excluded) > 10 else ''}")
 
 
 def _short(text: str, n: int = 110) -> str:
-    text = " ".join(text.split())
+    text = " ".join(str(text).split())
     return text if len(text) <= n else text[: n - 1] + "…"

@@ -6,11 +6,11 @@ examples when the matrix says which those were); ``random`` and ``all`` read not
 """
 from __future__ import annotations
 
-import hashlib
 from typing import Any, Callable, Sequence
 
 from ..catalogs.base import Catalog
 from ..errors import InstaError
+from ..methods import unlabelled_samples  # noqa: F401  (was defined here)
 from ..records import Example, Task
 from .cells import METRICS, PRIMARY
 from .matrix import TransferMatrix, reliability
@@ -44,23 +44,12 @@ def aligned_methods(encoder: str) -> list[tuple[str, str, dict[str, Any]]]:
             ("insta-aligned-topk-vote", "insta-aligned", {"encoder": encoder, "aggregation": "topk-vote"})]
 
 
-def _key(*parts: Any) -> str:
-    return hashlib.sha256(":".join(map(str, parts)).encode()).hexdigest()
-
-
-def unlabelled_samples(task: Task, n: int, avoid: set[str], seed: int = 0) -> list[Example]:
-    """``n`` unlabelled target inputs in a stable seeded order, none of them an evaluation example."""
-    pool = [ex for ex in task.iter_examples() if ex.id not in avoid]
-    pool.sort(key=lambda ex: _key("samples", seed, ex.id))
-    return [Example(id=ex.id, input=ex.input, references=[], options=list(ex.options) if ex.options else None,
-                    label=None, provenance={"task": task.id}) for ex in pool[:n]]
-
-
 def method_scores(method: Any, target: Task, pool: Catalog, samples: Sequence[Example]) -> dict[str, float]:
-    """Scores that reproduce the method's own ranking of the whole pool, equal only where it sees a true tie.
+    """Scores that reproduce the method's own ranking of the whole pool, equal only within a tie group.
 
-    Methods break score ties with a finer signal (INSTA: mean cosine); that signal is kept, the task-id
-    fallback is not, so sources the method cannot tell apart stay tied (scored as a random order).
+    A method ranks by its score, then by its secondary signal (INSTA: mean or best-pair cosine); tasks equal on
+    both form a tie group (:class:`insta.selection.Selection`), which it orders by a fixed rule, not by
+    relevance: they stay tied here (scored as a random order).
     """
     from ..methods import relatives
 
@@ -68,10 +57,14 @@ def method_scores(method: Any, target: Task, pool: Catalog, samples: Sequence[Ex
     if n < 2:
         return {}
     res = method.select(target, pool, n, target_samples=list(samples))
-    keys = {r.task: (r.score, float((r.detail or {}).get("mean_cosine", 0.0))) for r in res.ranked}
-    distinct = sorted(set(keys.values()), reverse=True)
-    rank = {v: i for i, v in enumerate(distinct)}
-    return {t: float(-rank[v]) for t, v in keys.items()}
+    out: dict[str, float] = {}
+    rank, prev = -1, None
+    for s in res.selected:
+        if not (s.tie_group and s.tie_group == prev):
+            rank += 1
+        prev = s.tie_group
+        out[s.task] = float(-rank)
+    return out
 
 
 def evaluate_methods_on_matrix(
