@@ -104,14 +104,47 @@ def test_task_unit_separates_subtasks(tasks):
     assert task["n_units"] == fam["n_units"] + 1
 
 
-def test_ambiguous_queries_are_dropped_and_counted():
-    cat = Catalog("c", [Task("a", ["shared text here", "alpha one"], "c"), Task("b", ["shared text here", "beta two"], "c"),
+class FixedEncoder:
+    """Each known text -> a fixed unit vector."""
+
+    def __init__(self, table):
+        self.table = {k: np.asarray(v, dtype=np.float32) / np.linalg.norm(v) for k, v in table.items()}
+
+    def encode(self, texts):
+        return np.stack([self.table[t] for t in texts])
+
+    def describe(self):
+        return {"name": "fixed"}
+
+
+def test_ambiguous_queries_count_by_default_and_the_unambiguous_view_is_a_second_figure():
+    """A query whose text is also another unit's instruction is asked (tied with that unit, or beaten by its
+    copy there: a miss); the summary's 'unambiguous' part leaves it out; drop_ambiguous gives the filtered set."""
+    enc = FixedEncoder({
+        "shared": [1, 0, 0, 0, 0],
+        "alpha one": [0.8, 0.6, 0, 0, 0], "alpha two": [0.8, 0.59, 0.05, 0, 0],
+        "beta two": [0.8, 0, 0.6, 0, 0], "beta three": [0.8, 0.05, 0.59, 0, 0],
+        "gamma three": [0, 0, 0, 1, 0], "delta four": [0, 0, 0, 0.99, 0.1],
+    })
+    cat = Catalog("c", [Task("a", ["shared", "alpha one", "alpha two"], "c"),
+                        Task("b", ["shared", "beta two", "beta three"], "c"),
                         Task("c", ["gamma three", "delta four"], "c")])
     units = catalog_units(cat)
     queries, counts = make_queries(cat, units)
-    assert counts["n_ambiguous_dropped"] == 2 and all(q.text != "shared text here" for q in queries)
-    kept, counts = make_queries(cat, units, drop_ambiguous=False)
-    assert counts["n_ambiguous_dropped"] == 0 and len(kept) == 6
+    assert len(queries) == 8 and counts["n_ambiguous"] == 2 and counts["n_ambiguous_dropped"] == 0
+    assert {q.text for q in queries if q.ambiguous} == {"shared"}
+    kept, counts = make_queries(cat, units, drop_ambiguous=True)
+    assert counts["n_ambiguous_dropped"] == 2 and len(kept) == 6
+    result = evaluate_identification(cat, [enc])
+    assert result["n_queries"] == 8 and result["n_ambiguous"] == 2
+    for agg in ("mean", "max", "topk-vote"):
+        s = result["groups"]["all"]["by_encoder"]["fixed"][agg]
+        assert s["top1"] == pytest.approx(6 / 8), agg  # both "shared" queries miss: the other unit holds the text
+        assert s["unambiguous"]["top1"] == 1.0 and s["unambiguous"]["n_queries"] == 6
+    md = format_markdown(result)
+    assert "fixed top-1 unambiguous" in md.splitlines()[0] and "2 ambiguous" in md
+    filtered = evaluate_identification(cat, [enc], drop_ambiguous=True)
+    assert filtered["n_queries"] == 6 and filtered["groups"]["all"]["by_encoder"]["fixed"]["max"]["top1"] == 1.0
 
 
 def test_queries_exclude_what_alignment_saw_and_are_grouped(tasks):

@@ -2,21 +2,21 @@
 
 For every query (an instruction of a unit that has at least two distinct instructions), the unit's other
 instructions and every other unit of the catalog are scored against the query exactly as INSTA scores source
-tasks against a target (:mod:`insta.selection`: ``mean`` / ``max`` / ``topk-vote`` over cosine similarities),
-with the query text itself removed. Top-1 = the query's own unit ranks first; top-5 = among the first five.
-Ties count against the query (a unit tied with the right one is ranked above it).
+tasks against a target: the instructions are embedded by :class:`insta.selection.Selector` and aggregated by
+:func:`insta.selection.aggregate` (``mean`` / ``max`` / ``topk-vote``), with the query text itself masked out.
+Top-1 = the query's own unit ranks first; top-5 = among the first five. Ties count against the query (a unit
+tied with the right one is ranked above it).
 
 A unit is a task family by default (a P3 dataset; a BIG-bench parent with all its subtasks, which often share
-one description), or a task id. Queries whose exact text also belongs to another unit cannot be told apart by
-any encoder and are dropped by default (counted in the result).
+one description), or a task id. A query whose exact text also belongs to another unit (P3's NLI datasets share
+their templates word for word) is **ambiguous**: no encoder can tell its units apart, so its own unit at best
+ties and it counts as a miss. Ambiguous queries are asked by default; every summary also reports the
+unambiguous queries alone (``unambiguous``), and ``drop_ambiguous=True`` leaves them out entirely.
 
 With aligned encoders (``insta align`` output), only instructions that alignment never saw are queries, and
 they are reported by group: ``heldout`` (the unit was trained on, this instruction was held out), ``excluded``
 (an evaluation target kept out of alignment), ``unseen`` (a unit outside the alignment data, e.g. another
 catalog), and ``all``.
-
-Everything is vectorised: the catalog's instructions are embedded once, then one (queries x instructions)
-cosine matrix is aggregated per unit.
 """
 from __future__ import annotations
 
@@ -31,12 +31,10 @@ import numpy as np
 from .align_data import catalog_units
 from .catalogs.base import Catalog
 from .errors import InstaError
-from .selection import AGGREGATIONS, topk_vote_weights
+from .records import Task
+from .selection import AGGREGATIONS, TIE_TOLERANCE, Selector, _close, aggregate  # noqa: F401
 
 GROUPS = ("all", "heldout", "excluded", "unseen", "mixed")
-#: Scores this close (relative) count as a tie, and ties count against the query: float noise in the cosine
-#: matrix must not decide a rank.
-TIE_TOLERANCE = 1e-6
 
 
 @dataclass
@@ -44,6 +42,7 @@ class Query:
     unit: str
     text: str
     group: str = "all"
+    ambiguous: bool = False  # its exact text is an instruction of another unit too
 
 
 def leave_one_out_ranks(
@@ -57,7 +56,8 @@ def leave_one_out_ranks(
     """Rank (1 = best) of each query's own unit, per aggregation, with the query's own text masked out.
 
     ``units`` maps a unit to its instructions (the candidates); every query's text must be one of its unit's
-    instructions. ``embeddings`` (optional) are the normalised vectors of the flattened instructions, in order.
+    instructions. ``embeddings`` (optional) are the normalised vectors of the flattened instructions, in order;
+    otherwise the instructions are embedded by a :class:`~insta.selection.Selector` over the units.
     """
     for agg in aggregations:
         if agg not in AGGREGATIONS:
@@ -70,8 +70,7 @@ def leave_one_out_ranks(
             owner.append(ui)
     if not texts:
         raise InstaError("no instructions to evaluate against")
-    owner_arr = np.asarray(owner)
-    n_units = len(names)
+    owner_arr = np.asarray(owner, dtype=np.int64)
     pos = {(names[o], t): i for i, (o, t) in enumerate(zip(owner, texts))}
     qcols = []
     for q in queries:
@@ -86,46 +85,17 @@ def leave_one_out_ranks(
     if not len(queries):
         return out
     if embeddings is None:
-        unique = list(dict.fromkeys(texts))
-        uemb = np.asarray(encoder.encode(unique), dtype=np.float32)
-        uemb /= np.maximum(np.linalg.norm(uemb, axis=1, keepdims=True), 1e-12)
-        where = {t: i for i, t in enumerate(unique)}
-        emb = uemb[[where[t] for t in texts]]
+        selector = Selector(Catalog("units", [Task(u, list(units[u]), "units") for u in names if units[u]]), encoder)
+        emb = selector._encode(texts)
     else:
         emb = np.asarray(embeddings, dtype=np.float32)
     rows = np.arange(len(queries))
-    sim = emb[qcols_arr] @ emb.T  # (Q, N)
-    sizes = np.bincount(owner_arr, minlength=n_units).astype(np.float64)
-    starts = np.flatnonzero(np.r_[True, owner_arr[1:] != owner_arr[:-1]])
-    if len(starts) != n_units:
-        raise InstaError("internal error: units must be contiguous")  # pragma: no cover
+    sim = (emb[qcols_arr] @ emb.T).astype(np.float64)  # (Q, N)
+    sim[rows, qcols_arr] = np.nan  # the held-out text is not a candidate
     for agg in aggregations:
-        if agg == "mean":
-            s = sim.copy()
-            s[rows, qcols_arr] = 0.0
-            onehot = np.zeros((len(texts), n_units), dtype=np.float32)
-            onehot[np.arange(len(texts)), owner_arr] = 1.0
-            sums = s @ onehot
-            counts = np.broadcast_to(sizes, sums.shape).copy()
-            counts[rows, qunits] -= 1
-            scores = np.where(counts > 0, sums / np.maximum(counts, 1), -np.inf)
-        elif agg == "max":
-            s = sim.copy()
-            s[rows, qcols_arr] = -np.inf
-            scores = np.maximum.reduceat(s, starts, axis=1)
-        else:
-            s = sim.copy()
-            s[rows, qcols_arr] = -np.inf
-            depth = min(vote_depth, len(texts) - 1)
-            weights = topk_vote_weights(depth, 1)
-            # stable order on ties: by similarity, then by position (as Selector does)
-            top = np.argsort(-s, axis=1, kind="stable")[:, :depth]
-            scores = np.zeros((len(queries), n_units))
-            np.add.at(scores, (np.repeat(rows, depth), owner_arr[top].ravel()), np.tile(weights, len(queries)))
+        scores = aggregate(sim, owner_arr, len(names), agg, vote_depth, per_row=True)
         own = scores[rows, qunits][:, None]
-        tol = TIE_TOLERANCE * np.maximum(1.0, np.abs(own))
-        with np.errstate(invalid="ignore"):  # -inf - -inf for units with no instruction left
-            beats = (scores > own + tol) | (np.abs(scores - own) <= tol) | (scores == own)
+        beats = (scores > own) | _close(scores, own)
         out[agg] = beats.sum(axis=1)  # every unit at least as good as the own unit, itself included
     return out
 
@@ -159,9 +129,10 @@ def make_queries(
     alignments: Sequence[Mapping[str, Any]] = (),
     *,
     unit: str = "family",
-    drop_ambiguous: bool = True,
+    drop_ambiguous: bool = False,
 ) -> tuple[list[Query], dict[str, int]]:
-    """Queries = every instruction of a unit with >= 2 instructions that no aligned encoder saw, with its group."""
+    """Queries = every instruction of a unit with >= 2 instructions that no aligned encoder saw, with its group
+    and whether it is ambiguous (its text belongs to another unit too; left out with ``drop_ambiguous``)."""
     from .align_data import AlignmentSplit
 
     text_units: dict[str, set[str]] = {}
@@ -182,7 +153,7 @@ def make_queries(
             trained_units.append({_unit_of_id(catalog, t, unit) for ts in split.unit_tasks.values() for t in ts
                                   if t in catalog})
         excluded_units.append({_unit_of_id(catalog, t, unit) for t in split.excluded if t in catalog})
-    counts = {"n_single_instruction_units": 0, "n_seen_dropped": 0, "n_ambiguous_dropped": 0}
+    counts = {"n_single_instruction_units": 0, "n_seen_dropped": 0, "n_ambiguous": 0, "n_ambiguous_dropped": 0}
     queries = []
     for u, texts in units.items():
         if len(texts) < 2:
@@ -192,9 +163,11 @@ def make_queries(
             if t in seen:
                 counts["n_seen_dropped"] += 1
                 continue
-            if drop_ambiguous and len(text_units[t]) > 1:
+            ambiguous = len(text_units[t]) > 1
+            if ambiguous and drop_ambiguous:
                 counts["n_ambiguous_dropped"] += 1
                 continue
+            counts["n_ambiguous"] += ambiguous
             if not alignments:
                 group = "all"
             elif not trained_units:  # aligned on other catalogs only
@@ -207,7 +180,7 @@ def make_queries(
                 group = "unseen"
             else:
                 group = "mixed"
-            queries.append(Query(u, t, group))
+            queries.append(Query(u, t, group, ambiguous))
     return queries, counts
 
 
@@ -229,7 +202,7 @@ def evaluate_identification(
     aggregations: Sequence[str] = AGGREGATIONS,
     ks: Sequence[int] = (1, 5),
     vote_depth: int = 10,
-    drop_ambiguous: bool = True,
+    drop_ambiguous: bool = False,
     details: bool = False,
 ) -> dict[str, Any]:
     """Leave-one-instruction-out identification accuracy of each encoder on ``catalog``, side by side.
@@ -237,7 +210,8 @@ def evaluate_identification(
     ``encoders`` are encoder names/directories (loaded through :class:`insta.encoder.Encoder`, with its
     embedding cache) or objects with ``encode`` and ``describe``. Queries are restricted to instructions that
     none of the aligned encoders among them saw during alignment (see :func:`make_queries`), so every encoder
-    answers the same queries.
+    answers the same queries. Ambiguous queries count (a tie with another unit is a miss); each summary holds
+    the same figures over the unambiguous queries alone under ``"unambiguous"``.
     """
     if unit not in ("family", "task"):
         raise InstaError(f"unknown unit {unit!r} (choose family or task)")
@@ -304,18 +278,23 @@ def evaluate_identification(
         result["encoders"].append(info)
     for g in groups:
         sel = np.asarray([g == "all" or q.group == g for q in queries])
+        clear = sel & np.asarray([not q.ambiguous for q in queries])
         gunits = [q.unit for q, s in zip(queries, sel) if s]
+        cunits = [q.unit for q, s in zip(queries, clear) if s]
         result["groups"][g] = {
             "n_queries": int(sel.sum()),
             "n_units": len(set(gunits)),
+            "n_ambiguous": int(sel.sum() - clear.sum()),
             "by_encoder": {
-                label: {agg: _summarise(r[agg][sel], gunits, ks) for agg in aggregations}
+                label: {agg: {**_summarise(r[agg][sel], gunits, ks),
+                              "unambiguous": {"n_queries": int(clear.sum()), **_summarise(r[agg][clear], cunits, ks)}}
+                        for agg in aggregations}
                 for label, r in all_ranks.items()
             },
         }
     if details:
         result["queries"] = [
-            {"unit": q.unit, "group": q.group, "text": q.text,
+            {"unit": q.unit, "group": q.group, "text": q.text, "ambiguous": q.ambiguous,
              "ranks": {label: {agg: int(r[agg][i]) for agg in aggregations} for label, r in all_ranks.items()}}
             for i, q in enumerate(queries)
         ]
@@ -326,19 +305,43 @@ def evaluate_identification(
 def format_markdown(result: Mapping[str, Any], ks: Iterable[int] = (1, 5), macro: bool = False) -> str:
     """The result as a Markdown table: one row per (group, aggregation), top-k per encoder (in %).
 
-    ``macro=True`` reports the mean over units of each unit's accuracy instead of the mean over queries.
+    Every query counts (ambiguous ones too: a tie is a miss); when some are ambiguous, a second column per
+    figure gives the unambiguous queries alone. ``macro=True`` reports the mean over units of each unit's
+    accuracy instead of the mean over queries.
     """
     ks = list(ks)
+    head, rows = identification_table(result, ks, macro)
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def identification_table(result: Mapping[str, Any], ks: Sequence[int] = (1, 5),
+                         macro: bool = False) -> tuple[list[str], list[list[str]]]:
+    """Header and rows of :func:`format_markdown` (also the terminal table of ``insta eval-selection``)."""
     prefix = "macro_top" if macro else "top"
     labels = [e["label"] for e in result["encoders"]]
-    head = ["group (queries / units)", "aggregation"] + [
-        f"{lab} {'macro ' if macro else ''}top-{k}" for lab in labels for k in ks]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    second = any(d.get("n_ambiguous") for d in result["groups"].values())
+    head = ["group (queries / units)", "aggregation"]
+    for lab in labels:
+        for k in ks:
+            head.append(f"{lab} {'macro ' if macro else ''}top-{k}")
+            if second:
+                head.append(f"{lab} {'macro ' if macro else ''}top-{k} unambiguous")
+
+    def pct(s: Mapping[str, Any], key: str) -> str:
+        return "–" if s.get(key) is None else f"{100 * s[key]:.1f}"
+
+    rows = []
     for g, data in result["groups"].items():
+        amb = f", {data['n_ambiguous']} ambiguous" if data.get("n_ambiguous") else ""
         for agg in result["aggregations"]:
-            cells = [f"{g} ({data['n_queries']} / {data['n_units']})", agg]
+            cells = [f"{g} ({data['n_queries']} / {data['n_units']}{amb})", agg]
             for lab in labels:
                 s = data["by_encoder"][lab][agg]
-                cells += ["–" if s.get(f"{prefix}{k}") is None else f"{100 * s[f'{prefix}{k}']:.1f}" for k in ks]
-            lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+                for k in ks:
+                    cells.append(pct(s, f"{prefix}{k}"))
+                    if second:
+                        cells.append(pct(s.get("unambiguous") or {}, f"{prefix}{k}"))
+            rows.append(cells)
+    return head, rows

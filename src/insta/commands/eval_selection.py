@@ -28,8 +28,10 @@ def add_parser(sub) -> None:
                    help="aggregation(s) to report (repeatable; default all three)")
     p.add_argument("--top", type=positive_int, action="append", default=[], help="k of top-k (repeatable; default 1 and 5)")
     p.add_argument("--vote-depth", type=positive_int, default=10, help="depth of topk-vote (10)")
-    p.add_argument("--keep-ambiguous", action="store_true",
-                   help="also ask instructions whose exact text belongs to another task too")
+    p.add_argument("--drop-ambiguous", action="store_true",
+                   help="do not ask instructions whose exact text belongs to another task too (by default they are "
+                        "asked and count as misses when tied; the unambiguous queries alone are a second column)")
+    p.add_argument("--keep-ambiguous", action="store_true", help=argparse.SUPPRESS)  # the default now
     p.add_argument("--details", action="store_true", help="include every query's ranks in the JSON")
     p.add_argument("--markdown", help="write the table as Markdown to this path")
     add_output_args(p, json_help="write the result as JSON to this path")
@@ -64,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
     aggs = list(dict.fromkeys(args.aggregation)) or ["mean", "max", "topk-vote"]
     result = evaluate_identification(
         catalog, encoders, unit=args.unit, aggregations=aggs, ks=ks, vote_depth=args.vote_depth,
-        drop_ambiguous=not args.keep_ambiguous, details=args.details,
+        drop_ambiguous=args.drop_ambiguous, details=args.details,
     )
     result.update({"data_dir": args.data_dir, "pool": args.pool, "catalog_arg": args.catalog})
     if args.json_out:
@@ -80,27 +82,23 @@ def print_table(result, ks) -> None:
     from rich.console import Console
     from rich.table import Table
 
+    from ..identification import identification_table
     from ..textsafe import safe_markup as esc
 
-    labels = [e["label"] for e in result["encoders"]]
     title = esc(f"task identification on {result['catalog']}{' / ' + result['pool'] if result.get('pool') else ''}: "
                 f"{result['n_queries']} held-out instructions over {result['n_units']} {result['unit']} units "
-                f"(top-k accuracy, %)", newlines=False)
+                f"(top-k accuracy, %; ambiguous queries count, a tie is a miss)", newlines=False)
     table = Table(title=title)
-    table.add_column("group (queries/units)")
-    table.add_column("aggregation")
-    for lab in labels:
-        for k in ks:
-            table.add_column(f"{esc(lab, newlines=False)}\ntop-{k}", justify="right")
-    for g, data in result["groups"].items():
-        for agg in result["aggregations"]:
-            cells = []
-            for lab in labels:
-                s = data["by_encoder"][lab][agg]
-                cells += ["–" if s.get(f"top{k}") is None else f"{100 * s[f'top{k}']:.1f}" for k in ks]
-            table.add_row(esc(f"{g} ({data['n_queries']}/{data['n_units']})", newlines=False), agg, *cells)
+    head, rows = identification_table(result, ks)
+    for i, col in enumerate(head):
+        table.add_column(esc(col, newlines=False), justify="right" if i >= 2 else "left")
+    for row in rows:
+        table.add_row(*(esc(c, newlines=False) for c in row))
     console = Console()
     console.print(table)
+    if result.get("n_ambiguous"):
+        console.print(f"{result['n_ambiguous']} queries are ambiguous (their text belongs to another task too): "
+                      "counted in every column, left out of the 'unambiguous' ones")
     dropped = [f"{result[k]} {what}" for k, what in (
         ("n_seen_dropped", "seen in alignment"), ("n_ambiguous_dropped", "shared with another task"),
         ("n_single_instruction_units", "single-instruction tasks"),
