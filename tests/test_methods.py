@@ -156,12 +156,22 @@ def test_lexical_bm25_prefers_shared_words():
     assert res.params["scorer"].startswith("BM25")
 
 
-def test_dsir_builtin_featurizer_matches_the_package():
+def test_dsir_featurizer_matches_the_package_on_non_ascii_text():
+    """Python's re splits Devanagari words at their vowel signs and emoji sequences differently from the regex
+    engine nltk uses: the features must be the package's (the committed experiment's DSIR picks depend on it)."""
     import importlib
 
+    from insta.methods import ngram_features, wordpunct_fallback
+
     pkg = importlib.import_module("data_selection.hashed_ngram_dsir")
-    text = "Q: Is the following sentence plausible? \"Messi scored a penalty-kick.\"\nA:"
-    assert (ngram_counts_builtin(text, 2, 1000) == pkg.get_ngram_counts(text, n=2, num_buckets=1000)).all()
+    texts = ["Q: Is the following sentence plausible? \"Messi scored a penalty-kick.\"\nA:",
+             "Context: Rachida Brakni ( Hindi : \u0928\u093f\u0924\u0940\u0936 ; born 2 June 1963 )",
+             "What movie does this emoji describe? \U0001f3f4\U000e0067\U000e0062\u2764\ufe0f\U0001f5e1 choice: ran"]
+    feats = ngram_features(texts, 2, 1000).toarray()
+    for t, row in zip(texts, feats):
+        ref = pkg.get_ngram_counts(t, n=2, num_buckets=1000)
+        assert (ngram_counts_builtin(t, 2, 1000) == ref).all() and (row == ref).all()
+        assert wordpunct_fallback()(t.lower()) == pkg.wpt.tokenize(t.lower())  # the fallback without the package
 
 
 def test_dsir_ranks_the_task_whose_ngrams_match_the_target():

@@ -2,10 +2,10 @@
 
 Step by step::
 
-    from insta import load_catalog, Encoder, Selector
-    pool = load_catalog("p3", data_dir="../shared/data").subset(...)
-    selector = Selector(pool, Encoder())
-    result = selector.select(["Is the review positive or negative?"], k=5)
+    from insta import load_catalog, load_method
+    p3 = load_catalog("p3", data_dir="../shared/data")
+    pool = p3.subset(p3.pool("t0_train"))
+    result = load_method("insta-mean").select(["Is the review positive or negative?"], pool, k=5)
 """
 from __future__ import annotations
 
@@ -27,6 +27,9 @@ _LAZY = {
     "Encoder": ("insta.encoder", "Encoder"),
     "Selector": ("insta.selection", "Selector"),
     "Selection": ("insta.selection", "Selection"),
+    "SelectionMethod": ("insta.selection", "SelectionMethod"),
+    "KRule": ("insta.selection", "KRule"),
+    "load_method": ("insta.methods", "load_method"),
     "select": ("insta.selection", "select"),
     "AlignConfig": ("insta.align", "AlignConfig"),
     "align_encoder": ("insta.align", "align_encoder"),

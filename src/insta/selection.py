@@ -516,6 +516,8 @@ class SelectionMethod:
         sc = self._score(task, pool, samples, allowed)
         order, group_of = rank_candidates(pool, sc, allowed)
         ids = pool.ids
+        if not self.uses_k:  # a method that takes every task does not rank them: list them by id
+            order = sorted(order, key=lambda i: ids[i])
         if not self.uses_k:
             n_sel, k_choice = len(order), {"rule": "all", "k": len(order), "why": "the method takes every pool task"}
         elif isinstance(kk, int):
