@@ -379,23 +379,23 @@ def rank_candidates(pool: Catalog, sc: Scores, allowed: np.ndarray) -> tuple[lis
     instructions, more examples (``meta["n_examples"]`` where recorded), then task id.
     """
     tasks = list(pool)
-    score = np.asarray(sc.score, dtype=np.float64)
-    sec = np.asarray(sc.secondary, dtype=np.float64) if sc.secondary is not None else np.zeros(len(tasks))
-    idx = [i for i in range(len(tasks)) if allowed[i]]
-    idx.sort(key=lambda i: (-score[i], -sec[i]))
-    groups: list[list[int]] = []
-    for i in idx:
-        if groups and _close(score[groups[-1][-1]], score[i]) and _close(sec[groups[-1][-1]], sec[i]):
-            groups[-1].append(i)
-        else:
-            groups.append([i])
-    order, group_of, g = [], [], 0
-    for members in groups:
-        members.sort(key=lambda i: (-len(set(tasks[i].instructions)), -_n_examples(tasks[i]), tasks[i].id))
-        if len(members) > 1:
-            g += 1
-        order += members
-        group_of += [g if len(members) > 1 else 0] * len(members)
+    score = np.nan_to_num(np.asarray(sc.score, dtype=np.float64), nan=-np.inf)
+    sec = (np.nan_to_num(np.asarray(sc.secondary, dtype=np.float64), nan=-np.inf) if sc.secondary is not None
+           else np.zeros(len(tasks)))
+    idx = np.flatnonzero(np.asarray(allowed, dtype=bool))
+    idx = idx[np.lexsort((-sec[idx], -score[idx]))]  # score first, then the secondary signal; stable
+    s, t = score[idx], sec[idx]
+    starts = np.flatnonzero(np.r_[True, ~(_close(s[1:], s[:-1]) & _close(t[1:], t[:-1]))])
+    ends = np.r_[starts[1:], len(idx)]
+    order = idx.tolist()
+    group_of = [0] * len(order)
+    g = 0
+    for a, e in zip(starts[ends - starts > 1], ends[ends - starts > 1]):
+        members = sorted(order[a:e], key=lambda i: (-len(set(tasks[i].instructions)), -_n_examples(tasks[i]),
+                                                    tasks[i].id))
+        g += 1
+        order[a:e] = members
+        group_of[a:e] = [g] * (e - a)
     return order, group_of
 
 
@@ -545,10 +545,12 @@ class SelectionMethod:
                     for r, (pos, i) in enumerate(zip(range(n_sel), chosen), 1)]
         tie_groups = []
         if self.uses_k:
+            chosen_ids = {ids[i] for i in chosen}
             for g, num in numbering.items():
-                members = [ids[order[p]] for p in range(len(order)) if group_of[p] == g]
-                tie_groups.append({"group": num, "score": float(sc.score[order[group_of.index(g)]]),
-                                   "tasks": members, "selected": [m for m in members if m in set(ids[i] for i in chosen)],
+                first = group_of.index(g)
+                members = [ids[order[p]] for p in range(first, len(order)) if group_of[p] == g]
+                tie_groups.append({"group": num, "score": float(sc.score[order[first]]), "tasks": members,
+                                   "selected": [m for m in members if m in chosen_ids],
                                    "order_within": "more distinct instructions, more examples, then task id"})
         tinfo = {"instructions": list(task.instructions)}
         if is_task:
