@@ -90,7 +90,10 @@ def main() -> None:
           "instructions that no aligned encoder in the table saw during alignment are asked. Groups: heldout = "
           "task trained on, instruction held out; excluded = evaluation targets kept out of alignment (P3: T0 "
           "held-out datasets; BIG-bench: the 14 T0 tasks and the BBH parents); unseen = tasks outside the "
-          "alignment data. Ties count against the query. "
+          "alignment data. Ties count against the query. Every query counts, the ambiguous ones too (their exact "
+          "text is also another task's instruction, as for most P3 NLI templates: the right task can at best tie, "
+          "a miss); the 'unambiguous' columns leave them out (the filtered view that earlier versions reported "
+          "alone). "
           f"Machine: {out['machine']}. Regenerate: `bash benchmarks/run_alignment.sh DATA && "
           "INSTA_DATA_DIR=DATA .venv/bin/python benchmarks/bench_identification.py`.", "",
           "## Aligned encoders", "",
@@ -118,8 +121,8 @@ def main() -> None:
     for t in out["tables"]:
         r = t["result"]
         md += ["", f"## {t['title']}", "", f"`{t['command']}`", "",
-               f"{r['n_queries']} queries over {r['n_units']} {r['unit']} units; not asked: "
-               f"{r['n_seen_dropped']} seen in alignment, {r['n_ambiguous_dropped']} shared with another task, "
+               f"{r['n_queries']} queries over {r['n_units']} {r['unit']} units, {r['n_ambiguous']} of them "
+               f"ambiguous (shared with another task); not asked: {r['n_seen_dropped']} seen in alignment, "
                f"{r['n_single_instruction_units']} single-instruction units.", "", format_markdown(r)]
         if r["catalog"] == "bigbench":
             md += ["", "Macro (mean over families of each family's accuracy; the big families list_functions, "

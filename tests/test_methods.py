@@ -342,7 +342,7 @@ def test_roe_vectorised_retrieval_equals_the_loop_in_chunks_and_with_exclusions(
     q /= np.linalg.norm(q, axis=1, keepdims=True)
     pool = Catalog("toy", [Task(id=f"t{i}", instructions=["x"], catalog="toy") for i in range(n_tasks)])
     index = m.InstanceIndex("stub", chunk=4)  # chunks smaller than a task: maxima across chunk borders
-    index._cache = {m._pool_key(pool): (owner, emb)}
+    index._cache = {m._pool_key(pool): (owner, emb, pool)}
 
     class Stub:
         def encode(self, texts):

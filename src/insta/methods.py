@@ -100,7 +100,7 @@ def _stable_rng(*parts: Any) -> random.Random:
     return random.Random(seed)
 
 
-_LIBRARIES: dict[tuple, dict[str, list[Example]]] = {}
+_LIBRARIES: dict[tuple, tuple[Catalog, dict[str, list[Example]]]] = {}
 
 
 def source_library(pool: Catalog, size: int, seed: int = 0) -> dict[str, list[Example]]:
@@ -110,7 +110,7 @@ def source_library(pool: Catalog, size: int, seed: int = 0) -> dict[str, list[Ex
     """
     key = (tuple(pool.ids), size, seed, id(pool))
     if key in _LIBRARIES:
-        return _LIBRARIES[key]
+        return _LIBRARIES[key][1]
     out: dict[str, list[Example]] = {}
     for task in pool:
         rng = _stable_rng("library", seed, task.id)
@@ -124,7 +124,7 @@ def source_library(pool: Catalog, size: int, seed: int = 0) -> dict[str, list[Ex
                     sample[j] = ex
         out[task.id] = sample
     _LIBRARIES.clear()  # keep one library: pools are large
-    _LIBRARIES[key] = out
+    _LIBRARIES[key] = (pool, out)  # the pool stays referenced, so its id() is not reused while cached
     return out
 
 
@@ -200,6 +200,7 @@ def _candidates(pool: Catalog, allowed: np.ndarray) -> Catalog:
 
 
 def _pool_key(pool: Catalog) -> tuple:
+    """Cache key of a pool's index; every cache holding one also holds the pool, so its id() is not reused."""
     return (id(pool), tuple(pool.ids))
 
 
@@ -387,7 +388,7 @@ class InstanceIndex:
         self.chunk = chunk
         if self.library_size < 1:
             raise InstaError("library_size must be at least 1")
-        self._cache: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}
+        self._cache: dict[tuple, tuple[np.ndarray, np.ndarray, Catalog]] = {}
 
     def library(self, pool: Catalog) -> tuple[np.ndarray, np.ndarray]:
         """(owner pool index per library instance, unit embeddings), built once per pool."""
@@ -397,8 +398,8 @@ class InstanceIndex:
             if not texts:
                 raise InstaError("no pool task has instances")
             emb = _unit_rows(get_encoder(self.encoder_name).encode(texts))
-            self._cache = {key: (np.asarray(owner, dtype=np.int64), emb)}
-        return self._cache[key]
+            self._cache = {key: (np.asarray(owner, dtype=np.int64), emb, pool)}
+        return self._cache[key][:2]
 
     def query(self, pool: Catalog, samples: Sequence[Example], allowed: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Per pool task: how many target instances retrieve one of its instances as their nearest neighbour
@@ -497,7 +498,6 @@ class HybridMethod(SelectionMethod):
         if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not 0.0 <= weight <= 1.0:
             raise InstaError(f"hybrid: weight must be a number between 0 and 1 (got {weight!r})")
         self.weight = float(weight)
-        self.encoder_name = encoder
         self.insta = InstaMethod(encoder=encoder, aggregation=aggregation, vote_depth=vote_depth,
                                  format_aware=format_aware, n_target_instructions=n_target_instructions)
         self.index = InstanceIndex(encoder, library_size, library_seed)
@@ -547,7 +547,7 @@ class LexicalMethod(SelectionMethod):
         return {"scorer": "BM25Okapi (rank-bm25)", "k1": self.k1, "b": self.b, "documents": "task instructions"}
 
     def _index(self, pool: Catalog):
-        key = tuple(pool.ids)
+        key = tuple((t.id, tuple(t.instructions)) for t in pool)
         if key not in self._cache:
             try:
                 from rank_bm25 import BM25Okapi
@@ -698,8 +698,9 @@ class DSIRMethod(SelectionMethod):
             if not texts:
                 raise InstaError("dsir: no pool task has instances")
             feats = ngram_features(texts, self.ngrams, self.num_buckets)
-            self._cache = {key: (np.asarray(owner, dtype=np.int64), feats, np.asarray(feats.sum(axis=1)).ravel())}
-        return self._cache[key]
+            self._cache = {key: (np.asarray(owner, dtype=np.int64), feats, np.asarray(feats.sum(axis=1)).ravel(),
+                                 pool)}
+        return self._cache[key][:3]
 
     def select(self, target, pool, k=None, **kw):
         kk = parse_k(k, self.default_k or 5)

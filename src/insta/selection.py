@@ -541,8 +541,8 @@ class SelectionMethod:
                 numbering[g] = len(numbering) + 1
         chosen = order[:n_sel]
         why = sc.why or (lambda i: {})
-        selected = [TaskScore(r, ids[i], float(sc.score[i]), why(i), numbering.get(group_of[pos]))
-                    for r, (pos, i) in enumerate(zip(range(n_sel), chosen), 1)]
+        selected = [TaskScore(pos + 1, ids[i], float(sc.score[i]), why(i), numbering.get(group_of[pos]))
+                    for pos, i in enumerate(chosen)]
         tie_groups = []
         if self.uses_k:
             chosen_ids = {ids[i] for i in chosen}
