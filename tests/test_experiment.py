@@ -303,3 +303,19 @@ def test_p3_table_aligned_encoder_is_trained_when_missing(tmp_path, monkeypatch)
     cfg.p3_table.pop("align")
     (target / "modules.json").unlink()
     assert ensure_p3_aligned_encoder(cfg) is None  # no recipe given: the column is left out, as before
+
+
+def test_new_selection_methods_and_a_k_rule_run_in_the_grid(tmp_path):
+    """Every registered method is usable from an experiment config, options included (issue #11): format-aware
+    INSTA, hybrid with its weight, and a method that reads k off its scores."""
+    methods = [{"name": "insta-format"}, {"name": "hybrid", "weight": 0.3},
+               {"name": "insta-max", "label": "insta-max-gap", "k": "gap"}]
+    cfg = config_from_dict(raw_tiny(tmp_path, methods=methods), "tiny.yaml")
+    res = run_experiment(cfg, backend=DryRunBackend(), log=quiet, report=False, plan_only=True)
+    by = {(c["target"], c["label"]): c for c in res["plan"]}
+    assert {lab for _, lab in by} >= {"insta-format", "hybrid", "insta-max-gap"}
+    gap = [c for (t, lab), c in by.items() if lab == "insta-max-gap"]
+    assert gap and all(1 <= len(c["selected"]) <= 20 for c in gap)
+    described = {m["label"]: m for m in res["methods"]}
+    assert described["hybrid"]["params"]["weight"] == 0.3
+    assert described["insta-max-gap"]["params"]["k"]["rule"] == "gap"
