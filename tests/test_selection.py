@@ -356,6 +356,10 @@ def test_cli_select_target_examples_file_k_rule_and_errors(tmp_path, capsys):
     examples.write_text('{"input": "Is a whale a mammal?", "options": ["True", "False"], "answer": "True"}\n'
                         "Plain text line: do frogs have fur?\n")
     out = tmp_path / "sel.json"
+    bad, empty, no_input = tmp_path / "bad.jsonl", tmp_path / "empty.jsonl", tmp_path / "no_input.jsonl"
+    bad.write_text('{"input": "x",\n')
+    empty.write_text("\n  \n")
+    no_input.write_text('{"options": ["a", "b"]}\n')
     base = ["select", "-c", "bigbench", "--data-dir", FIX_DATA, "-i", "Decide whether the statement is true."]
     code, _, err = _cli([*base, "-m", "roe", "-e", "hashing", "-o", "library_size=5", "--target-examples",
                          str(examples), "--json", str(out)], capsys)
@@ -369,8 +373,13 @@ def test_cli_select_target_examples_file_k_rule_and_errors(tmp_path, capsys):
                           (["-m", "insta-man"], "unknown selection method"),
                           (["-m", "lexical", "-o", "depth=3"], "unknown option"),
                           (["-m", "lexical", "-o", "novalue"], "KEY=VALUE"),
-                          (["-k", "knee"], "unknown k rule"),
-                          (["-m", "random", "-k", "gap"], "does not score by relevance")):
+                          (["-k", "knee"], "positive integer or one of gap, elbow, threshold"),
+                          (["-m", "random", "-k", "gap"], "does not score by relevance"),
+                          (["-m", "roe", "--target-examples", str(tmp_path / "none.jsonl")], "does not exist"),
+                          (["-m", "roe", "--target-examples", str(bad)], "malformed JSON"),
+                          (["-m", "roe", "--target-examples", str(empty)], "holds no example"),
+                          (["-m", "roe", "--target-examples", str(no_input)], "non-empty string 'input'"),
+                          (["-m", "hybrid", "-e", "hashing", "-o", "weight=2"], "weight must be")):
         code, _, err = _cli([*base, *argv], capsys)
         assert code == 2 and message in err and len(err.strip().splitlines()) == 1, (argv, err)
 

@@ -327,8 +327,10 @@ def parse_k(k: int | str | KRule | None, default: int | str | KRule = 5) -> int 
     if isinstance(k, str):
         if k.strip().isdigit():
             k = int(k.strip())
-        else:
+        elif k.strip().lower() in K_RULES:
             return KRule(k.strip().lower())
+        else:
+            raise InstaError(f"k must be a positive integer or one of {', '.join(K_RULES)}, got {k!r}")
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
         raise InstaError(f"k must be a positive integer or one of {', '.join(K_RULES)}, got {k!r}")
     return int(k)
