@@ -519,8 +519,7 @@ class SelectionMethod:
         order, group_of = rank_candidates(pool, sc, allowed)
         ids = pool.ids
         if not self.uses_k:  # a method that takes every task does not rank them: list them by id
-            order = sorted(order, key=lambda i: ids[i])
-        if not self.uses_k:
+            order, group_of = map(list, zip(*sorted(zip(order, group_of), key=lambda p: ids[p[0]])))
             n_sel, k_choice = len(order), {"rule": "all", "k": len(order), "why": "the method takes every pool task"}
         elif isinstance(kk, int):
             n_sel, k_choice = kk, {"rule": "fixed", "k": kk}
