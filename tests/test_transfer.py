@@ -213,7 +213,8 @@ def test_user_matrix_is_read_and_scored_through_the_cli(tmp_path, capsys):
     assert code == 0
     res = json.loads(out.read_text())
     assert set(res["targets_scored"]) == {"bigbench:animal_facts", "bbh:sports_understanding"}
-    for m in ("insta-mean", "insta-max", "insta-topk-vote", "lexical", "roe", "dsir", "all", "random"):
+    for m in ("insta-mean", "insta-max", "insta-topk-vote", "insta-format", "hybrid", "lexical", "roe", "dsir", "all",
+              "random"):
         assert 0 < res["summary"][m]["ndcg"]["mean"] <= 1
     # "all" ties every source: exactly the random expectation, up to the sampling of random
     assert res["summary"]["all"]["ndcg"]["mean"] == pytest.approx(res["summary"]["random"]["ndcg"]["mean"],

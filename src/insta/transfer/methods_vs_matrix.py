@@ -21,6 +21,8 @@ DEFAULT_METHODS: list[tuple[str, str, dict[str, Any]]] = [
     ("insta-mean", "insta-mean", {}),
     ("insta-max", "insta-mean", {"aggregation": "max"}),
     ("insta-topk-vote", "insta-topk-vote", {}),
+    ("insta-format", "insta-format", {}),  # beyond the paper: instructions + the task's output space
+    ("hybrid", "hybrid", {}),  # beyond the paper: instructions + unlabelled target inputs
     ("lexical", "lexical", {}),
     ("roe", "roe", {}),
     ("dsir", "dsir", {}),
@@ -33,7 +35,7 @@ def with_encoder(methods: Sequence[tuple[str, str, dict[str, Any]]], encoder: st
     """The methods with ``encoder`` as the sentence encoder of INSTA (base) and RoE."""
     if not encoder:
         return list(methods)
-    return [(lab, name, {**opts, "encoder": encoder} if name in ("insta-mean", "insta-topk-vote", "roe") else opts)
+    return [(lab, name, {**opts, "encoder": encoder} if name in ("insta-mean", "insta-topk-vote", "insta-format", "hybrid", "roe") else opts)
             for lab, name, opts in methods]
 
 
@@ -122,7 +124,7 @@ def evaluate_methods_on_matrix(
     specs = list(methods or DEFAULT_METHODS)
     built = {}
     for label, name, opts in specs:
-        if name in ("roe", "dsir") and "library_size" not in opts:
+        if name in ("roe", "dsir", "hybrid") and "library_size" not in opts:
             opts = {**opts, "library_size": library_size}
         built[label] = make_method(name, label=label, **opts)
     higher = METRICS.get(metric, True)
