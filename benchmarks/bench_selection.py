@@ -28,7 +28,7 @@ def main() -> None:
 
     results: dict = {"command": COMMAND, "machine": f"{platform.machine()}, {os.cpu_count()} cores", "catalogs": {}}
     t = time.perf_counter()
-    Encoder(cache=False).model  # model load, not counted in encoding rates
+    _ = Encoder(cache=False).model  # model load, not counted in encoding rates
     results["encoder_load_s"] = round(time.perf_counter() - t, 2)
 
     targets = {"p3": ("t0_train", "super_glue/rte"), "bigbench": (None, "code_line_description")}
@@ -76,9 +76,11 @@ def main() -> None:
     out_dir.mkdir(exist_ok=True)
     (out_dir / "selection.json").write_text(json.dumps(results, indent=2) + "\n")
     lines = [
-        "# Selection benchmark", "", f"Command: `{COMMAND}`", "", f"Machine: {results['machine']}; encoder all-MiniLM-L6-v2 "
+        "# Selection benchmark", "", f"Command: `{COMMAND}`", "",
+        f"Machine: {results['machine']}; encoder all-MiniLM-L6-v2 "
         f"(model load {results['encoder_load_s']} s, not included below).", "",
-        "| catalog | tasks | instructions | cold encode (s) | instructions/s | warm select, no cache (ms) | warm select, cache (ms) | fresh select from disk cache (ms, texts encoded) | catalog load cold / warm (s) |",
+        "| catalog | tasks | instructions | cold encode (s) | instructions/s | warm select, no cache (ms) "
+        "| warm select, cache (ms) | fresh select from disk cache (ms, texts encoded) | catalog load cold / warm (s) |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for name, r in results["catalogs"].items():

@@ -124,7 +124,8 @@ def main(argv=None) -> int:
         "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
         "machine": {"cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(),
                     "platform": platform.platform(), "python": platform.python_version(),
-                    "torch": torch.__version__, "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"), "transformers": transformers.__version__,
+                    "torch": torch.__version__, "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
+                    "transformers": transformers.__version__,
                     "load_average_before": [round(x, 2) for x in load_before],
                     "load_average_after": [round(x, 2) for x in os.getloadavg()]},
         "model": args.model,
@@ -150,7 +151,8 @@ def _markdown(r: dict) -> str:
         f"Command: `{r['command']}`",
         "",
         f"Measured {r['created']} on {mach['cpus']} CPU cores (torch threads {mach['torch_threads']}), torch "
-        f"{mach['torch']}, transformers {mach['transformers']}, OMP_WAIT_POLICY={mach.get('omp_wait_policy')}; load average before {mach['load_average_before']}, "
+        f"{mach['torch']}, transformers {mach['transformers']}, OMP_WAIT_POLICY={mach.get('omp_wait_policy')}; "
+        f"load average before {mach['load_average_before']}, "
         f"after {mach['load_average_after']} (a load above the core count means other processes shared the CPU and "
         "the figures are pessimistic).",
         "",
@@ -165,7 +167,8 @@ def _markdown(r: dict) -> str:
         "|---|---|---|---|---|---|---|---|",
     ]
     for mode, t in r["train"].items():
-        lines.append(f"| {mode} | {t['steps']} | {t['tokens']} ({t['tokens_per_example']}) | {t['seconds']:.1f} | {t['tokens_per_second']:.1f} | "
+        lines.append(f"| {mode} | {t['steps']} | {t['tokens']} ({t['tokens_per_example']}) | {t['seconds']:.1f} | "
+                     f"{t['tokens_per_second']:.1f} | "
                      f"{t['seconds_per_step']:.2f} | {t['trainable_params']:,} | {t['first_loss']:.3f} -> "
                      f"{t['last_loss']:.3f} |")
     lines += [

@@ -99,7 +99,8 @@ def main() -> None:
           "|---|---|---|---|---|",
           f"| transfer run | {tr['trainings']} | {f(tr['train_s_median'])} | {f(tr['eval_s_per_example_median'], 3)} | "
           f"{f(tr['examples_per_target'], 0)} |",
-          f"| comparison grid | {gr['trainings']} | {f(gr['train_s_median'])} | {f(gr['eval_s_per_example_median'], 3)} | "
+          f"| comparison grid | {gr['trainings']} | {f(gr['train_s_median'])} | "
+          f"{f(gr['eval_s_per_example_median'], 3)} | "
           f"{f(gr['examples_per_target'], 0)} |", "",
           f"Design cost for the same methods and targets, from the transfer run's per-unit costs ({args.sources} "
           f"sources x {args.seeds} seeds for the matrix; the grid trains one model per target-dependent method, "

@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# Set up, then run the whole test suite, slow tests (real encoder, real data, real SmolLM2) included.
+# Set up, lint, then run the whole test suite, slow tests (real encoder, real data, real SmolLM2) included.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
+# lint (rules in pyproject.toml [tool.ruff]): any finding fails the run, with ruff's own report
+.venv/bin/ruff check src tests benchmarks scripts
 if [ -z "${INSTA_DATA_DIR:-}" ] && [ -d ../shared/data ]; then export INSTA_DATA_DIR="$(cd ../shared/data && pwd)"; fi
 if [ ! -d "${INSTA_DATA_DIR:-}" ] && [[ " $* " != *" not slow"* ]]; then
   echo "scripts/test.sh: the real-data tests need the upstream data folder (BIG-bench, BBH, P3 templates, SuperGLUE):" \

@@ -35,7 +35,8 @@ def test_catalog_list_and_show_on_a_user_file(capsys):
 
 def test_catalog_list_json(capsys, tmp_path):
     out_file = tmp_path / "tasks.json"
-    code, _, _ = run(["catalog", "list", "--catalog", str(FIX / "user" / "tasks.yaml"), "--json", str(out_file)], capsys)
+    code, _, _ = run(["catalog", "list", "--catalog", str(FIX / "user" / "tasks.yaml"), "--json", str(out_file)],
+                     capsys)
     data = json.loads(out_file.read_text())
     assert code == 0 and {t["id"] for t in data} >= {"review_sentiment", "headline_writing"}
 
@@ -78,7 +79,8 @@ def test_extract_members_keeps_only_data_files(tmp_path):
     dest = tmp_path / "data" / "big-bench"
     n = fetch.extract_members(archive, "bigbench/benchmark_tasks/", dest, keep=lambda rel: rel.endswith("task.json"))
     assert n == 2
-    assert sorted(str(p.relative_to(dest)) for p in dest.rglob("*") if p.is_file()) == ["t1/sub/task.json", "t1/task.json"]
+    files = sorted(str(p.relative_to(dest)) for p in dest.rglob("*") if p.is_file())
+    assert files == ["t1/sub/task.json", "t1/task.json"]
 
 
 def test_fetch_reports_an_unreachable_index(monkeypatch, tmp_path):
@@ -97,7 +99,8 @@ def test_fetch_checks_the_archive_hash(monkeypatch, tmp_path):
         fetch.fetch("p3", tmp_path / "data")
     import hashlib
 
-    monkeypatch.setattr(fetch, "sdist_url", lambda n, v: (archive.as_uri(), hashlib.sha256(archive.read_bytes()).hexdigest()))
+    digest = hashlib.sha256(archive.read_bytes()).hexdigest()
+    monkeypatch.setattr(fetch, "sdist_url", lambda n, v: (archive.as_uri(), digest))
     dest = fetch.fetch("p3", tmp_path / "data")
     assert (dest / "ds" / "templates.yaml").read_text() == "templates: {}"
 

@@ -1,5 +1,6 @@
 """Evaluation: batched scoring (causal and seq2seq), tokenizer boundary merges, rank-classification rules
-(acc, acc_norm per character, acc_norm_token, calibrated, unconditional), template averaging, generation metrics, outputs, bad input, CLI, SuperGLUE protocol."""
+(acc, acc_norm per character, acc_norm_token, calibrated, unconditional), template averaging, generation metrics,
+outputs, bad input, CLI, SuperGLUE protocol."""
 import json
 import sys
 from pathlib import Path
@@ -32,7 +33,8 @@ _one_thread = tiny_lm.one_torch_thread
 @pytest.fixture(scope="module")
 def models(tmp_path_factory):
     root = tmp_path_factory.mktemp("tiny-eval-models")
-    return {"causal": str(tiny_lm.build_causal(root / "llama", seed=3)), "seq2seq": str(tiny_lm.build_t5(root / "t5", seed=3))}
+    return {"causal": str(tiny_lm.build_causal(root / "llama", seed=3)),
+            "seq2seq": str(tiny_lm.build_t5(root / "t5", seed=3))}
 
 
 STUB = LoadedModel(model=None, tokenizer=None, kind="causal", name="stub", location="stub")
@@ -264,7 +266,8 @@ def test_generation_metrics_and_outputs(monkeypatch, tmp_path):
     exs = [Example(id="g1", input="Capital of France?", references=["Paris"]),
            Example(id="g2", input="Capital of Japan?", references=["Kyoto", "Tokyo"]),
            Example(id="g3", input="Describe.", references=["the cat is on the mat"])]
-    outs = {"Capital of France?": " Paris.\nNext question", "Capital of Japan?": " tokyo", "Describe.": "the cat sat on the mat"}
+    outs = {"Capital of France?": " Paris.\nNext question", "Capital of Japan?": " tokyo",
+            "Describe.": "the cat sat on the mat"}
     monkeypatch.setattr(Scorer, "generate", lambda self, prompts, max_new_tokens=32: [outs[p] for p in prompts])
     task = Task(id="gen/task", instructions=["x"], catalog="niv2", loader=lambda: iter(exs))
     res = evaluate_task(STUB, task, out_dir=tmp_path, progress=False)
@@ -330,7 +333,8 @@ def test_cli_evaluate(models, tmp_path, monkeypatch, capsys):
     assert "toy: acc=" in out and "(n=4" in out
     res = json.loads((tmp_path / "toy" / "results.json").read_text())
     assert res["n"] == 4 and res["model_kind"] == "causal" and res["primary_metric"] == "acc"
-    assert set(res["metrics"]) >= {"acc", "acc_norm", "acc_norm_token", "acc_calibrated", "bal_acc", "gold_nll_per_token"}
+    assert set(res["metrics"]) >= {"acc", "acc_norm", "acc_norm_token", "acc_calibrated", "bal_acc",
+                                   "gold_nll_per_token"}
     assert json.loads((tmp_path / "summary.json").read_text())["summary"]["toy"]["n"] == 4
     assert len((tmp_path / "toy" / "samples.jsonl").read_text().splitlines()) == 4
     rc = main(["evaluate", "--model", models["causal"], "--catalog", "toy", "--task", "toyy"])

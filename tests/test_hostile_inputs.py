@@ -113,7 +113,8 @@ def user_with_examples(t: Path, examples: Path) -> Path:
 
 def latin1_bigbench(t: Path) -> Path:
     root = bigbench_root(t, bigbench_task())
-    (root / "big-bench" / "odd_task" / "task.json").write_bytes('{"description": "é", "examples": []}'.encode("latin-1"))
+    (root / "big-bench" / "odd_task" / "task.json").write_bytes(
+        '{"description": "é", "examples": []}'.encode("latin-1"))
     return root
 
 
@@ -178,7 +179,8 @@ OUTPUT_PATHS: list[Case] = [
     ("mixture --out DIR", "mixture",
      lambda t, e: ["mixture", "--tasks", "review_sentiment", "-c", str(USER), "--out", str(t)], "is a directory"),
     ("mixture --out under a file", "mixture",
-     lambda t, e: ["mixture", "--tasks", "review_sentiment", "-c", str(USER), "--out", str(a_file(t / "f") / "m.jsonl")],
+     lambda t, e: ["mixture", "--tasks", "review_sentiment", "-c", str(USER),
+                   "--out", str(a_file(t / "f") / "m.jsonl")],
      "is not a directory"),
     ("eval-selection --markdown DIR", "eval-selection",
      lambda t, e: ["eval-selection", "-c", str(USER), "--markdown", str(t)], "is a directory"),
@@ -262,7 +264,8 @@ TRAIN_OPTIONS: list[Case] = [
     ("train a sentence encoder", "train", lambda t, e: ["train", "--mixture", e["mix"], "--model", e["encoder"],
                                                          "--out", str(t / "r"), "--max-steps", "1"],
      "sentence-transformers encoder"),
-    ("train an encoder without a LM head", "train", lambda t, e: train_args(e, t / "r", "--model", e["encoder"] + "-hf"),
+    ("train an encoder without a LM head", "train",
+     lambda t, e: train_args(e, t / "r", "--model", e["encoder"] + "-hf"),
      "is not a causal language model"),
     ("evaluate a corrupt adapter_config.json", "evaluate",
      lambda t, e: ["evaluate", "--model", str(a_file(t / "adapter" / "adapter_config.json", "{oops").parent), "-c",
@@ -275,7 +278,8 @@ TRAIN_OPTIONS: list[Case] = [
 ]
 
 DATA_DIR: list[Case] = [
-    ("data fetch --data-dir FILE", "data fetch", lambda t, e: ["data", "fetch", "p3", "--data-dir", str(a_file(t / "f"))],
+    ("data fetch --data-dir FILE", "data fetch",
+     lambda t, e: ["data", "fetch", "p3", "--data-dir", str(a_file(t / "f"))],
      "is a file"),
     ("data fetch --data-dir under a file", "data fetch",
      lambda t, e: ["data", "fetch", "bigbench", "--data-dir", str(a_file(t / "f") / "data")], "is not a directory"),
@@ -352,7 +356,8 @@ EXPERIMENT_TYPES: list[Case] = [
     ("experiment seed: abc", "experiment", _exp(seed="abc"), "seed must be an integer"),
     ("experiment library_size: many", "experiment", _exp(library_size="many"), "library_size must be an integer"),
     ("experiment library_size: 0", "experiment", _exp(library_size=0), "library_size must be at least 1"),
-    ("experiment include_base: 'false'", "experiment", _exp(include_base="false"), "include_base must be true or false"),
+    ("experiment include_base: 'false'", "experiment", _exp(include_base="false"),
+     "include_base must be true or false"),
     ("experiment keep_models: 'no'", "experiment", _exp(keep_models="no"), "keep_models must be true or false"),
     ("experiment model: 5", "experiment", _exp(model=5), "model must be a string"),
     ("experiment report.bootstrap: lots", "experiment", _exp(report__bootstrap="lots"),
@@ -360,7 +365,8 @@ EXPERIMENT_TYPES: list[Case] = [
     ("experiment report.confidence: 95", "experiment", _exp(report__confidence=95), "report.confidence"),
     ("experiment mixture.dedup: 'no'", "experiment", _exp(mixture__dedup="no"), "mixture.dedup must be true or false"),
     ("experiment pool.exclude: string", "experiment", _exp(pool__exclude="animal_facts"), "'exclude' must be a list"),
-    ("experiment pool.stem_match: 'off'", "experiment", _exp(pool__stem_match="off"), "'stem_match' must be true or false"),
+    ("experiment pool.stem_match: 'off'", "experiment", _exp(pool__stem_match="off"),
+     "'stem_match' must be true or false"),
     ("experiment train.epochs: one", "experiment", _exp(train__epochs="one"), "'epochs' must be a number"),
     ("experiment train.bf16: 'false'", "experiment", _exp(train__bf16="false"), "'bf16' must be true or false"),
     ("experiment eval.batch_size: 2.5", "experiment", _exp(eval__batch_size=2.5), "'batch_size' must be an integer"),
@@ -538,10 +544,10 @@ def test_an_unwritable_output_folder_is_refused_before_any_work(tmp_path, capsys
     locked.mkdir()
     real_access = insta.fileio.os.access
     monkeypatch.setattr(insta.fileio.os, "access", lambda p, mode: Path(p) != locked and real_access(p, mode))
-    for argv, command in ((["select", "-c", str(USER), "-i", "x", "--json", str(locked / "sel.json")], "select"),
-                          (["mixture", "--tasks", "review_sentiment", "-c", str(USER), "--out", str(locked / "m.jsonl")],
-                           "mixture"),
-                          (["catalog", "list", "-c", str(USER), "--json", str(locked / "x" / "t.json")], "catalog list")):
+    cases = ((["select", "-c", str(USER), "-i", "x", "--json", str(locked / "sel.json")], "select"),
+             (["mixture", "--tasks", "review_sentiment", "-c", str(USER), "--out", str(locked / "m.jsonl")], "mixture"),
+             (["catalog", "list", "-c", str(USER), "--json", str(locked / "x" / "t.json")], "catalog list"))
+    for argv, command in cases:
         code, out, err, tb = run_cli(argv, capsys)
         TALLY["inputs tried"] += 1
         TALLY[classify(code, err, tb, command)] += 1

@@ -97,7 +97,7 @@ def test_generation_task_and_templates_group(tmp_path):
     assert set(tasks) == set(info["tasks"])
     seen = []
     for name in info["tasks"]:
-        for doc, (ctx, strings, target) in zip(tasks[name].test_docs(), requests_of(tasks[name])):
+        for doc, (_ctx, strings, target) in zip(tasks[name].test_docs(), requests_of(tasks[name])):
             ex = next(e for e in exs if e.id == doc["id"])
             assert doc["template_id"] == ex.provenance["template_id"]
             assert strings == insta_strings(ex) and target == ex.label

@@ -81,8 +81,8 @@ def test_smollm2_one_lora_step_then_evaluate(real_cache, bigbench, tmp_path):
     from insta.mixture import MixtureConfig, mixture_from_selection
     from insta.train import TrainConfig, train_model
 
-    mix = mixture_from_selection(["auto_debugging", "cs_algorithms"], MixtureConfig(per_task=3, exclude_target="code_line_description"),
-                                 catalog=bigbench)
+    mix = mixture_from_selection(["auto_debugging", "cs_algorithms"],
+                                 MixtureConfig(per_task=3, exclude_target="code_line_description"), catalog=bigbench)
     assert len(mix) == 9  # cs_algorithms is a family: its two subtasks
     res = train_model(mix, TrainConfig(model="smollm2", output_dir=str(tmp_path / "run"), lora=True, max_steps=1,
                                        batch_size=4, max_source_length=128, max_target_length=32, progress=False))

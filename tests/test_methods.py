@@ -113,7 +113,8 @@ class TableEncoder:
 
 
 def _task(tid, inputs):
-    exs = [Example(id=f"{tid}:{i}", input=x, references=["a"], options=["a", "b"], label=0) for i, x in enumerate(inputs)]
+    exs = [Example(id=f"{tid}:{i}", input=x, references=["a"], options=["a", "b"], label=0)
+           for i, x in enumerate(inputs)]
     return Task(id=tid, instructions=[f"instruction of {tid}"], catalog="toy", loader=lambda: iter(exs))
 
 

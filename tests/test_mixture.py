@@ -167,7 +167,8 @@ def test_leak_filter_ignores_boilerplate():
 
 def test_selection_json_and_target(tmp_path, catalog):
     sel = {"catalog": "toy", "data_dir": str(tmp_path), "target": {"task": "target_task"}, "k": 2,
-           "selected": [{"rank": 1, "task": "sentiment", "score": 0.7}, {"rank": 2, "task": "arithmetic", "score": 0.5}],
+           "selected": [{"rank": 1, "task": "sentiment", "score": 0.7},
+                        {"rank": 2, "task": "arithmetic", "score": 0.5}],
            "config": {}}
     path = tmp_path / "sel.json"
     path.write_text(json.dumps(sel))

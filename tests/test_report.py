@@ -83,8 +83,8 @@ def test_metric_on_matches_the_metrics_module():
     preds = [s["gold"][0] if False else ("yes", "no", "maybe")[p] for p in s["pred_norm"]]
     assert metric_on(s, "bal_acc_norm") == pytest.approx(balanced_accuracy(preds, s["gold"]))
     assert metric_on(s, "acc") == pytest.approx(sum(p == lab for p, lab in zip(s["pred_sum"], s["label"])) / 40)
-    assert metric_on(s, "bal_acc") == pytest.approx(balanced_accuracy([("yes", "no", "maybe")[p] for p in s["pred_sum"]],
-                                                                      s["gold"]))
+    preds_sum = [("yes", "no", "maybe")[p] for p in s["pred_sum"]]
+    assert metric_on(s, "bal_acc") == pytest.approx(balanced_accuracy(preds_sum, s["gold"]))
     assert metric_on(s, "gold_logprob") == pytest.approx(sum(s["gold_logprob"]) / 40)
     assert metric_on(s, "exact_match") is None
 
@@ -104,7 +104,7 @@ def test_cells_of_format_1_read_per_token_predictions(tmp_path):
     """A results.json written before the lm-evaluation-harness names: its pred_norm divided by tokens. Read back,
     it is acc_norm_token (same numbers); a char-normalised primary metric is refused with the fix in the message."""
     res = fake_results(30)
-    for key, s in res["samples"].items():  # the old form: no format, pred_norm = per token, no per-char predictions
+    for s in res["samples"].values():  # the old form: no format, pred_norm = per token, no per-char predictions
         s.pop("format")
         s["pred_norm"] = s.pop("pred_norm_token")
         s["pred_norm"][0] = (s["pred_norm"][0] + 1) % 2  # differ from the other rules somewhere

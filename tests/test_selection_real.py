@@ -58,7 +58,8 @@ def test_cli_select_json_and_cache(tmp_path):
 
     env_json = tmp_path / "sel.json"
     cmd = [sys.executable, "-m", "insta.cli", "select", "--catalog", "p3", "--pool", "t0_train", "--data-dir",
-           str(shared_data_dir()), "-i", "Is this movie review positive or negative?", "-k", "3", "--json", str(env_json)]
+           str(shared_data_dir()), "-i", "Is this movie review positive or negative?", "-k", "3",
+           "--json", str(env_json)]
     first = subprocess.run(cmd, capture_output=True, text=True)
     assert first.returncode == 0, first.stderr
     data = json.loads(env_json.read_text())

@@ -95,7 +95,8 @@ def test_lora_loss_goes_down_and_adapter_loads(models, tmp_path, kind):
 def test_merged_lora(models, tmp_path):
     res = train_model(tiny_lm.toy_records(16), cfg(models["causal"], tmp_path / "m", lora=True, merge_lora=True,
                                                    max_steps=2))
-    assert Path(res.model_dir, "config.json").is_file() and Path(tmp_path / "m" / "adapter" / "adapter_config.json").is_file()
+    assert Path(res.model_dir, "config.json").is_file()
+    assert Path(tmp_path / "m" / "adapter" / "adapter_config.json").is_file()
     evaluate_task(res.model_dir, tiny_lm.toy_examples(4), progress=False)
 
 
@@ -146,7 +147,8 @@ def test_cli_train(models, tmp_path, capsys):
     assert rc == 0
     out = capsys.readouterr().out
     assert "2 steps" in out and str(tmp_path / "run" / "model") in out
-    rc = main(["train", "--mixture", str(tmp_path / "nope.jsonl"), "--model", models["causal"], "--out", str(tmp_path / "r2")])
+    rc = main(["train", "--mixture", str(tmp_path / "nope.jsonl"), "--model", models["causal"],
+               "--out", str(tmp_path / "r2")])
     assert rc == 2 and "does not exist" in capsys.readouterr().err
 
 

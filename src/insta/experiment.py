@@ -81,7 +81,8 @@ class Backend(Protocol):
 
     def base_identity(self, model: str) -> str: ...
 
-    def train(self, records: list[dict[str, Any]], out_dir: Path, model: str, options: dict[str, Any]) -> dict[str, Any]:
+    def train(self, records: list[dict[str, Any]], out_dir: Path, model: str,
+              options: dict[str, Any]) -> dict[str, Any]:
         """Fine-tune ``model`` on ``records``; return ``{"model_dir": ..., "metrics": {...}}``."""
 
     def load(self, model_dir_or_name: str) -> Any: ...

@@ -106,7 +106,8 @@ def _check_keys(section: str, given: dict, allowed: set[str]) -> None:
         raise _fail(f"unknown key(s) in {where} of the experiment config: {', '.join(hints)}")
 
 
-def _get(section: dict[str, Any], key: str, default: Any, tp: Any, where: str = "", minimum: float | None = None) -> Any:
+def _get(section: dict[str, Any], key: str, default: Any, tp: Any, where: str = "",
+         minimum: float | None = None) -> Any:
     """``section[key]`` (or ``default``), checked against the type ``tp`` (and ``minimum``) with a one-line error
     naming the key: ``seed: abc`` or ``include_base: "false"`` must fail at load time, not after the grid."""
     from .options import describe_type, value_matches

@@ -171,7 +171,7 @@ def export_lm_eval_task(
         else:
             delim = ""
             docs = [_gen_doc(ex, task_id) for ex in exs]
-        for d, ex in zip(docs, exs):
+        for d in docs:
             if tid:
                 d["template_id"] = tid
         data = out / f"{sub}.jsonl"

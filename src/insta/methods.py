@@ -10,10 +10,10 @@ The leakage guard, ranking, tie groups and k rules live in the base class (:mod:
 | ``insta-max`` | instructions | INSTA with the best pair's cosine |
 | ``insta-topk-vote`` | instructions | INSTA with the authors' top-k vote aggregation (rank-1 hits dominate) |
 | ``insta-aligned`` | instructions | INSTA with an INSTA-aligned encoder (``insta align``), top-k vote by default |
-| ``insta-format`` | instructions | format-aware INSTA: each instruction embedded with its output space (:mod:`insta.taskformat`) |
-| ``hybrid`` | instructions, target_samples, source_instances | INSTA's score and RoE's instance similarity, z-scored and mixed with ``weight`` |
+| ``insta-format`` | instructions | format-aware INSTA: instructions embedded with their output space (``taskformat``) |
+| ``hybrid`` | instructions, target_samples, source_instances | INSTA and RoE scores, z-scored, mixed by ``weight`` |
 | ``lexical`` | instructions | BM25 (Okapi, ``rank-bm25``) of the target instructions against each task's instructions |
-| ``roe`` | target_samples, source_instances | Retrieval of Experts (Jang et al. 2023): each unlabelled target instance retrieves its nearest source instance; majority vote |
+| ``roe`` | target_samples, source_instances | Retrieval of Experts (Jang et al. 2023): nearest-source-instance vote |
 | ``dsir`` | target_samples, source_instances | DSIR (Xie et al. 2023) hashed n-gram importance weights, per task |
 | ``random`` | seed | ``k`` pool tasks drawn uniformly with a seed; does not look at the target |
 | ``all`` | nothing | every pool task (the multi-task baseline); ``k`` does not apply |
@@ -187,7 +187,8 @@ def read_target_examples(path: str, limit: int | None = None) -> list[Example]:
             out.append(Example(id=str(raw.get("id", f"target:{n}")), input=raw["input"], references=[],
                                options=list(opts) if opts else None, provenance={"file": str(p), "line": n}))
         else:
-            out.append(Example(id=f"target:{n}", input=line.strip(), references=[], provenance={"file": str(p), "line": n}))
+            out.append(Example(id=f"target:{n}", input=line.strip(), references=[],
+                               provenance={"file": str(p), "line": n}))
         if limit is not None and len(out) >= limit:
             break
     if not out:
@@ -654,9 +655,9 @@ class DSIRMethod(SelectionMethod):
     """DSIR (Xie et al. 2023, "Data Selection for Language Models via Importance Resampling") lifted to tasks.
 
     Features: hashed unigrams + bigrams (``num_buckets`` buckets; the ``data-selection`` package's featurizer,
-    computed sparse by :func:`ngram_features` with the package's tokenizer when installed: identical counts). A bag-of-n-grams model is fitted
-    on the unlabelled target instances (p_target) and on the candidates' library (p_raw, ``library_size``
-    instances per candidate task); an instance's log importance weight is
+    computed sparse by :func:`ngram_features` with the package's tokenizer when installed: identical counts).
+    A bag-of-n-grams model is fitted on the unlabelled target instances (p_target) and on the candidates' library
+    (p_raw, ``library_size`` instances per candidate task); an instance's log importance weight is
     ``sum_j count_j(x) * (log p_target_j - log p_raw_j)`` (1e-8 smoothing, as in the package). A task's score:
 
     * ``per-ngram`` (default): the summed weight of its library instances divided by their n-gram count, i.e. the

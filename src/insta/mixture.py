@@ -528,8 +528,8 @@ def mixture_from_selection(
     The catalog comes from ``catalog`` (a :class:`~insta.catalogs.base.Catalog`), else it is loaded by name
     (``catalog_name`` or the selection's ``catalog``) from ``data_dir`` (or the selection's ``data_dir``).
     A name that is not a task but a family (a BIG-bench parent such as ``cs_algorithms``) stands for all its
-    member tasks. The target to deduplicate against is ``config.exclude_target`` or the selection's target task; it is looked
-    up in ``target_catalog`` (default: the source catalog).
+    member tasks. The target to deduplicate against is ``config.exclude_target`` or the selection's target task;
+    it is looked up in ``target_catalog`` (default: the source catalog).
     """
     from .catalogs import load_catalog
 

@@ -54,7 +54,8 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
 def atomic_write_json(path: str | os.PathLike, obj: Any, indent: int | None = 2) -> None:
     """JSON, atomically; ``indent=None`` writes one compact line (for large machine-read files)."""
     seps = (",", ":") if indent is None else None
-    atomic_write_text(path, json.dumps(obj, indent=indent, separators=seps, ensure_ascii=False, default=_jsonable) + "\n")
+    text = json.dumps(obj, indent=indent, separators=seps, ensure_ascii=False, default=_jsonable)
+    atomic_write_text(path, text + "\n")
 
 
 def _jsonable(obj: Any) -> Any:

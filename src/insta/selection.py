@@ -370,7 +370,8 @@ def choose_k(scores: Sequence[float], rule: KRule) -> tuple[int, str]:
     t = mu + rule.z * sd
     c = int(np.sum(s >= t - TIE_TOLERANCE * max(1.0, abs(t))))
     c = max(k_min, min(k_max, c))
-    return c, (f"scores at least {rule.z:g} SD above the candidates' mean ({mu:.4g} + {rule.z:g} x {sd:.4g} = {t:.4g}), "
+    return c, (f"scores at least {rule.z:g} SD above the candidates' mean "
+               f"({mu:.4g} + {rule.z:g} x {sd:.4g} = {t:.4g}), "
                f"bounded to {k_min}-{k_max}")
 
 
@@ -432,7 +433,8 @@ def as_target(target: Task | Sequence[str] | str) -> tuple[Task, bool]:
     """``(task, is_catalog_task)``: a catalog Task as is, instruction text(s) as a Task with no relatives."""
     if isinstance(target, Task):
         return target, True
-    return Task(id=FREE_TEXT_TARGET, instructions=clean_instructions(target), catalog="", family=FREE_TEXT_TARGET), False
+    return Task(id=FREE_TEXT_TARGET, instructions=clean_instructions(target), catalog="",
+                family=FREE_TEXT_TARGET), False
 
 
 class SelectionMethod:

@@ -131,7 +131,8 @@ class TrainResult:
 # ---------------------------------------------------------------- features
 
 
-def build_features(records: Sequence[dict[str, Any]], tokenizer, kind: str, config: TrainConfig) -> tuple[list[dict], dict]:
+def build_features(records: Sequence[dict[str, Any]], tokenizer, kind: str,
+                   config: TrainConfig) -> tuple[list[dict], dict]:
     """Tokenised training features (``input_ids``, ``labels``) and statistics (tokens, truncations)."""
     from .lm import encode_causal, encode_seq2seq
 
@@ -310,7 +311,8 @@ def checkpoint_problem(path: str | os.PathLike) -> str | None:
         if f.is_file():
             if not zipfile.is_zipfile(f):
                 return f"{name} is truncated or corrupt"
-        elif not (name == "optimizer.pt" and any(x.name.startswith(("optimizer_", "global_step")) for x in p.iterdir())):
+        elif not (name == "optimizer.pt"
+                  and any(x.name.startswith(("optimizer_", "global_step")) for x in p.iterdir())):
             return f"no {name}"
     return None
 
@@ -417,8 +419,8 @@ def train_model(mixture: Any, config: TrainConfig | None = None, callbacks: Sequ
                 **overrides: Any) -> TrainResult:
     """Fine-tune ``config.model`` on a mixture (a JSONL path, a :class:`~insta.mixture.Mixture` or records).
 
-    Keyword overrides set :class:`TrainConfig` fields; ``callbacks`` are extra ``transformers.TrainerCallback``s. Returns where the model went and the run's metrics
-    (also written to ``<output_dir>/train_result.json``).
+    Keyword overrides set :class:`TrainConfig` fields; ``callbacks`` are extra ``transformers.TrainerCallback``s.
+    Returns where the model went and the run's metrics (also written to ``<output_dir>/train_result.json``).
     """
     from .lm import _require_transformers
 
@@ -560,7 +562,8 @@ def train_model(mixture: Any, config: TrainConfig | None = None, callbacks: Sequ
     if trainer.is_world_process_zero():
         for path, problem in broken:  # a kill while saving: never resumable, and in the way of the rotation
             print(f"insta train: warning: checkpoint {path} is incomplete ({problem}); removed"
-                  + (f", resuming from {Path(resume_from).name}" if resume_from else ", starting over"), file=sys.stderr)
+                  + (f", resuming from {Path(resume_from).name}" if resume_from else ", starting over"),
+                  file=sys.stderr)
             shutil.rmtree(path, ignore_errors=True)
         out.mkdir(parents=True, exist_ok=True)
         atomic_write_json(meta_path, {"fingerprint": fp, "config": asdict(config), "mixture": source,
@@ -582,7 +585,8 @@ def train_model(mixture: Any, config: TrainConfig | None = None, callbacks: Sequ
             tokenizer.save_pretrained(str(final_dir))
 
     history = [
-        {"step": h["step"], "loss": h["loss"], **({"learning_rate": h["learning_rate"]} if "learning_rate" in h else {})}
+        {"step": h["step"], "loss": h["loss"],
+         **({"learning_rate": h["learning_rate"]} if "learning_rate" in h else {})}
         for h in trainer.state.log_history if "loss" in h
     ]
     tokens_seen = collator.tokens_seen

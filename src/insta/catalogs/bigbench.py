@@ -231,7 +231,8 @@ def load(root: Path, shuffle_options: bool = True, cache: bool = True) -> Catalo
             pools={"t0_eval"} if family in t0_families else set(),
             meta={
                 "metrics": s["metrics"], "preferred_score": s["preferred_score"], "n_examples": s["n_examples"],
-                **({"n_skipped_examples": s["n_skipped"], "skipped_examples": s["skipped"]} if s.get("n_skipped") else {}),
+                **({"n_skipped_examples": s["n_skipped"], "skipped_examples": s["skipped"]}
+                   if s.get("n_skipped") else {}),
                 "path": str(base / rel), "has_target_scores": s["has_target_scores"], "format": s["format"],
             },
             loader=_make_loader(task_id, base / rel, shuffle_options, s),

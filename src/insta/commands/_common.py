@@ -66,7 +66,8 @@ def emit_json(args: argparse.Namespace, obj: Any) -> None:
 
 
 def add_catalog_args(p: argparse.ArgumentParser, default: str = DEFAULT_CATALOG) -> None:
-    p.add_argument("--catalog", "-c", default=default, help=f"p3, niv2, bigbench, bbh, or a task file (default: {default})")
+    p.add_argument("--catalog", "-c", default=default,
+                   help=f"p3, niv2, bigbench, bbh, or a task file (default: {default})")
     p.add_argument("--data-dir", default=None, help="upstream data folder (default: $INSTA_DATA_DIR, else ./data)")
     p.add_argument("--pool", default=None, help="restrict the catalog to a named pool (e.g. t0_train, train)")
     p.add_argument("--allow-outside-examples", action="store_true",

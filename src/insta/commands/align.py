@@ -35,7 +35,8 @@ def add_parser(sub) -> None:
     add_catalog_args(p)
     p.add_argument("--out", "-o", required=True, help="output model directory")
     p.add_argument("--config", help="YAML/JSON file of alignment options (AlignConfig fields); flags override it")
-    p.add_argument("--encoder", "-e", default=None, help="base encoder: name, hub id or directory (default all-MiniLM-L6-v2)")
+    p.add_argument("--encoder", "-e", default=None,
+                   help="base encoder: name, hub id or directory (default all-MiniLM-L6-v2)")
     p.add_argument("--objective", choices=["cosine", "mnrl"], default=None,
                    help="cosine: the authors' CosineSimilarityLoss on labelled pairs (default); mnrl: "
                         "MultipleNegativesRankingLoss with a task-aware batch sampler")
@@ -46,11 +47,13 @@ def add_parser(sub) -> None:
     g.add_argument("--exclude-family", action="append", default=[], help="family to keep out (repeatable)")
     g.add_argument("--no-default-exclusions", action="store_true",
                    help="do NOT drop evaluation pools and BBH parents (leaks targets into the encoder)")
-    g.add_argument("--heldout-fraction", type=float, default=None, help="instructions held out for eval-selection (0.2)")
+    g.add_argument("--heldout-fraction", type=float, default=None,
+                   help="instructions held out for eval-selection (0.2)")
     g.add_argument("--dev-fraction", type=float, default=None, help="instructions held out for the dev Pearson (0.1)")
     g2 = p.add_argument_group("pairs")
     g2.add_argument("--positive-fraction", type=float, default=None, help="share of same-task pairs kept (0.4)")
-    g2.add_argument("--negative-threshold", type=float, default=None, help="negatives have base cosine below this (0.3)")
+    g2.add_argument("--negative-threshold", type=float, default=None,
+                    help="negatives have base cosine below this (0.3)")
     g2.add_argument("--max-negative-reuse", type=int, default=None, help="times one text may serve as a negative (4)")
     g2.add_argument("--max-pairs-per-task", type=int, default=None,
                     help="cap on positive pairs per task before sampling (default none; use e.g. 100 for BIG-bench)")

@@ -26,7 +26,8 @@ def add_parser(sub) -> None:
                         "their parent's description) or the exact task id")
     p.add_argument("--aggregation", "-a", action="append", choices=["mean", "max", "topk-vote"], default=[],
                    help="aggregation(s) to report (repeatable; default all three)")
-    p.add_argument("--top", type=positive_int, action="append", default=[], help="k of top-k (repeatable; default 1 and 5)")
+    p.add_argument("--top", type=positive_int, action="append", default=[],
+                   help="k of top-k (repeatable; default 1 and 5)")
     p.add_argument("--vote-depth", type=positive_int, default=10, help="depth of topk-vote (10)")
     p.add_argument("--drop-ambiguous", action="store_true",
                    help="do not ask instructions whose exact text belongs to another task too (by default they are "

@@ -13,23 +13,27 @@ def add_parser(sub) -> None:
         description="Rank classification for tasks with answer options, named as lm-evaluation-harness names it "
         "(acc: summed log-likelihood; acc_norm: per character; acc_norm_token: per token; acc_calibrated; "
         "balanced accuracy bal_acc*, macro-F1, gold log-prob), greedy generation (ROUGE-L, exact match) "
-        "otherwise; tasks with several templates (P3, e.g. super_glue/rte) are averaged over templates. Writes OUT/<task>/results.json and samples.jsonl.",
+        "otherwise; tasks with several templates (P3, e.g. super_glue/rte) are averaged over templates. "
+        "Writes OUT/<task>/results.json and samples.jsonl.",
     )
-    p.add_argument("--model", default="smollm2", help="smollm2 (default), a model dir, a run's model dir, a LoRA adapter dir")
+    p.add_argument("--model", default="smollm2",
+                   help="smollm2 (default), a model dir, a run's model dir, a LoRA adapter dir")
     add_catalog_args(p)
     p.add_argument("--task", "-t", action="append", required=True, help="target task id (repeatable)")
     p.add_argument("--out", "-o", default=None, help="results folder (default: print only)")
     p.add_argument("--limit", type=positive_int, default=None, help="first N examples of each task")
     p.add_argument("--limit-per-template", type=positive_int, default=None, help="first N examples of each template")
     p.add_argument("--mode", choices=["auto", "rank", "generate"], default="auto")
-    p.add_argument("--primary-metric", default=None, help="headline metric (default acc; rouge_l / exact_match for generation)")
+    p.add_argument("--primary-metric", default=None,
+                   help="headline metric (default acc; rouge_l / exact_match for generation)")
     p.add_argument("--calibration", choices=["auto", "fixed", "unconditional", "none"], default="auto",
                    help="content-free prompt for acc_calibrated (default auto; unconditional = lm-eval's "
                    "acc_mutual_info)")
     p.add_argument("--batch-size", type=positive_int, default=8)
     p.add_argument("--max-source-length", type=positive_int, default=1024)
     p.add_argument("--max-new-tokens", type=positive_int, default=32)
-    p.add_argument("--stop", action="append", default=None, help="stop string for generation (repeatable; default newline)")
+    p.add_argument("--stop", action="append", default=None,
+                   help="stop string for generation (repeatable; default newline)")
     p.add_argument("--no-samples", action="store_true", help="do not write samples.jsonl")
     p.add_argument("--no-progress", action="store_true", help="no progress bars (also --quiet)")
     add_output_args(p, json_help="write the summary (per task: primary metric, all metrics, timings) as JSON")

@@ -14,10 +14,12 @@ def add_parser(sub) -> None:
         "JSONL file with provenance (plus <name>.manifest.json saying how it was built).",
     )
     src = p.add_argument_group("source tasks (one of)")
-    src.add_argument("--selection", "-s", help="selection JSON from `insta select --json` (or a JSON list / text file of task ids)")
+    src.add_argument("--selection", "-s",
+                     help="selection JSON from `insta select --json` (or a JSON list / text file of task ids)")
     src.add_argument("--tasks", "-t", nargs="+", help="task ids (with --catalog)")
     p.add_argument("--catalog", "-c", default=None, help="catalog of the tasks (default: the selection's)")
-    p.add_argument("--data-dir", default=None, help="upstream data folder (default: the selection's, $INSTA_DATA_DIR, ./data)")
+    p.add_argument("--data-dir", default=None,
+                   help="upstream data folder (default: the selection's, $INSTA_DATA_DIR, ./data)")
     p.add_argument("--out", "-o", required=True, help="output JSONL path")
     p.add_argument("--per-task", "-n", type=positive_int, default=100, help="instances per task, at most (default 100)")
     p.add_argument("--cap", action="append", default=[], metavar="TASK=N", help="per-task cap override (repeatable)")

@@ -21,7 +21,8 @@ def add_parser(sub) -> None:
     tgt.add_argument("--instructions-file", help="file with target instructions (one per line, or a JSON/YAML list)")
     tgt.add_argument("--task", "-t", help="a catalog task id as target (it and its family are excluded)")
     tgt.add_argument("--target-catalog", help="catalog holding --task if not the source catalog (e.g. bbh)")
-    tgt.add_argument("--n-target-instructions", type=positive_int, default=None, help="use only the first N target instructions")
+    tgt.add_argument("--n-target-instructions", type=positive_int, default=None,
+                     help="use only the first N target instructions")
     m = p.add_argument_group("method")
     m.add_argument("--method", "-m", default=None,
                    help="selection method (default insta-mean; -a picks insta-max / insta-topk-vote)")
@@ -39,7 +40,8 @@ def add_parser(sub) -> None:
                    "off the scores: gap (largest score drop), elbow (knee of the score curve), threshold (z SD above "
                    "the mean)")
     p.add_argument("--k-min", type=positive_int, default=1, help="lower bound of a k rule (1)")
-    p.add_argument("--k-max", type=positive_int, default=None, help="upper bound of a k rule (20, or the pool if smaller)")
+    p.add_argument("--k-max", type=positive_int, default=None,
+                   help="upper bound of a k rule (20, or the pool if smaller)")
     p.add_argument("--z", type=float, default=1.0, help="threshold rule: standard deviations above the mean (1.0)")
     p.add_argument("--ties", choices=["first", "include"], default="first",
                    help="when k cuts a tie group: keep exactly k (first, default) or take the whole group (include)")
@@ -59,7 +61,8 @@ def run(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     n_sources = sum(bool(x) for x in (args.instruction, args.instructions_file, args.task))
     if n_sources != 1:
-        raise InstaError("give exactly one target: --instruction TEXT (repeatable), --instructions-file FILE or --task ID")
+        raise InstaError("give exactly one target: --instruction TEXT (repeatable), --instructions-file FILE "
+                         "or --task ID")
     check_output_files(json_out=args.json_out)
     full = open_catalog(args)
     check_exclusions(full, args.exclude, args.exclude_family)

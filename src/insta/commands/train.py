@@ -15,7 +15,8 @@ def add_parser(sub) -> None:
         "rerun resumes from the last one; the final model (or LoRA adapter) goes to OUT/model. Several GPUs: "
         "`accelerate launch -m insta.cli train ...` or `torchrun --nproc_per_node N -m insta.cli train ...`.",
     )
-    p.add_argument("--mixture", "-m", required=True, help="mixture JSONL (insta, alpaca, messages or TRL prompt/completion records)")
+    p.add_argument("--mixture", "-m", required=True,
+                   help="mixture JSONL (insta, alpaca, messages or TRL prompt/completion records)")
     p.add_argument("--model", default="smollm2", help="smollm2 (default), a local model dir, or a hub id")
     p.add_argument("--out", "-o", required=True, help="run directory")
     sched = p.add_argument_group("schedule")

@@ -19,7 +19,8 @@ BACKENDS = ("transformers", "dry-run")
 SOURCE_STRATEGIES = ("spread", "first", "random", "list")
 #: training options the transfer run sets itself
 TRAIN_RESERVED = {"model", "output_dir", "overwrite", "resume", "seed"}
-SCORING_KEYS = {"align", "encoder", "enabled", "include_unreliable", "k", "target_samples", "library_size", "aligned_encoder", "draws", "bootstrap", "metric"}
+SCORING_KEYS = {"align", "encoder", "enabled", "include_unreliable", "k", "target_samples", "library_size",
+                "aligned_encoder", "draws", "bootstrap", "metric"}
 EVAL_KEYS = {"n", "seed", "batch_size", "calibration", "content_free_prompt", "max_source_length", "share_prefix"}
 
 

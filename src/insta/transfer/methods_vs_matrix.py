@@ -35,7 +35,8 @@ def with_encoder(methods: Sequence[tuple[str, str, dict[str, Any]]], encoder: st
     """The methods with ``encoder`` as the sentence encoder of INSTA (base) and RoE."""
     if not encoder:
         return list(methods)
-    return [(lab, name, {**opts, "encoder": encoder} if name in ("insta-mean", "insta-topk-vote", "insta-format", "hybrid", "roe") else opts)
+    with_encoder = ("insta-mean", "insta-topk-vote", "insta-format", "hybrid", "roe")
+    return [(lab, name, {**opts, "encoder": encoder} if name in with_encoder else opts)
             for lab, name, opts in methods]
 
 

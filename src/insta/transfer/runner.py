@@ -52,10 +52,11 @@ def spread_sources(pool: Catalog, n: int, seed: int) -> list[str]:
     left = list(pool.ids)
     chosen: list[str] = []
     kw = {t.id: set(t.keywords) for t in pool}
-    while left and len(chosen) < n:
-        def gain(tid: str) -> tuple[float, int]:
-            return (sum(1.0 / freq[k] for k in kw[tid] - covered), -_stable_int("spread", seed, tid))
 
+    def gain(tid: str) -> tuple[float, int]:  # reads ``covered`` as it is when called
+        return (sum(1.0 / freq[k] for k in kw[tid] - covered), -_stable_int("spread", seed, tid))
+
+    while left and len(chosen) < n:
         best = max(left, key=gain)
         if gain(best)[0] == 0 and covered:
             covered = set()  # every type covered once: start a second round
