@@ -191,7 +191,7 @@ def test_positive_cap_per_unit():
 def test_task_aware_sampler_never_puts_one_task_twice_in_a_batch():
     rng = random.Random(0)
     keys = []
-    for i in range(400):
+    for _ in range(400):
         unit = f"u{int(rng.paretovariate(1.0)) % 25}"
         ks = {unit}
         if rng.random() < 0.1:  # a pair whose text also belongs to another unit
@@ -363,7 +363,7 @@ def test_interruption_while_building_pairs_resumes(tiny, style, tmp_path):
     assert json.loads((out / METADATA_FILE).read_text())["status"] == "complete"
 
 
-# ---------------------------------------------------------------- checkpoints never run code; --overwrite keeps user files
+# ------------------------------------------------------------ checkpoints never run code; --overwrite keeps user files
 
 
 def _interrupt_at(text):

@@ -228,7 +228,8 @@ def align_encoder(
     if previous is not None and previous.get("fingerprint") != fingerprint:
         if not overwrite:
             diff = _config_diff(previous.get("config_identity", {}), config.identity())
-            what = f" (differs in: {', '.join(diff)})" if diff else " (same options, different catalog, split or base encoder)"
+            what = (f" (differs in: {', '.join(diff)})" if diff
+                    else " (same options, different catalog, split or base encoder)")
             raise InstaError(f"{out} holds an alignment run with another configuration{what}: pass --overwrite "
                              "to replace it, or choose another output directory")
         _clear_alignment_dir(out)
@@ -237,7 +238,8 @@ def align_encoder(
         _clear_alignment_dir(out)
         done = running = None
     if done is not None and done.get("status") == "complete":
-        log(f"{out} is already aligned with this configuration (best epoch {done['training']['best_epoch']}); nothing to do")
+        log(f"{out} is already aligned with this configuration (best epoch {done['training']['best_epoch']}); "
+            "nothing to do")
         return out
     if previous is None and out.is_dir() and any(out.iterdir()):
         raise InstaError(f"{out} is not empty and holds no insta alignment run: choose an empty or new directory")
@@ -269,12 +271,14 @@ def align_encoder(
         log(f"resuming: {len(train_pairs.pairs)} training pairs from {pairs_path}")
     else:
         log(f"building pairs over {len(split.train)} {config.unit} units "
-            f"({split.to_dict()['n_train_instructions']} training instructions; {len(split.excluded)} evaluation tasks excluded"
+            f"({split.to_dict()['n_train_instructions']} training instructions; "
+            f"{len(split.excluded)} evaluation tasks excluded"
             f"{f', {split.n_outside_pool} tasks outside pool ' + config.pool if config.pool else ''})")
         penc = pair_encoder or Encoder(base_path, show_progress=config.progress)
         train_pairs = build_pairs(
             split.train, penc, positive_fraction=config.positive_fraction, negative_threshold=config.negative_threshold,
-            max_negative_reuse=config.max_negative_reuse, max_positive_pairs_per_unit=config.max_positive_pairs_per_unit,
+            max_negative_reuse=config.max_negative_reuse,
+            max_positive_pairs_per_unit=config.max_positive_pairs_per_unit,
             seed=config.seed, progress=config.progress,
         )
         dev_pairs = build_dev_pairs(split, penc, negative_threshold=config.negative_threshold, seed=config.seed,
@@ -306,7 +310,8 @@ def align_encoder(
         from sentence_transformers.sentence_transformer.losses import CosineSimilarityLoss
 
         loss_fn = CosineSimilarityLoss(model)
-        epoch_batches = [shuffled_batches(len(examples), config.batch_size, config.seed, e) for e in range(config.epochs)]
+        epoch_batches = [shuffled_batches(len(examples), config.batch_size, config.seed, e)
+                         for e in range(config.epochs)]
         dropped = 0
     else:
         from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
@@ -567,7 +572,8 @@ def _write_readme(out: Path, meta: dict) -> None:
         "",
         f"Base encoder `{cfg['base_encoder']}` fine-tuned on the instructions of the `{meta['catalog']['name']}` "
         f"catalog{' (pool ' + cfg['pool'] + ')' if cfg.get('pool') else ''} with the `{cfg['objective']}` objective "
-        f"(lr {tr['learning_rate']}, {cfg['epochs']} epochs, batch {cfg['batch_size']}, seed {cfg['seed']}); best epoch "
+        f"(lr {tr['learning_rate']}, {cfg['epochs']} epochs, batch {cfg['batch_size']}, seed {cfg['seed']}); "
+        "best epoch "
         f"{tr['best_epoch']} by dev Pearson.",
         "",
         f"Kept out of alignment: {len(sp['excluded_tasks'])} evaluation tasks and {sp['n_heldout_instructions']} "
