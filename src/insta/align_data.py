@@ -462,7 +462,11 @@ class TaskAwareBatchSampler:
     in-batch negative comes from another task. Each epoch reshuffles with ``seed + epoch``: units are drawn
     with probability proportional to what they have left, so big units spread over the epoch. Examples that
     would end up alone in a batch (only one unit left) are dropped for that epoch (``dropped`` says how many).
-    Usable as a ``torch.utils.data.DataLoader(batch_sampler=...)``.
+
+    Every epoch has as many batches as the first (a Trainer counts steps as epochs x batches per epoch): an
+    epoch that packs into more drops its smallest batches, one that packs into fewer splits its largest.
+    Usable as a ``torch.utils.data.DataLoader(batch_sampler=...)``, and by ``SentenceTransformerTrainer``
+    through :meth:`for_trainer`.
     """
 
     def __init__(self, keys: Sequence[Sequence[str] | str], batch_size: int, seed: int = 42, min_batch: int = 2):
@@ -474,7 +478,15 @@ class TaskAwareBatchSampler:
         self.min_batch = min_batch
         self.epoch = 0
         self.dropped = 0
-        self._cache: dict[int, list[list[int]]] = {}
+        self._cache: dict[int, tuple[list[list[int]], int]] = {}
+        self.n_batches = len(self._make(0)[0])
+
+    @classmethod
+    def for_trainer(cls, keys: Sequence[Sequence[str] | str], dataset: Any = None, *, batch_size: int, seed: int = 0,
+                    **_trainer_kwargs: Any) -> "TaskAwareBatchSampler":
+        """The ``batch_sampler`` callable of ``SentenceTransformerTrainingArguments`` (bind ``keys`` with
+        ``functools.partial``): the Trainer passes its dataset, batch size and seed."""
+        return cls(keys, batch_size, seed=seed)
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -482,10 +494,24 @@ class TaskAwareBatchSampler:
     def batches(self, epoch: int | None = None) -> list[list[int]]:
         epoch = self.epoch if epoch is None else epoch
         if epoch not in self._cache:
-            self._cache = {epoch: self._make(epoch)}
-        return self._cache[epoch]
+            self._cache = {epoch: self._fit(*self._make(epoch))}
+        batches, self.dropped = self._cache[epoch]
+        return batches
 
-    def _make(self, epoch: int) -> list[list[int]]:
+    def _fit(self, batches: list[list[int]], dropped: int) -> tuple[list[list[int]], int]:
+        """Exactly ``n_batches`` batches, in their order: drop the smallest ones, or halve the largest."""
+        batches = list(batches)
+        while len(batches) > self.n_batches:
+            dropped += len(batches.pop(min(range(len(batches)), key=lambda i: len(batches[i]))))
+        while batches and len(batches) < self.n_batches:
+            i = max(range(len(batches)), key=lambda i: len(batches[i]))
+            if len(batches[i]) < 2:
+                break
+            big = batches[i]
+            batches[i:i + 1] = [big[:len(big) // 2], big[len(big) // 2:]]
+        return batches, dropped
+
+    def _make(self, epoch: int) -> tuple[list[list[int]], int]:
         rng = random.Random(f"{self.seed}:batches:{epoch}")
         buckets: dict[str, list[int]] = {}
         for i, ks in enumerate(self.keys):
@@ -518,18 +544,10 @@ class TaskAwareBatchSampler:
                 if not batch:  # nothing placeable (cannot happen with non-empty buckets); stop safely
                     dropped += sum(map(len, buckets.values()))
                     break
-        self.dropped = dropped
-        return out
+        return out, dropped
 
     def __iter__(self) -> Iterator[list[int]]:
         return iter(self.batches())
 
     def __len__(self) -> int:
-        return len(self.batches())
-
-
-def shuffled_batches(n: int, batch_size: int, seed: int, epoch: int) -> list[list[int]]:
-    """Plain seeded shuffling into batches (the cosine objective)."""
-    order = list(range(n))
-    random.Random(f"{seed}:batches:{epoch}").shuffle(order)
-    return [order[i:i + batch_size] for i in range(0, n, batch_size)]
+        return self.n_batches
