@@ -470,7 +470,7 @@ def test_a_bad_checkpoint_is_discarded_and_the_previous_one_resumes(tiny, style,
 
     cfg = tiny_config(tiny, epochs=4, dev_fraction=0.2)
     full = align_encoder(style, cfg, tmp_path / "full", log=quiet)
-    first, newest = _two_checkpoints(style, cfg, tmp_path / "resumed")
+    _, newest = _two_checkpoints(style, cfg, tmp_path / "resumed")
     marker = tmp_path / "MARKER"
     if damage == "code-running pickle":
         torch.save({"state": {}, "payload": _Payload(marker)}, newest / "optimizer.pt")

@@ -2,34 +2,26 @@
 
 The encoder learns the catalog's instruction style: two instructions of one task should embed close together,
 instructions of unrelated tasks far apart. The result is a plain sentence-transformers model directory that
-``insta select --encoder DIR`` (or :class:`insta.encoder.Encoder`) uses as is.
+``insta select --encoder DIR`` (or :class:`insta.encoder.Encoder`) uses as is. :func:`align_encoder`:
 
-Pipeline (:func:`align_encoder`):
-
-1. **Split** (:func:`split_catalog`). Evaluation targets never feed alignment: every task in an evaluation pool
-   (``t0_eval``, ``eval``, ``test``) and its family, for BIG-bench also the BIG-bench parents of the BBH tasks,
-   plus anything the caller names. Of the remaining units (a unit is a task family by default: a P3 dataset, a
-   BIG-bench parent with its subtasks) a seeded share of instructions is held out for the identification test
-   (``heldout_fraction``) and another for the dev set (``dev_fraction``); every unit keeps at least one
-   instruction for training. The split is written into the model's ``insta_alignment.json``.
-2. **Pairs** (:func:`build_pairs`, authors' recipe): all same-unit pairs of training instructions, a random
-   ``positive_fraction`` kept, label 1; for each training instruction one instruction of another unit whose
-   base-encoder cosine is below ``negative_threshold``, each negative text used at most ``max_negative_reuse``
-   times, label 0. Dev pairs: each dev instruction with its unit's training instructions (1) and one
-   under-threshold other-unit instruction (0).
+1. **Split** (:func:`split_catalog`): evaluation targets, their families (for BIG-bench also the BBH parents)
+   and whatever the caller names never feed alignment; of every other unit (a task family by default) a seeded
+   share of instructions is held out for the identification test and another for the dev set. The split is
+   written into the model's ``insta_alignment.json``.
+2. **Pairs** (:func:`build_pairs`, :func:`build_dev_pairs`; the authors' recipe): same-unit pairs of training
+   instructions (a random ``positive_fraction`` kept, label 1) and, per instruction, one other-unit instruction
+   whose base-encoder cosine is below ``negative_threshold`` (label 0).
 3. **Training** with sentence-transformers' ``SentenceTransformerTrainer``: ``objective="cosine"`` =
-   ``CosineSimilarityLoss`` on those pairs (the paper); ``objective="mnrl"`` = ``MultipleNegativesRankingLoss``
-   on the positive pairs, batched by :class:`TaskAwareBatchSampler` so that no two pairs of one unit share a
-   batch (no false in-batch negatives). AdamW, linear warm-up (``warmup_ratio`` of one epoch) then linear decay,
-   gradient clipping at ``max_grad_norm``. After each epoch an ``EmbeddingSimilarityEvaluator`` measures the
-   dev Pearson correlation (cosine vs label) and the Trainer writes a checkpoint; the best epoch's weights
-   (``load_best_model_at_end``) are the saved model.
+   ``CosineSimilarityLoss`` on those pairs (the paper); ``"mnrl"`` = ``MultipleNegativesRankingLoss`` on the
+   positives in :class:`TaskAwareBatchSampler` batches (no two pairs of one unit in a batch: no false in-batch
+   negatives). AdamW, linear warm-up over ``warmup_ratio`` of one epoch then linear decay, gradient clipping; after
+   each epoch an ``EmbeddingSimilarityEvaluator`` gives the dev Pearson (cosine vs label) and the Trainer writes a
+   checkpoint; the best epoch's weights (``load_best_model_at_end``) are the saved model.
 
 Interrupt any time: rerunning with the same output directory and configuration resumes from the last epoch
-checkpoint (the Trainer restores weights, optimizer, schedule and random state, so a resumed run ends with the
-same weights as an uninterrupted one); a checkpoint that is incomplete or does not load safely is discarded with
-a warning and the one before it used. A finished directory is returned as is; a changed configuration is an
-error unless ``overwrite=True``.
+checkpoint (weights, optimizer, schedule and random state: the same weights as an uninterrupted run); one that is
+incomplete or does not load safely is discarded with a warning (:mod:`insta.align_dir`). A finished directory is
+returned as is; a changed configuration is an error unless ``overwrite=True``.
 """
 from __future__ import annotations
 
@@ -38,7 +30,6 @@ import hashlib
 import json
 import math
 import os
-import re
 import shutil
 import sys
 import time
@@ -67,28 +58,24 @@ from .align_data import (  # noqa: F401  (re-exported: the alignment's public na
     catalog_units,
     default_exclusions,
     split_catalog,
+    text_units,
     unit_of,
-    _text_units,
+)
+from .align_dir import (  # noqa: F401  (read_alignment_metadata, CHECKPOINTS: re-exported)
+    CHECKPOINTS,
+    existing_run,
+    read_alignment_metadata,
+    read_json,
+    resume_checkpoint,
+    write_model,
+    write_readme,
 )
 
-CHECKPOINTS = "checkpoints"  # the Trainer's epoch checkpoints (checkpoint-<step>), under <out>/.insta-align/
 DEV_METRIC = "dev_pearson_cosine"  # what the dev EmbeddingSimilarityEvaluator (name "dev") reports
 
 
 def _sha(obj: Any) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, ensure_ascii=False).encode()).hexdigest()[:16]
-
-
-def _read_json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError, RecursionError):
-        return None
-
-
-def _config_diff(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
-    keys = sorted(set(old) | set(new))
-    return [k for k in keys if old.get(k) != new.get(k)]
 
 
 def _versions() -> dict[str, str]:
@@ -102,12 +89,6 @@ def _versions() -> dict[str, str]:
 
     out["insta"] = __version__
     return out
-
-
-def read_alignment_metadata(model_dir: str | os.PathLike) -> dict | None:
-    """The ``insta_alignment.json`` of an aligned model directory (``None`` for any other model)."""
-    p = Path(model_dir) / METADATA_FILE
-    return _read_json(p) if p.is_file() else None
 
 
 # ---------------------------------------------------------------- the run
@@ -147,7 +128,7 @@ def align_encoder(
     }
     fingerprint = _sha(identity)
     work = out / WORK_DIR
-    done, running = _existing_run(out, fingerprint, config, overwrite)
+    done, running = existing_run(out, fingerprint, config.identity(), overwrite)
     if done is not None and done.get("status") == "complete":
         log(f"{out} is already aligned with this configuration (best epoch {done['training']['best_epoch']}); nothing to do")
         return out
@@ -175,8 +156,8 @@ def align_encoder(
         log("warning: no negative pair under the threshold; training on positives only")
     keys = None
     if config.objective == "mnrl":  # the units of both texts of each pair: none may meet in one batch
-        text_units = _text_units(split.train)
-        keys = [text_units.get(p.a, {p.unit_a}) | text_units.get(p.b, {p.unit_b}) | {p.unit_a} for p in examples]
+        units = text_units(split.train)
+        keys = [units.get(p.a, {p.unit_a}) | units.get(p.b, {p.unit_b}) | {p.unit_a} for p in examples]
 
     with _hf_progress_bars(config.progress):
         model = load_sentence_transformer(base_path, config.device or "cpu")
@@ -185,7 +166,7 @@ def align_encoder(
             model.max_seq_length = config.max_seq_length
         training = _train(model, examples, keys, dev_pairs, config, work, running, log)
         model.max_seq_length = saved_max_len
-        outputs = _write_model(model, out, work)  # the best weights; the metadata last (it marks completion)
+        outputs = write_model(model, out, work)  # the best weights; the metadata last (it marks completion)
     dropped, train_seconds = training.pop("dropped"), training.pop("train_seconds")
     meta = {
         "insta_alignment_version": FORMAT_VERSION,
@@ -205,7 +186,7 @@ def align_encoder(
         "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
         "outputs": outputs,
     }
-    _write_readme(out, meta)
+    write_readme(out, meta)
     atomic_write_json(out / METADATA_FILE, meta)
     if not config.keep_checkpoints:
         shutil.rmtree(work, ignore_errors=True)
@@ -213,33 +194,11 @@ def align_encoder(
     return out
 
 
-def _existing_run(out: Path, fingerprint: str, config: AlignConfig, overwrite: bool) -> tuple[dict | None, dict | None]:
-    """The finished metadata and the running record of this very run in ``out`` (``None`` when absent), after
-    clearing another insta run with ``overwrite`` (refused without it) or refusing a folder insta did not write."""
-    if out.exists() and not out.is_dir():
-        raise InstaError(f"{out} exists and is not a directory")
-    meta_path, run_path = out / METADATA_FILE, out / WORK_DIR / "run.json"
-    done = _read_json(meta_path) if meta_path.is_file() else None
-    running = _read_json(run_path) if run_path.is_file() else None
-    previous = done if isinstance(done, dict) else running if isinstance(running, dict) else None
-    if previous is not None and previous.get("fingerprint") != fingerprint and not overwrite:
-        diff = _config_diff(previous.get("config_identity", {}), config.identity())
-        what = f" (differs in: {', '.join(diff)})" if diff else " (same options, different catalog, split or base encoder)"
-        raise InstaError(f"{out} holds an alignment run with another configuration{what}: pass --overwrite "
-                         "to replace it, or choose another output directory")
-    if previous is not None and (overwrite or previous.get("fingerprint") != fingerprint):
-        _clear_alignment_dir(out)
-        return None, None
-    if previous is None and out.is_dir() and any(out.iterdir()):
-        raise InstaError(f"{out} is not empty and holds no insta alignment run: choose an empty or new directory")
-    return (done if isinstance(done, dict) else None), (running if isinstance(running, dict) else None)
-
-
 def _pairs(work: Path, fingerprint: str, split: AlignmentSplit, config: AlignConfig, base_path: str,
            pair_encoder, log: Callable[[str], None]) -> tuple[PairSet, PairSet, float]:
     """Training and dev pairs (built once, then read back from the work dir on resume) and the seconds spent."""
     pairs_path = work / "pairs.json"
-    stored = _read_json(pairs_path) if pairs_path.is_file() else None
+    stored = read_json(pairs_path) if pairs_path.is_file() else None
     if isinstance(stored, dict) and stored.get("fingerprint") == fingerprint:
         def pairset(pos: str, neg: str, stats: str) -> PairSet:
             return PairSet([Pair.from_list(r) for r in stored[pos]], [Pair.from_list(r) for r in stored[neg]],
@@ -279,30 +238,10 @@ def _train(model, examples: Sequence[Pair], keys: list[set[str]] | None, dev: Pa
            work: Path, running: dict, log: Callable[[str], None]) -> dict[str, Any]:
     """Fit ``model`` in place with ``SentenceTransformerTrainer`` (resuming from the last usable checkpoint under
     ``work``); the best epoch's weights are loaded at the end. Returns the ``training`` record of the metadata."""
-    import functools
-
-    from datasets import Dataset
-    from sentence_transformers import SentenceTransformerTrainer, SentenceTransformerTrainingArguments
+    from sentence_transformers import SentenceTransformerTrainingArguments
     from sentence_transformers.sentence_transformer.evaluation import EmbeddingSimilarityEvaluator
-    from sentence_transformers.sentence_transformer.losses import CosineSimilarityLoss, MultipleNegativesRankingLoss
 
-    dropped = 0
-    if keys is None:  # cosine: labelled pairs, the Trainer's seeded shuffling
-        data = Dataset.from_dict({"sentence1": [p.a for p in examples], "sentence2": [p.b for p in examples],
-                                  "label": [p.label for p in examples]})
-        loss, batch_sampler = CosineSimilarityLoss(model), "batch_sampler"
-        steps = math.ceil(len(examples) / config.batch_size)
-    else:  # mnrl: (anchor, positive) pairs, task-aware batches
-        data = Dataset.from_dict({"anchor": [p.a for p in examples], "positive": [p.b for p in examples]})
-        loss = MultipleNegativesRankingLoss(model, scale=config.mnrl_scale)
-        batch_sampler = functools.partial(TaskAwareBatchSampler.for_trainer, keys)
-        sampler = TaskAwareBatchSampler(keys, config.batch_size, seed=config.seed)
-        steps = sampler.n_batches
-        for epoch in range(config.epochs):
-            sampler.batches(epoch)
-            dropped += sampler.dropped
-    if steps == 0:
-        raise InstaError("no training batch could be formed (too few tasks for the task-aware sampler)")
+    data, loss, batch_sampler, steps, dropped = _objective(model, examples, keys, config)
     evaluator = None
     if dev.positives and dev.negatives:  # a Pearson correlation needs both labels
         evaluator = EmbeddingSimilarityEvaluator([p.a for p in dev.pairs], [p.b for p in dev.pairs],
@@ -326,14 +265,9 @@ def _train(model, examples: Sequence[Pair], keys: list[set[str]] | None, dev: Pa
         greater_is_better=True, report_to="none", disable_tqdm=not config.progress, use_cpu=use_cpu,
         dataloader_pin_memory=not use_cpu,
     )
-    class Trainer(SentenceTransformerTrainer):
-        def add_model_card_callback(self, default_args_dict: dict[str, Any]) -> None:
-            """None: insta writes its own model card (and the callback samples with the global ``random``)."""
-
-    trainer = Trainer(model=model, args=args, train_dataset=data, loss=loss, evaluator=evaluator,
-                      callbacks=[_epoch_reporter(config.epochs, steps, best, log)])
-    _quiet_log_dicts(trainer, config.progress)
-    resume = _resume_checkpoint(work / CHECKPOINTS, steps, config.epochs, log)
+    trainer = _trainer(model, args, data, loss, evaluator, _epoch_reporter(config.epochs, steps, best, log),
+                       config.progress)
+    resume = resume_checkpoint(work / CHECKPOINTS, steps, config.epochs, log)
     if resume:
         log(f"resuming after epoch {int(resume.rsplit('-', 1)[1]) // steps} of {config.epochs}")
     trainer.train(resume_from_checkpoint=resume)
@@ -347,6 +281,54 @@ def _train(model, examples: Sequence[Pair], keys: list[set[str]] | None, dev: Pa
         "best_epoch": best_epoch, "best_dev_pearson": history[best_epoch - 1].get("dev_pearson") if history else None,
         "train_seconds": round(sum(r.get("seconds", 0.0) for r in history), 2), "dropped": dropped,
     }
+
+
+def _objective(model, examples: Sequence[Pair], keys: list[set[str]] | None, config: AlignConfig):
+    """The training dataset, loss, batch sampler, steps per epoch and examples the sampler leaves out (all epochs):
+    cosine = labelled pairs with the Trainer's seeded shuffling; mnrl = (anchor, positive) pairs in task-aware
+    batches (``keys``: the units of each pair)."""
+    import functools
+
+    from datasets import Dataset
+    from sentence_transformers.sentence_transformer.losses import CosineSimilarityLoss, MultipleNegativesRankingLoss
+
+    if keys is None:
+        data = Dataset.from_dict({"sentence1": [p.a for p in examples], "sentence2": [p.b for p in examples],
+                                  "label": [p.label for p in examples]})
+        return data, CosineSimilarityLoss(model), "batch_sampler", math.ceil(len(examples) / config.batch_size), 0
+    data = Dataset.from_dict({"anchor": [p.a for p in examples], "positive": [p.b for p in examples]})
+    sampler = TaskAwareBatchSampler(keys, config.batch_size, seed=config.seed)
+    dropped = 0
+    for epoch in range(config.epochs):
+        sampler.batches(epoch)
+        dropped += sampler.dropped
+    if sampler.n_batches == 0:
+        raise InstaError("no training batch could be formed (too few tasks for the task-aware sampler)")
+    return (data, MultipleNegativesRankingLoss(model, scale=config.mnrl_scale),
+            functools.partial(TaskAwareBatchSampler.for_trainer, keys), sampler.n_batches, dropped)
+
+
+def _trainer(model, args, data, loss, evaluator, reporter, progress: bool):
+    """A ``SentenceTransformerTrainer`` without its model-card callback (insta writes its own card; the callback
+    also samples with the global ``random``) and without log dicts on stdout (``reporter`` reports each epoch);
+    the Trainer's progress bar only with ``progress``."""
+    from sentence_transformers import SentenceTransformerTrainer
+    from transformers.trainer_callback import PrinterCallback, ProgressCallback
+
+    class Trainer(SentenceTransformerTrainer):
+        def add_model_card_callback(self, default_args_dict: dict[str, Any]) -> None:
+            pass
+
+    class BarOnly(ProgressCallback):
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            pass
+
+    trainer = Trainer(model=model, args=args, train_dataset=data, loss=loss, evaluator=evaluator, callbacks=[reporter])
+    trainer.remove_callback(PrinterCallback)
+    trainer.remove_callback(ProgressCallback)
+    if progress:
+        trainer.add_callback(BarOnly())
+    return trainer
 
 
 def _dev_scores(metrics: Mapping[str, float]) -> dict[str, float]:
@@ -407,154 +389,6 @@ def _hf_progress_bars(enabled: bool) -> Iterator[None]:
     finally:
         if was:
             hf_logging.enable_progress_bar()
-
-
-def _quiet_log_dicts(trainer, progress: bool) -> None:
-    """No log dicts on stdout (insta reports each epoch itself); keep the Trainer's progress bar when asked."""
-    from transformers.trainer_callback import PrinterCallback, ProgressCallback
-
-    trainer.remove_callback(PrinterCallback)
-    trainer.remove_callback(ProgressCallback)
-    if progress:
-        class BarOnly(ProgressCallback):
-            def on_log(self, args, state, control, logs=None, **kwargs):
-                pass
-
-        trainer.add_callback(BarOnly())
-
-
-# ---------------------------------------------------------------- checkpoints
-
-
-def _resume_checkpoint(folder: Path, steps: int, epochs: int, log: Callable[[str], None]) -> str | None:
-    """The newest epoch checkpoint under ``folder`` that is complete and loads safely (``None``: start from the
-    first epoch); each newer one that does not is discarded with a warning."""
-    found = []
-    for path in folder.glob("checkpoint-*") if folder.is_dir() else []:
-        m = re.fullmatch(r"checkpoint-(\d+)", path.name)
-        if m and path.is_dir():
-            found.append((int(m.group(1)), path))
-    for step, path in sorted(found, reverse=True):
-        problem = _checkpoint_problem(path, step, steps, epochs)
-        if problem is None:
-            return str(path)
-        log(f"warning: checkpoint {path} cannot be used ({problem}); discarded")
-        shutil.rmtree(path, ignore_errors=True)
-    return None
-
-
-def _checkpoint_problem(path: Path, step: int, steps: int, epochs: int) -> str | None:
-    """Why a Trainer checkpoint cannot be resumed from (``None``: it can).
-
-    Besides completeness (:func:`insta.train.checkpoint_problem`) the checkpoint must be an epoch boundary of
-    this run, hold its weights as safetensors, name only sentence-transformers modules, and every pickled file
-    (optimizer, scheduler, random state) must load with ``torch.load(weights_only=True)``: a file that loads
-    that way holds tensors and plain containers only, so the Trainer's own loading of it runs no code either.
-    """
-    from .train import checkpoint_problem
-
-    problem = checkpoint_problem(path)
-    if problem:
-        return problem
-    state = _read_json(path / "trainer_state.json") or {}
-    if state.get("global_step") != step or step % steps or state.get("max_steps") != steps * epochs:
-        return "not an epoch checkpoint of this run"
-    if not (path / "model.safetensors").is_file():
-        return "no model.safetensors"
-    modules = _read_json(path / "modules.json")
-    if not isinstance(modules, list) or not all(
-            isinstance(m, dict) and str(m.get("type", "")).startswith("sentence_transformers.") for m in modules):
-        return "modules.json is missing or names a module outside sentence-transformers"
-    import torch
-    from transformers.trainer_pt_utils import safe_globals
-
-    for name in ("optimizer.pt", "scheduler.pt", "rng_state.pth"):
-        try:
-            with safe_globals():
-                torch.load(path / name, map_location="cpu", weights_only=True, mmap=True)
-        except Exception as err:  # unpickling refused, truncated or corrupt file
-            return f"{name}: {type(err).__name__}: {(str(err).splitlines() or [''])[0][:120]}"
-    return None
-
-
-def _write_model(model, out: Path, work: Path) -> list[str]:
-    """Save the model into ``out`` (through the work dir) and return the manifest of what insta writes there,
-    recorded in the work dir's run.json before anything is copied (so ``--overwrite`` can always clean up)."""
-    staged = work / "model"
-    if staged.exists():
-        shutil.rmtree(staged)
-    model.save(str(staged), create_model_card=False)
-    outputs = sorted({item.name for item in staged.iterdir()} | {"README.md", METADATA_FILE, WORK_DIR})
-    atomic_write_json(work / "run.json", {**(_read_json(work / "run.json") or {}), "outputs": outputs})
-    for item in staged.iterdir():
-        target = out / item.name
-        if target.is_dir():
-            shutil.rmtree(target)
-        elif target.exists():
-            target.unlink()
-        shutil.copytree(item, target) if item.is_dir() else shutil.copy2(item, target)
-    return outputs
-
-
-#: What sentence-transformers and insta put in an aligned model folder, for folders written before insta kept a
-#: manifest of its outputs (``outputs`` in insta_alignment.json).
-_LEGACY_OUTPUTS = (
-    METADATA_FILE, WORK_DIR, "README.md", "modules.json", "config.json", "config_sentence_transformers.json",
-    "sentence_bert_config.json", "model.safetensors", "pytorch_model.bin", "tokenizer.json", "tokenizer_config.json",
-    "special_tokens_map.json", "vocab.txt", "vocab.json", "merges.txt", "added_tokens.json", "sentencepiece.bpe.model",
-    "spiece.model",
-)
-
-
-def _clear_alignment_dir(out: Path) -> None:
-    """Remove what an earlier alignment run wrote into ``out`` (its manifest says what), and nothing else: files
-    the user added to the folder stay."""
-    meta_path, work = out / METADATA_FILE, out / WORK_DIR
-    if not (meta_path.exists() or work.exists()):
-        raise InstaError(f"{out} holds no insta alignment run; refusing to delete it")
-    meta = _read_json(meta_path) or {}
-    run = _read_json(work / "run.json") or {}
-    names = {METADATA_FILE, WORK_DIR}
-    for listed in (meta.get("outputs"), run.get("outputs")):
-        if isinstance(listed, list):
-            names |= {n for n in listed if isinstance(n, str)}
-    if meta_path.is_file() and not isinstance(meta.get("outputs"), list):  # written before manifests existed
-        names |= set(_LEGACY_OUTPUTS)
-        modules = _read_json(out / "modules.json")
-        if isinstance(modules, list):
-            names |= {m["path"] for m in modules if isinstance(m, dict) and isinstance(m.get("path"), str)}
-    for name in sorted(names):
-        if not name or name in (".", "..") or "/" in name or os.sep in name:  # only the folder's own entries
-            continue
-        path = out / name
-        if path.is_dir() and not path.is_symlink():
-            shutil.rmtree(path)
-        elif path.exists() or path.is_symlink():
-            path.unlink()
-
-
-def _write_readme(out: Path, meta: dict) -> None:
-    cfg, tr, sp = meta["config"], meta["training"], meta["split"]
-    lines = [
-        "---",
-        "library_name: sentence-transformers",
-        "tags: [sentence-transformers, insta, instruction-alignment]",
-        "---",
-        f"# INSTA-aligned encoder ({meta['catalog']['name']})",
-        "",
-        f"Base encoder `{cfg['base_encoder']}` fine-tuned on the instructions of the `{meta['catalog']['name']}` "
-        f"catalog{' (pool ' + cfg['pool'] + ')' if cfg.get('pool') else ''} with the `{cfg['objective']}` objective "
-        f"(lr {tr['learning_rate']}, {cfg['epochs']} epochs, batch {cfg['batch_size']}, seed {cfg['seed']}); best epoch "
-        f"{tr['best_epoch']} by dev Pearson.",
-        "",
-        f"Kept out of alignment: {len(sp['excluded_tasks'])} evaluation tasks and {sp['n_heldout_instructions']} "
-        f"held-out instructions (+ {sp['n_dev_instructions']} dev). The full split, pairs statistics and per-epoch "
-        f"history are in `{METADATA_FILE}`.",
-        "",
-        "Use: `insta select --encoder <this dir> ...` or `SentenceTransformer(<this dir>)`.",
-        "",
-    ]
-    (out / "README.md").write_text("\n".join(lines), encoding="utf-8")
 
 
 def align_for_targets(source: Catalog, targets: Sequence[Task], out: str | os.PathLike,

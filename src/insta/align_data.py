@@ -322,7 +322,8 @@ class PairSet:
         return self.positives + self.negatives
 
 
-def _text_units(groups: Mapping[str, Sequence[str]]) -> dict[str, set[str]]:
+def text_units(groups: Mapping[str, Sequence[str]]) -> dict[str, set[str]]:
+    """Instruction text -> the units it belongs to (a text may be shared by several)."""
     out: dict[str, set[str]] = {}
     for u, texts in groups.items():
         for t in texts:
@@ -366,7 +367,7 @@ def build_pairs(
     """
     rng = random.Random(f"{seed}:pairs")
     units = {u: list(dict.fromkeys(t for t in texts if t.strip())) for u, texts in groups.items()}
-    text_units = _text_units(units)
+    owners = text_units(units)
     positives: list[Pair] = []
     n_all, n_capped = 0, 0
     for u, texts in units.items():
@@ -385,12 +386,12 @@ def build_pairs(
     positives = [p if rng.random() < 0.5 else Pair(p.b, p.a, 1.0, p.unit_a, p.unit_b) for p in positives]
 
     anchors = [(u, t) for u, texts in units.items() for t in texts]
-    all_texts = list(text_units)
+    all_texts = list(owners)
     negatives, missing, reuse = [], 0, np.zeros(len(all_texts), dtype=np.int64)
     if anchors and max_negative_reuse > 0:
         emb = _embed(encoder, all_texts)
         index = {t: i for i, t in enumerate(all_texts)}
-        owner_sets = [text_units[t] for t in all_texts]
+        owner_sets = [owners[t] for t in all_texts]
         order = list(range(len(anchors)))
         rng.shuffle(order)
         for k in _progress(order, len(order), "negative pairs", progress):
@@ -426,10 +427,10 @@ def build_dev_pairs(
     """Dev pairs: each dev instruction with each training instruction of its unit (1) and one training
     instruction of another unit under the threshold (0)."""
     rng = random.Random(f"{seed}:dev")
-    text_units = _text_units(split.train)
+    owners = text_units(split.train)
     for u, texts in split.dev.items():
         for t in texts:
-            text_units.setdefault(t, set()).add(u)
+            owners.setdefault(t, set()).add(u)
     positives, negatives = [], []
     dev = [(u, t) for u, texts in split.dev.items() for t in texts]
     if not dev:
@@ -441,12 +442,12 @@ def build_dev_pairs(
     for k, (u, text) in enumerate(_progress(dev, len(dev), "dev pairs", progress)):
         positives.extend(Pair(text, t, 1.0, u, u) for t in split.train.get(u, []) if t != text)
         sims = emb_train @ emb_dev[k]
-        cands = [j for j in np.flatnonzero(sims < negative_threshold) if u not in text_units[train_texts[j]]]
+        cands = [j for j in np.flatnonzero(sims < negative_threshold) if u not in owners[train_texts[j]]]
         if not cands:
             missing += 1
             continue
         j = cands[rng.randrange(len(cands))]
-        negatives.append(Pair(text, train_texts[j], 0.0, u, sorted(text_units[train_texts[j]])[0]))
+        negatives.append(Pair(text, train_texts[j], 0.0, u, sorted(owners[train_texts[j]])[0]))
     return PairSet(positives, negatives, {"n_positive": len(positives), "n_negative": len(negatives),
                                           "n_without_negative": missing})
 
