@@ -214,6 +214,27 @@ def test_task_aware_sampler_never_puts_one_task_twice_in_a_batch():
     assert sampler.batches(0) != sampler.batches(1)  # reshuffled per epoch
 
 
+def test_sampler_epochs_all_have_the_trainers_length():
+    """The Trainer counts steps as epochs x len(sampler): every epoch yields exactly that many batches (the shortest
+    packing of the first `epochs` epochs; longer ones leave out their smallest batches, shorter ones halve their
+    largest), still with no two examples of one task in a batch."""
+    rng = random.Random(1)
+    keys = [{f"u{u}"} for u in range(35) for _ in range(rng.randint(1, 25))]  # P3-like: 35 tasks of 1-25 pairs
+    sampler = TaskAwareBatchSampler(keys, batch_size=16, seed=5, epochs=4)
+    natural = [len(sampler._make(e)[0]) for e in range(12)]
+    assert any(n > sampler.n_batches for n in natural[:4])  # longer packings left out their smallest batches
+    assert sampler.n_batches == min(natural[:4]) == len(sampler)
+    for epoch in range(12):
+        sampler.set_epoch(epoch)
+        batches = list(sampler)
+        assert len(batches) == sampler.n_batches, epoch
+        seen = [i for b in batches for i in b]
+        assert len(seen) == len(set(seen)) and len(seen) + sampler.dropped == len(keys)
+        for b in batches:
+            assert len({next(iter(keys[i])) for i in b}) == len(b)
+    assert any(n < sampler.n_batches for n in natural[4:])  # later, shorter packings were halved (checked above)
+
+
 def test_sampler_works_as_a_dataloader_batch_sampler():
     from torch.utils.data import DataLoader
 

@@ -297,15 +297,15 @@ def _objective(model, examples: Sequence[Pair], keys: list[set[str]] | None, con
                                   "label": [p.label for p in examples]})
         return data, CosineSimilarityLoss(model), "batch_sampler", math.ceil(len(examples) / config.batch_size), 0
     data = Dataset.from_dict({"anchor": [p.a for p in examples], "positive": [p.b for p in examples]})
-    sampler = TaskAwareBatchSampler(keys, config.batch_size, seed=config.seed)
+    sampler = TaskAwareBatchSampler(keys, config.batch_size, seed=config.seed, epochs=config.epochs)
     dropped = 0
     for epoch in range(config.epochs):
         sampler.batches(epoch)
         dropped += sampler.dropped
     if sampler.n_batches == 0:
         raise InstaError("no training batch could be formed (too few tasks for the task-aware sampler)")
-    return (data, MultipleNegativesRankingLoss(model, scale=config.mnrl_scale),
-            functools.partial(TaskAwareBatchSampler.for_trainer, keys), sampler.n_batches, dropped)
+    batch_sampler = functools.partial(TaskAwareBatchSampler.for_trainer, keys, epochs=config.epochs)
+    return data, MultipleNegativesRankingLoss(model, scale=config.mnrl_scale), batch_sampler, sampler.n_batches, dropped
 
 
 def _trainer(model, args, data, loss, evaluator, reporter, progress: bool):

@@ -464,13 +464,15 @@ class TaskAwareBatchSampler:
     with probability proportional to what they have left, so big units spread over the epoch. Examples that
     would end up alone in a batch (only one unit left) are dropped for that epoch (``dropped`` says how many).
 
-    Every epoch has as many batches as the first (a Trainer counts steps as epochs x batches per epoch): an
-    epoch that packs into more drops its smallest batches, one that packs into fewer splits its largest.
+    Every epoch has the same number of batches (a Trainer counts its steps as epochs x batches per epoch): that
+    of the shortest of the first ``epochs`` epochs. A longer epoch leaves out its smallest batches (the tail of
+    the packing: a few pairs, counted in ``dropped``); a later epoch that packs into fewer halves its largest.
     Usable as a ``torch.utils.data.DataLoader(batch_sampler=...)``, and by ``SentenceTransformerTrainer``
     through :meth:`for_trainer`.
     """
 
-    def __init__(self, keys: Sequence[Sequence[str] | str], batch_size: int, seed: int = 42, min_batch: int = 2):
+    def __init__(self, keys: Sequence[Sequence[str] | str], batch_size: int, seed: int = 42, min_batch: int = 2,
+                 epochs: int = 1):
         if batch_size < 1:
             raise InstaError("batch_size must be >= 1")
         self.keys = [frozenset([k]) if isinstance(k, str) else frozenset(k) for k in keys]
@@ -480,14 +482,14 @@ class TaskAwareBatchSampler:
         self.epoch = 0
         self.dropped = 0
         self._cache: dict[int, tuple[list[list[int]], int]] = {}
-        self.n_batches = len(self._make(0)[0])
+        self.n_batches = min(len(self._make(e)[0]) for e in range(max(1, epochs)))
 
     @classmethod
     def for_trainer(cls, keys: Sequence[Sequence[str] | str], dataset: Any = None, *, batch_size: int, seed: int = 0,
-                    **_trainer_kwargs: Any) -> "TaskAwareBatchSampler":
-        """The ``batch_sampler`` callable of ``SentenceTransformerTrainingArguments`` (bind ``keys`` with
-        ``functools.partial``): the Trainer passes its dataset, batch size and seed."""
-        return cls(keys, batch_size, seed=seed)
+                    epochs: int = 1, **_trainer_kwargs: Any) -> "TaskAwareBatchSampler":
+        """The ``batch_sampler`` callable of ``SentenceTransformerTrainingArguments`` (bind ``keys`` and ``epochs``
+        with ``functools.partial``): the Trainer passes its dataset, batch size and seed."""
+        return cls(keys, batch_size, seed=seed, epochs=epochs)
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -500,7 +502,7 @@ class TaskAwareBatchSampler:
         return batches
 
     def _fit(self, batches: list[list[int]], dropped: int) -> tuple[list[list[int]], int]:
-        """Exactly ``n_batches`` batches, in their order: drop the smallest ones, or halve the largest."""
+        """Exactly ``n_batches`` batches, in their order: leave out the smallest ones, or halve the largest."""
         batches = list(batches)
         while len(batches) > self.n_batches:
             dropped += len(batches.pop(min(range(len(batches)), key=lambda i: len(batches[i]))))
