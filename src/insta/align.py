@@ -42,33 +42,12 @@ from .errors import InstaError
 from .paths import atomic_write_json
 
 from .align_data import (  # noqa: F401  (re-exported: the alignment's public names live here too)
-    EVAL_POOLS,
-    FORMAT_VERSION,
-    METADATA_FILE,
-    OBJECTIVES,
-    UNITS,
-    WORK_DIR,
-    AlignConfig,
-    AlignmentSplit,
-    Pair,
-    PairSet,
-    TaskAwareBatchSampler,
-    build_dev_pairs,
-    build_pairs,
-    catalog_units,
-    default_exclusions,
-    split_catalog,
-    text_units,
-    unit_of,
+    EVAL_POOLS, FORMAT_VERSION, METADATA_FILE, OBJECTIVES, UNITS, WORK_DIR, AlignConfig, AlignmentSplit, Pair,
+    PairSet, TaskAwareBatchSampler, build_dev_pairs, build_pairs, catalog_units, default_exclusions, split_catalog,
+    text_units, unit_of,
 )
-from .align_dir import (  # noqa: F401  (read_alignment_metadata, CHECKPOINTS: re-exported)
-    CHECKPOINTS,
-    existing_run,
-    read_alignment_metadata,
-    read_json,
-    resume_checkpoint,
-    write_model,
-    write_readme,
+from .align_dir import (  # noqa: F401  (CHECKPOINTS, read_alignment_metadata: re-exported)
+    CHECKPOINTS, existing_run, read_alignment_metadata, read_json, resume_checkpoint, write_model, write_readme,
 )
 
 DEV_METRIC = "dev_pearson_cosine"  # what the dev EmbeddingSimilarityEvaluator (name "dev") reports
@@ -239,14 +218,10 @@ def _train(model, examples: Sequence[Pair], keys: list[set[str]] | None, dev: Pa
     """Fit ``model`` in place with ``SentenceTransformerTrainer`` (resuming from the last usable checkpoint under
     ``work``); the best epoch's weights are loaded at the end. Returns the ``training`` record of the metadata."""
     from sentence_transformers import SentenceTransformerTrainingArguments
-    from sentence_transformers.sentence_transformer.evaluation import EmbeddingSimilarityEvaluator
 
     data, loss, batch_sampler, steps, dropped = _objective(model, examples, keys, config)
-    evaluator = None
-    if dev.positives and dev.negatives:  # a Pearson correlation needs both labels
-        evaluator = EmbeddingSimilarityEvaluator([p.a for p in dev.pairs], [p.b for p in dev.pairs],
-                                                 [p.label for p in dev.pairs], batch_size=64, name="dev",
-                                                 similarity_fn_names=["cosine"], write_csv=False)
+    evaluator = _dev_evaluator(dev) if dev.positives and dev.negatives else None  # Pearson needs both labels
+    if evaluator is not None:
         if "base_dev" not in running:
             running["base_dev"] = _dev_scores(evaluator(model))
             atomic_write_json(work / "run.json", running)
@@ -308,6 +283,21 @@ def _objective(model, examples: Sequence[Pair], keys: list[set[str]] | None, con
     return data, MultipleNegativesRankingLoss(model, scale=config.mnrl_scale), batch_sampler, sampler.n_batches, dropped
 
 
+def _dev_evaluator(dev: PairSet):
+    """sentence-transformers' ``EmbeddingSimilarityEvaluator`` on the dev pairs (Pearson and Spearman of cosine vs
+    label), encoding each distinct text once: a dev instruction is paired with every training text of its unit."""
+    from sentence_transformers.sentence_transformer.evaluation import EmbeddingSimilarityEvaluator
+
+    class DevEvaluator(EmbeddingSimilarityEvaluator):
+        def embed_inputs(self, model, sentences, **kwargs):
+            distinct = list(dict.fromkeys(sentences))
+            where = {t: i for i, t in enumerate(distinct)}
+            return super().embed_inputs(model, distinct, **kwargs)[[where[t] for t in sentences]]
+
+    return DevEvaluator([p.a for p in dev.pairs], [p.b for p in dev.pairs], [p.label for p in dev.pairs],
+                        batch_size=64, name="dev", similarity_fn_names=["cosine"], write_csv=False)
+
+
 def _trainer(model, args, data, loss, evaluator, reporter, progress: bool):
     """A ``SentenceTransformerTrainer`` without its model-card callback (insta writes its own card; the callback
     also samples with the global ``random``) and without log dicts on stdout (``reporter`` reports each epoch);
@@ -338,8 +328,8 @@ def _dev_scores(metrics: Mapping[str, float]) -> dict[str, float]:
 
 
 def _history(log_history: Sequence[Mapping[str, Any]], steps: int) -> list[dict[str, Any]]:
-    """One record per finished epoch (train loss, dev Pearson/Spearman, seconds) from the Trainer's log history,
-    which checkpoints carry across a resume."""
+    """One record per finished epoch (train loss, dev Pearson/Spearman, seconds of training and of the dev
+    evaluation) from the Trainer's log history, which checkpoints carry across a resume."""
     by_epoch: dict[int, dict[str, Any]] = {}
     for entry in log_history:
         if not isinstance(entry.get("epoch"), (int, float)) or round(entry["epoch"]) < 1:
@@ -349,6 +339,8 @@ def _history(log_history: Sequence[Mapping[str, Any]], steps: int) -> list[dict[
             rec["train_loss"] = entry["loss"]
         if "epoch_seconds" in entry:
             rec["seconds"] = entry["epoch_seconds"]
+        if "eval_runtime" in entry:
+            rec["dev_seconds"] = entry["eval_runtime"]
         rec.update({f"dev_{k}": v for k, v in _dev_scores(entry).items()})
     return [by_epoch[e] for e in sorted(by_epoch)]
 
