@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from insta.align import (
+    CHECKPOINTS,
     METADATA_FILE,
     WORK_DIR,
     AlignConfig,
@@ -213,6 +214,27 @@ def test_task_aware_sampler_never_puts_one_task_twice_in_a_batch():
     assert sampler.batches(0) != sampler.batches(1)  # reshuffled per epoch
 
 
+def test_sampler_epochs_all_have_the_trainers_length():
+    """The Trainer counts steps as epochs x len(sampler): every epoch yields exactly that many batches (the shortest
+    packing of the first `epochs` epochs; longer ones leave out their smallest batches, shorter ones halve their
+    largest), still with no two examples of one task in a batch."""
+    rng = random.Random(1)
+    keys = [{f"u{u}"} for u in range(35) for _ in range(rng.randint(1, 25))]  # P3-like: 35 tasks of 1-25 pairs
+    sampler = TaskAwareBatchSampler(keys, batch_size=16, seed=5, epochs=4)
+    natural = [len(sampler._make(e)[0]) for e in range(12)]
+    assert any(n > sampler.n_batches for n in natural[:4])  # longer packings left out their smallest batches
+    assert sampler.n_batches == min(natural[:4]) == len(sampler)
+    for epoch in range(12):
+        sampler.set_epoch(epoch)
+        batches = list(sampler)
+        assert len(batches) == sampler.n_batches, epoch
+        seen = [i for b in batches for i in b]
+        assert len(seen) == len(set(seen)) and len(seen) + sampler.dropped == len(keys)
+        for b in batches:
+            assert len({next(iter(keys[i])) for i in b}) == len(b)
+    assert any(n < sampler.n_batches for n in natural[4:])  # later, shorter packings were halved (checked above)
+
+
 def test_sampler_works_as_a_dataloader_batch_sampler():
     from torch.utils.data import DataLoader
 
@@ -281,30 +303,72 @@ def _weights(path: Path) -> dict:
     return load_file(str(path / "model.safetensors"))
 
 
-def test_interrupted_run_resumes_to_the_same_weights(tiny, style, tmp_path):
-    cfg = tiny_config(tiny, epochs=3, dev_fraction=0.2)
-    full = align_encoder(style, cfg, tmp_path / "full", log=quiet)
-
-    def interrupt(msg):
-        if msg.startswith("epoch 2/"):
+def _interrupt_at(text):
+    def log(msg):
+        if msg.startswith(text):
             raise KeyboardInterrupt
 
-    with pytest.raises(KeyboardInterrupt):
-        align_encoder(style, cfg, tmp_path / "resumed", log=interrupt)
-    assert (tmp_path / "resumed" / WORK_DIR / "checkpoint" / "state.pt").is_file()
-    assert not (tmp_path / "resumed" / METADATA_FILE).exists()
-    messages = []
-    out = align_encoder(style, cfg, tmp_path / "resumed", log=messages.append)
-    assert any("resuming after epoch 1" in m for m in messages)
-    a, b = _weights(full), _weights(out)
+    return log
+
+
+def _assert_same_weights(a_dir: Path, b_dir: Path) -> None:
+    a, b = _weights(a_dir), _weights(b_dir)
     assert a.keys() == b.keys()
     for k in a:
         np.testing.assert_allclose(a[k], b[k], rtol=0, atol=1e-6)
+
+
+def _checkpoints(out: Path) -> list[Path]:
+    folder = out / WORK_DIR / CHECKPOINTS
+    return sorted(folder.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
+
+
+@pytest.mark.parametrize("objective", ["mnrl", "cosine"])
+def test_interrupted_run_resumes_to_the_same_weights(tiny, style, tmp_path, objective):
+    """Killed right after epoch 1's checkpoint: the Trainer resumes weights, optimizer, schedule, random state and
+    the batch order, so the result equals an uninterrupted run."""
+    cfg = tiny_config(tiny, objective=objective, epochs=3, dev_fraction=0.2)
+    full = align_encoder(style, cfg, tmp_path / "full", log=quiet)
+    with pytest.raises(KeyboardInterrupt):
+        align_encoder(style, cfg, tmp_path / "resumed", log=_interrupt_at("epoch 1/"))
+    assert [p.name for p in _checkpoints(tmp_path / "resumed")] == [f"checkpoint-{_steps(full)}"]
+    assert not (tmp_path / "resumed" / METADATA_FILE).exists()
+    messages = []
+    out = align_encoder(style, cfg, tmp_path / "resumed", log=messages.append)
+    assert any("resuming after epoch 1 of 3" in m for m in messages), messages
+    assert not any(m.startswith("epoch 1/") for m in messages)  # epoch 1 was not trained again
+    _assert_same_weights(full, out)
     m1 = json.loads((full / METADATA_FILE).read_text())
     m2 = json.loads((out / METADATA_FILE).read_text())
     assert m1["training"]["best_epoch"] == m2["training"]["best_epoch"]
+    assert [e["epoch"] for e in m2["training"]["epochs"]] == [1, 2, 3]  # the history survives the resume
     assert [e["dev_pearson"] for e in m1["training"]["epochs"]] == pytest.approx(
         [e["dev_pearson"] for e in m2["training"]["epochs"]], abs=1e-6)
+    assert m1["training"]["base_dev"] == m2["training"]["base_dev"]
+
+
+def _steps(model_dir: Path) -> int:
+    return json.loads((model_dir / METADATA_FILE).read_text())["training"]["steps_per_epoch"][0]
+
+
+def test_best_epoch_is_the_best_dev_pearson_and_its_weights_are_saved(tiny, style, tmp_path):
+    cfg = tiny_config(tiny, epochs=4, dev_fraction=0.2, keep_checkpoints=True)
+    out = align_encoder(style, cfg, tmp_path / "m", log=quiet)
+    tr = json.loads((out / METADATA_FILE).read_text())["training"]
+    pearsons = [e["dev_pearson"] for e in tr["epochs"]]
+    assert len(pearsons) == 4 and tr["best_epoch"] == 1 + int(np.argmax(pearsons))
+    assert tr["best_dev_pearson"] == max(pearsons)
+    assert all(e["steps"] == tr["steps_per_epoch"][0] and e["train_loss"] > 0 for e in tr["epochs"])
+    best = out / WORK_DIR / CHECKPOINTS / f"checkpoint-{tr['best_epoch'] * _steps(out)}"
+    assert best.is_dir()  # the Trainer's rotation keeps the best checkpoint
+    from safetensors.numpy import load_file
+
+    saved, ckpt = _weights(out), load_file(str(best / "model.safetensors"))
+    for k in saved:
+        np.testing.assert_array_equal(saved[k], ckpt[k])
+    last = align_encoder(style, tiny_config(tiny, epochs=4, dev_fraction=0.2, select_best=False), tmp_path / "last",
+                         log=quiet)
+    assert json.loads((last / METADATA_FILE).read_text())["training"]["best_epoch"] == 4
 
 
 def test_finished_run_is_kept_and_changed_config_needs_overwrite(tiny, style, tmp_path):
@@ -366,21 +430,13 @@ def test_interruption_while_building_pairs_resumes(tiny, style, tmp_path):
 # ------------------------------------------------------------ checkpoints never run code; --overwrite keeps user files
 
 
-def _interrupt_at(text):
-    def log(msg):
-        if msg.startswith(text):
-            raise KeyboardInterrupt
-
-    return log
-
-
 def _two_checkpoints(style, cfg, out):
-    """Killed after epoch 3 finished training, before its checkpoint: epoch 2 in state.pt, epoch 1 before it."""
+    """Killed right after epoch 2's checkpoint: the checkpoints of epochs 1 and 2 are there."""
     with pytest.raises(KeyboardInterrupt):
-        align_encoder(style, cfg, out, log=_interrupt_at("epoch 3/"))
-    ckpt = out / WORK_DIR / "checkpoint"
-    assert (ckpt / "state.pt").is_file() and (ckpt / "state.prev.pt").is_file()
-    return ckpt
+        align_encoder(style, cfg, out, log=_interrupt_at("epoch 2/"))
+    ckpts = _checkpoints(out)
+    assert len(ckpts) == 2
+    return ckpts
 
 
 class _Payload:
@@ -393,55 +449,74 @@ class _Payload:
         return (Path(self.marker).touch, ())
 
 
-def test_a_checkpoint_file_never_runs_code(tiny, style, tmp_path):
-    """A replaced checkpoint that would run code when unpickled (weights_only=False) runs nothing: it is
-    discarded with a warning and the run starts over."""
+@pytest.mark.parametrize("name", ["optimizer.pt", "scheduler.pt", "rng_state.pth"])
+def test_a_checkpoint_file_never_runs_code(tiny, style, tmp_path, name):
+    """A checkpoint file replaced by a pickle that would run code when unpickled (weights_only=False) runs nothing:
+    the checkpoint is discarded with a warning and the run starts over."""
     import torch
 
     cfg = tiny_config(tiny, epochs=2)
     with pytest.raises(KeyboardInterrupt):
-        align_encoder(style, cfg, tmp_path / "m", log=_interrupt_at("epoch 2/"))
-    state = tmp_path / "m" / WORK_DIR / "checkpoint" / "state.pt"
-    assert state.is_file()
+        align_encoder(style, cfg, tmp_path / "m", log=_interrupt_at("epoch 1/"))
+    (ckpt,) = _checkpoints(tmp_path / "m")
     marker = tmp_path / "MARKER"
-    torch.save({"fingerprint": "x", "payload": _Payload(marker)}, state)
+    torch.save({"state": {}, "payload": _Payload(marker)}, ckpt / name)
     messages = []
     align_encoder(style, cfg, tmp_path / "m", log=messages.append)
     assert not marker.exists(), "loading a checkpoint ran code"
-    assert any("discarded" in m for m in messages), messages
+    assert any("discarded" in m and name in m for m in messages), messages
+    assert not any("resuming after" in m for m in messages)
 
 
-@pytest.mark.parametrize("damage", ["code-running pickle", "truncated", "another run's"])
+def test_training_args_pickle_is_never_loaded(tiny, style, tmp_path):
+    """The Trainer writes its arguments as a pickle (training_args.bin) but never reads them back: a code-running
+    one there changes nothing and the checkpoint resumes."""
+    import torch
+
+    cfg = tiny_config(tiny, epochs=2)
+    with pytest.raises(KeyboardInterrupt):
+        align_encoder(style, cfg, tmp_path / "m", log=_interrupt_at("epoch 1/"))
+    (ckpt,) = _checkpoints(tmp_path / "m")
+    marker = tmp_path / "MARKER"
+    torch.save(_Payload(marker), ckpt / "training_args.bin")
+    messages = []
+    align_encoder(style, cfg, tmp_path / "m", log=messages.append)
+    assert not marker.exists()
+    assert any("resuming after epoch 1" in m for m in messages), messages
+
+
+@pytest.mark.parametrize("damage", ["code-running pickle", "truncated weights", "another run's", "foreign module"])
 def test_a_bad_checkpoint_is_discarded_and_the_previous_one_resumes(tiny, style, tmp_path, damage):
     import torch
 
     cfg = tiny_config(tiny, epochs=4, dev_fraction=0.2)
     full = align_encoder(style, cfg, tmp_path / "full", log=quiet)
-    ckpt = _two_checkpoints(style, cfg, tmp_path / "resumed")
+    _, newest = _two_checkpoints(style, cfg, tmp_path / "resumed")
     marker = tmp_path / "MARKER"
-    state = ckpt / "state.pt"
     if damage == "code-running pickle":
-        torch.save({"fingerprint": "x", "payload": _Payload(marker)}, state)
-    elif damage == "truncated":
-        state.write_bytes(state.read_bytes()[:2000])
+        torch.save({"state": {}, "payload": _Payload(marker)}, newest / "optimizer.pt")
+    elif damage == "truncated weights":
+        weights = newest / "model.safetensors"
+        weights.write_bytes(weights.read_bytes()[:2000])
+    elif damage == "another run's":
+        state = json.loads((newest / "trainer_state.json").read_text())
+        (newest / "trainer_state.json").write_text(json.dumps({**state, "max_steps": state["max_steps"] + 1}))
     else:
-        data = torch.load(state, weights_only=True)
-        torch.save({**data, "fingerprint": "0" * 16}, state)
+        modules = json.loads((newest / "modules.json").read_text())
+        modules[0]["type"] = "os.system"
+        (newest / "modules.json").write_text(json.dumps(modules))
     messages = []
     out = align_encoder(style, cfg, tmp_path / "resumed", log=messages.append)
     assert not marker.exists(), "a checkpoint file ran code"
-    assert any("checkpoint" in m and "cannot be used" in m and "discarded" in m for m in messages), messages
+    assert any(newest.name in m and "cannot be used" in m and "discarded" in m for m in messages), messages
     assert any("resuming after epoch 1" in m for m in messages), messages
-    a, b = _weights(full), _weights(out)
-    for k in a:  # the previous checkpoint leads to the same model as an uninterrupted run
-        np.testing.assert_allclose(a[k], b[k], rtol=0, atol=1e-6)
+    _assert_same_weights(full, out)  # the previous checkpoint leads to the same model as an uninterrupted run
 
 
 def test_no_loadable_checkpoint_restarts_from_the_first_epoch(tiny, style, tmp_path):
     cfg = tiny_config(tiny, epochs=4, dev_fraction=0.2)
-    ckpt = _two_checkpoints(style, cfg, tmp_path / "m")
-    for name in ("state.pt", "state.prev.pt"):
-        (ckpt / name).write_bytes(b"garbage")
+    for ckpt in _two_checkpoints(style, cfg, tmp_path / "m"):
+        (ckpt / "optimizer.pt").write_bytes(b"garbage")
     messages = []
     align_encoder(style, cfg, tmp_path / "m", log=messages.append)
     assert sum("discarded" in m for m in messages) == 2

@@ -322,7 +322,8 @@ class PairSet:
         return self.positives + self.negatives
 
 
-def _text_units(groups: Mapping[str, Sequence[str]]) -> dict[str, set[str]]:
+def text_units(groups: Mapping[str, Sequence[str]]) -> dict[str, set[str]]:
+    """Instruction text -> the units it belongs to (a text may be shared by several)."""
     out: dict[str, set[str]] = {}
     for u, texts in groups.items():
         for t in texts:
@@ -366,7 +367,7 @@ def build_pairs(
     """
     rng = random.Random(f"{seed}:pairs")
     units = {u: list(dict.fromkeys(t for t in texts if t.strip())) for u, texts in groups.items()}
-    text_units = _text_units(units)
+    owners = text_units(units)
     positives: list[Pair] = []
     n_all, n_capped = 0, 0
     for u, texts in units.items():
@@ -385,12 +386,12 @@ def build_pairs(
     positives = [p if rng.random() < 0.5 else Pair(p.b, p.a, 1.0, p.unit_a, p.unit_b) for p in positives]
 
     anchors = [(u, t) for u, texts in units.items() for t in texts]
-    all_texts = list(text_units)
+    all_texts = list(owners)
     negatives, missing, reuse = [], 0, np.zeros(len(all_texts), dtype=np.int64)
     if anchors and max_negative_reuse > 0:
         emb = _embed(encoder, all_texts)
         index = {t: i for i, t in enumerate(all_texts)}
-        owner_sets = [text_units[t] for t in all_texts]
+        owner_sets = [owners[t] for t in all_texts]
         order = list(range(len(anchors)))
         rng.shuffle(order)
         for k in _progress(order, len(order), "negative pairs", progress):
@@ -426,10 +427,10 @@ def build_dev_pairs(
     """Dev pairs: each dev instruction with each training instruction of its unit (1) and one training
     instruction of another unit under the threshold (0)."""
     rng = random.Random(f"{seed}:dev")
-    text_units = _text_units(split.train)
+    owners = text_units(split.train)
     for u, texts in split.dev.items():
         for t in texts:
-            text_units.setdefault(t, set()).add(u)
+            owners.setdefault(t, set()).add(u)
     positives, negatives = [], []
     dev = [(u, t) for u, texts in split.dev.items() for t in texts]
     if not dev:
@@ -441,12 +442,12 @@ def build_dev_pairs(
     for k, (u, text) in enumerate(_progress(dev, len(dev), "dev pairs", progress)):
         positives.extend(Pair(text, t, 1.0, u, u) for t in split.train.get(u, []) if t != text)
         sims = emb_train @ emb_dev[k]
-        cands = [j for j in np.flatnonzero(sims < negative_threshold) if u not in text_units[train_texts[j]]]
+        cands = [j for j in np.flatnonzero(sims < negative_threshold) if u not in owners[train_texts[j]]]
         if not cands:
             missing += 1
             continue
         j = cands[rng.randrange(len(cands))]
-        negatives.append(Pair(text, train_texts[j], 0.0, u, sorted(text_units[train_texts[j]])[0]))
+        negatives.append(Pair(text, train_texts[j], 0.0, u, sorted(owners[train_texts[j]])[0]))
     return PairSet(positives, negatives, {"n_positive": len(positives), "n_negative": len(negatives),
                                           "n_without_negative": missing})
 
@@ -462,10 +463,16 @@ class TaskAwareBatchSampler:
     in-batch negative comes from another task. Each epoch reshuffles with ``seed + epoch``: units are drawn
     with probability proportional to what they have left, so big units spread over the epoch. Examples that
     would end up alone in a batch (only one unit left) are dropped for that epoch (``dropped`` says how many).
-    Usable as a ``torch.utils.data.DataLoader(batch_sampler=...)``.
+
+    Every epoch has the same number of batches (a Trainer counts its steps as epochs x batches per epoch): that
+    of the shortest of the first ``epochs`` epochs. A longer epoch leaves out its smallest batches (the tail of
+    the packing: a few pairs, counted in ``dropped``); a later epoch that packs into fewer halves its largest.
+    Usable as a ``torch.utils.data.DataLoader(batch_sampler=...)``, and by ``SentenceTransformerTrainer``
+    through :meth:`for_trainer`.
     """
 
-    def __init__(self, keys: Sequence[Sequence[str] | str], batch_size: int, seed: int = 42, min_batch: int = 2):
+    def __init__(self, keys: Sequence[Sequence[str] | str], batch_size: int, seed: int = 42, min_batch: int = 2,
+                 epochs: int = 1):
         if batch_size < 1:
             raise InstaError("batch_size must be >= 1")
         self.keys = [frozenset([k]) if isinstance(k, str) else frozenset(k) for k in keys]
@@ -474,7 +481,15 @@ class TaskAwareBatchSampler:
         self.min_batch = min_batch
         self.epoch = 0
         self.dropped = 0
-        self._cache: dict[int, list[list[int]]] = {}
+        self._cache: dict[int, tuple[list[list[int]], int]] = {}
+        self.n_batches = min(len(self._make(e)[0]) for e in range(max(1, epochs)))
+
+    @classmethod
+    def for_trainer(cls, keys: Sequence[Sequence[str] | str], dataset: Any = None, *, batch_size: int, seed: int = 0,
+                    epochs: int = 1, **_trainer_kwargs: Any) -> "TaskAwareBatchSampler":
+        """The ``batch_sampler`` callable of ``SentenceTransformerTrainingArguments`` (bind ``keys`` and ``epochs``
+        with ``functools.partial``): the Trainer passes its dataset, batch size and seed."""
+        return cls(keys, batch_size, seed=seed, epochs=epochs)
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -482,10 +497,24 @@ class TaskAwareBatchSampler:
     def batches(self, epoch: int | None = None) -> list[list[int]]:
         epoch = self.epoch if epoch is None else epoch
         if epoch not in self._cache:
-            self._cache = {epoch: self._make(epoch)}
-        return self._cache[epoch]
+            self._cache = {epoch: self._fit(*self._make(epoch))}
+        batches, self.dropped = self._cache[epoch]
+        return batches
 
-    def _make(self, epoch: int) -> list[list[int]]:
+    def _fit(self, batches: list[list[int]], dropped: int) -> tuple[list[list[int]], int]:
+        """Exactly ``n_batches`` batches, in their order: leave out the smallest ones, or halve the largest."""
+        batches = list(batches)
+        while len(batches) > self.n_batches:
+            dropped += len(batches.pop(min(range(len(batches)), key=lambda i: len(batches[i]))))
+        while batches and len(batches) < self.n_batches:
+            i = max(range(len(batches)), key=lambda i: len(batches[i]))
+            if len(batches[i]) < 2:
+                break
+            big = batches[i]
+            batches[i:i + 1] = [big[:len(big) // 2], big[len(big) // 2:]]
+        return batches, dropped
+
+    def _make(self, epoch: int) -> tuple[list[list[int]], int]:
         rng = random.Random(f"{self.seed}:batches:{epoch}")
         buckets: dict[str, list[int]] = {}
         for i, ks in enumerate(self.keys):
@@ -518,18 +547,10 @@ class TaskAwareBatchSampler:
                 if not batch:  # nothing placeable (cannot happen with non-empty buckets); stop safely
                     dropped += sum(map(len, buckets.values()))
                     break
-        self.dropped = dropped
-        return out
+        return out, dropped
 
     def __iter__(self) -> Iterator[list[int]]:
         return iter(self.batches())
 
     def __len__(self) -> int:
-        return len(self.batches())
-
-
-def shuffled_batches(n: int, batch_size: int, seed: int, epoch: int) -> list[list[int]]:
-    """Plain seeded shuffling into batches (the cosine objective)."""
-    order = list(range(n))
-    random.Random(f"{seed}:batches:{epoch}").shuffle(order)
-    return [order[i:i + batch_size] for i in range(0, n, batch_size)]
+        return self.n_batches

@@ -70,7 +70,8 @@ def add_parser(sub) -> None:
     g3.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     g3.add_argument("--device", default=None, help="torch device (default cpu)")
     p.add_argument("--overwrite", action="store_true", help="replace a finished or different run in --out")
-    p.add_argument("--keep-checkpoints", action="store_true", help="keep the per-epoch checkpoint after finishing")
+    p.add_argument("--keep-checkpoints", action="store_true",
+                   help="keep the Trainer's epoch checkpoints (DIR/.insta-align/) after finishing")
     p.add_argument("--no-progress", action="store_true", help="no progress bars (also --quiet)")
     from ._common import add_output_args
 
