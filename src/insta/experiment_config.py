@@ -338,22 +338,14 @@ def load_config(path: str | os.PathLike, overrides: dict[str, Any] | None = None
     ``only_methods`` keeps the listed methods (by name or label) and drops the others.
     """
     from .fileio import load_yaml
+    from .options import set_dotted
 
     p = Path(path)
     if not p.is_file():
         raise _fail(f"experiment config {str(p)!r} does not exist")
     raw = load_yaml(p, "experiment config")
     if isinstance(raw, dict):
-        for key, val in (overrides or {}).items():
-            if val is None:
-                continue
-            node = raw
-            *parents, leaf = key.split(".")
-            for part in parents:
-                if not isinstance(node.get(part), dict):
-                    node[part] = {}
-                node = node[part]
-            node[leaf] = val
+        set_dotted(raw, overrides)
         if only_methods:
             wanted = set(only_methods)
             methods = raw.get("methods") or []

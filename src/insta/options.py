@@ -85,3 +85,19 @@ def describe_type(tp: Any) -> str:
     if origin is dict or tp is dict:
         return "a mapping"
     return {bool: "true or false", int: "an integer", float: "a number", str: "a string"}.get(tp, str(tp))
+
+
+def set_dotted(raw: dict[str, Any], overrides: dict[str, Any] | None) -> dict[str, Any]:
+    """Apply command-line overrides to a parsed config mapping in place: ``{"eval.n": 10}`` sets ``raw["eval"]["n"]``
+    (creating the section), a plain key sets a top-level one; ``None`` values (options not given) are skipped."""
+    for key, val in (overrides or {}).items():
+        if val is None:
+            continue
+        node = raw
+        *parents, leaf = key.split(".")
+        for part in parents:
+            if not isinstance(node.get(part), dict):
+                node[part] = {}
+            node = node[part]
+        node[leaf] = val
+    return raw

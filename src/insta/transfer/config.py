@@ -238,17 +238,9 @@ def config_from_dict(raw: Any, path: str = "") -> TransferConfig:
 def load_transfer_config(path: str | os.PathLike, overrides: dict[str, Any] | None = None) -> TransferConfig:
     """Read a transfer YAML (or JSON) file; ``overrides`` set top-level or dotted keys (``"eval.n": 10``)."""
     from ..fileio import load_yaml
+    from ..options import set_dotted
 
     raw = load_yaml(path, "transfer config")
     if isinstance(raw, dict):
-        for key, val in (overrides or {}).items():
-            if val is None:
-                continue
-            node = raw
-            *parents, leaf = key.split(".")
-            for part in parents:
-                if not isinstance(node.get(part), dict):
-                    node[part] = {}
-                node = node[part]
-            node[leaf] = val
+        set_dotted(raw, overrides)
     return config_from_dict(raw, str(path))
