@@ -112,32 +112,9 @@ def align_encoder(
         log(f"{out} is already aligned with this configuration (best epoch {done['training']['best_epoch']}); "
             "nothing to do")
         return out
-    try:
-        import torch
-        import accelerate  # noqa: F401  (the Trainer's)
-        import datasets  # noqa: F401
-        import sentence_transformers  # noqa: F401
-    except ImportError:
-        raise InstaError("alignment needs torch and sentence-transformers with its training extras: "
-                         "pip install 'insta[encode]' 'sentence-transformers[train]'") from None
-    if config.threads:
-        torch.set_num_threads(config.threads)
-    work.mkdir(parents=True, exist_ok=True)
-    if running is None:  # written first, so an interrupted run is always recognised as this one
-        running = {"fingerprint": fingerprint, "config_identity": config.identity(), "status": "running",
-                   "started": time.strftime("%Y-%m-%dT%H:%M:%S")}
-        atomic_write_json(work / "run.json", running)
-
+    running = _start(work, running, fingerprint, config)
     train_pairs, dev_pairs, pair_seconds = _pairs(work, fingerprint, split, config, base_path, pair_encoder, log)
-    if not train_pairs.positives:
-        raise InstaError("no positive pair could be built (every task has a single training instruction)")
-    examples = train_pairs.positives if config.objective == "mnrl" else train_pairs.pairs
-    if config.objective == "cosine" and not train_pairs.negatives:
-        log("warning: no negative pair under the threshold; training on positives only")
-    keys = None
-    if config.objective == "mnrl":  # the units of both texts of each pair: none may meet in one batch
-        units = text_units(split.train)
-        keys = [units.get(p.a, {p.unit_a}) | units.get(p.b, {p.unit_b}) | {p.unit_a} for p in examples]
+    examples, keys = _examples(train_pairs, split, config, log)
 
     with _hf_progress_bars(config.progress):
         model = load_sentence_transformer(base_path, config.device or "cpu")
@@ -172,6 +149,42 @@ def align_encoder(
         shutil.rmtree(work, ignore_errors=True)
     log(f"wrote {out} (best epoch {training['best_epoch']}, {train_seconds:.0f}s training)")
     return out
+
+
+def _start(work: Path, running: dict | None, fingerprint: str, config: AlignConfig) -> dict:
+    """Check the training dependencies, then create the work dir and the run record (written first, so that an
+    interrupted run is always recognised as this one); returns the record."""
+    try:
+        import torch
+        import accelerate  # noqa: F401  (the Trainer's)
+        import datasets  # noqa: F401
+        import sentence_transformers  # noqa: F401
+    except ImportError:
+        raise InstaError("alignment needs torch and sentence-transformers with its training extras: "
+                         "pip install 'insta[encode]' 'sentence-transformers[train]'") from None
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    work.mkdir(parents=True, exist_ok=True)
+    if running is None:
+        running = {"fingerprint": fingerprint, "config_identity": config.identity(), "status": "running",
+                   "started": time.strftime("%Y-%m-%dT%H:%M:%S")}
+        atomic_write_json(work / "run.json", running)
+    return running
+
+
+def _examples(train_pairs: PairSet, split: AlignmentSplit, config: AlignConfig,
+              log: Callable[[str], None]) -> tuple[list[Pair], list[set[str]] | None]:
+    """The training examples of the objective (cosine: all pairs; mnrl: the positives) and, for mnrl, each pair's
+    units (those of both texts: no two pairs sharing one may meet in a batch)."""
+    if not train_pairs.positives:
+        raise InstaError("no positive pair could be built (every task has a single training instruction)")
+    if config.objective == "cosine":
+        if not train_pairs.negatives:
+            log("warning: no negative pair under the threshold; training on positives only")
+        return train_pairs.pairs, None
+    units = text_units(split.train)
+    return train_pairs.positives, [units.get(p.a, {p.unit_a}) | units.get(p.b, {p.unit_b}) | {p.unit_a}
+                                   for p in train_pairs.positives]
 
 
 def _pairs(work: Path, fingerprint: str, split: AlignmentSplit, config: AlignConfig, base_path: str,

@@ -48,7 +48,8 @@ def existing_run(out: Path, fingerprint: str, identity: Mapping[str, Any],
     running = read_json(run_path) if run_path.is_file() else None
     previous = done if isinstance(done, dict) else running if isinstance(running, dict) else None
     if previous is not None and previous.get("fingerprint") != fingerprint and not overwrite:
-        diff = _config_diff(previous.get("config_identity", {}), identity)
+        old = previous.get("config_identity")
+        diff = _config_diff(old if isinstance(old, dict) else {}, identity)
         what = (f" (differs in: {', '.join(diff)})" if diff
                 else " (same options, different catalog, split or base encoder)")
         raise InstaError(f"{out} holds an alignment run with another configuration{what}: pass --overwrite "
