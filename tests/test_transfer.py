@@ -222,6 +222,47 @@ def test_user_matrix_is_read_and_scored_through_the_cli(tmp_path, capsys):
     assert "insta-mean - random" in res["paired"]
 
 
+def test_methods_file_chooses_the_scored_variants(tmp_path):
+    methods = tmp_path / "methods.yaml"
+    methods.write_text("- insta-mean\n"
+                       "- {method: insta-mean, label: insta-max-variant, options: {aggregation: max}}\n"
+                       "- {method: hybrid, label: hybrid-0.25, options: {weight: 0.25}}\n")
+    out = tmp_path / "scores.json"
+    code = cli.main(["eval-selection", "--transfer", str(PUBLISHED), "--catalog", "bigbench", "--data-dir",
+                     str(DATA), "--encoder", "hashing", "--target-samples", "4", "--library-size", "8",
+                     "--methods", str(methods), "--json", str(out), "-q"])
+    assert code == 0
+    res = json.loads(out.read_text())
+    assert set(res["summary"]) == {"insta-mean", "insta-max-variant", "hybrid-0.25", "random"}
+    params = {m["label"]: m["params"] for m in res["methods"]}
+    assert params["insta-max-variant"]["aggregation"] == "max" and params["hybrid-0.25"]["weight"] == 0.25
+
+
+@pytest.mark.parametrize("content, msg", [
+    ("- no-such-method\n", "unknown selection method"),
+    ("- {method: hybrid, options: {weight: 3}}\n", "weight must be"),
+    ("- insta-mean\n- insta-mean\n", "used twice"),
+    ("- {method: insta-mean, colour: red}\n", "unknown key"),
+    ("{}\n", "non-empty list"),
+    ("- [\n", "not valid YAML"),
+])
+def test_bad_methods_file_is_one_line(tmp_path, capsys, content, msg):
+    methods = tmp_path / "methods.yaml"
+    methods.write_text(content)
+    code = cli.main(["eval-selection", "--transfer", str(PUBLISHED), "--catalog", "bigbench", "--data-dir",
+                     str(DATA), "--encoder", "hashing", "--methods", str(methods)])
+    err = capsys.readouterr().err.strip()
+    assert code != 0 and msg in err and len(err.splitlines()) == 1 and "Traceback" not in err
+
+
+def test_transfer_config_checks_scoring_methods_when_read():
+    from insta.transfer.config import config_from_dict
+
+    with pytest.raises(InstaError, match="scoring.methods"):
+        config_from_dict({"pool": {"catalog": "bigbench"}, "targets": ["bbh:navigate"],
+                          "scoring": {"methods": [{"method": "insta-mean", "options": {"aggregation": "median"}}]}})
+
+
 @pytest.mark.parametrize("content, msg", [
     ("target,source\nx,y\n", "needs 'transfer'"),
     ("target,source,transfer\nx,y,abc\n", "not a number"),

@@ -43,6 +43,9 @@ def add_parser(sub) -> None:
     t.add_argument("--metric", default=None, help="matrix metric that defines the gold order (default: "
                    "nll_per_token, or the matrix's only metric)")
     t.add_argument("--regret-k", type=int, default=5, help="k of Regret@k (5)")
+    t.add_argument("--methods", metavar="FILE", help="YAML/JSON list of the methods to score (names or {method, "
+                   "label, options}, e.g. `- {method: insta-mean, label: insta-max, options: {aggregation: max}}`); "
+                   "default: every method of insta.methods with its defaults")
     t.add_argument("--aligned-encoder", help="an `insta align` encoder: adds INSTA-aligned with each aggregation")
     t.add_argument("--target-samples", type=int, default=32, help="unlabelled target inputs for RoE/DSIR (32)")
     t.add_argument("--library-size", type=int, default=50, help="instances per source for RoE/DSIR (50)")
@@ -115,7 +118,7 @@ def run_transfer_scoring(args: argparse.Namespace) -> int:
     from ..experiment_pool import Log
     from ..paths import atomic_write_text
     from ..transfer import PRIMARY, evaluate_methods_on_matrix, read_matrix
-    from ..transfer.methods_vs_matrix import DEFAULT_METHODS, aligned_methods, with_encoder
+    from ..transfer.methods_vs_matrix import DEFAULT_METHODS, aligned_methods, read_method_specs, with_encoder
     from ._common import write_json
 
     from ._common import check_output_files
@@ -133,7 +136,8 @@ def run_transfer_scoring(args: argparse.Namespace) -> int:
         return cache[name]
 
     catalog_arg = args.catalog if args.catalog != "p3" or not matrix.meta.get("source_catalog") else None
-    methods = with_encoder(DEFAULT_METHODS, args.encoder[0] if args.encoder else None)
+    specs = read_method_specs(args.methods) if args.methods else DEFAULT_METHODS
+    methods = with_encoder(specs, args.encoder[0] if args.encoder else None)
     if args.aligned_encoder:
         methods += aligned_methods(args.aligned_encoder)
     log = Log(quiet=args.quiet)

@@ -20,7 +20,7 @@ SOURCE_STRATEGIES = ("spread", "first", "random", "list")
 #: training options the transfer run sets itself
 TRAIN_RESERVED = {"model", "output_dir", "overwrite", "resume", "seed"}
 SCORING_KEYS = {"align", "encoder", "enabled", "include_unreliable", "k", "target_samples", "library_size",
-                "aligned_encoder", "draws", "bootstrap", "metric"}
+                "aligned_encoder", "draws", "bootstrap", "metric", "methods"}
 EVAL_KEYS = {"n", "seed", "batch_size", "calibration", "content_free_prompt", "max_source_length", "share_prefix"}
 
 
@@ -208,6 +208,10 @@ def config_from_dict(raw: Any, path: str = "") -> TransferConfig:
             _typed(scoring[key], bool, f"scoring.{key}")
     for key in ("aligned_encoder", "metric", "encoder"):
         _typed(scoring.get(key), str, f"scoring.{key}", allow_none=True)
+    if scoring.get("methods") is not None:  # checked now, not after the matrix has run
+        from .methods_vs_matrix import parse_method_specs
+
+        parse_method_specs(scoring["methods"], "scoring.methods")
     cfg = TransferConfig(
         name=str(_typed(raw.get("name") or (Path(path).stem if path else "transfer"), str, "name")),
         targets=list(targets),

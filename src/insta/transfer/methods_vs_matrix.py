@@ -47,6 +47,58 @@ def aligned_methods(encoder: str) -> list[tuple[str, str, dict[str, Any]]]:
             ("insta-aligned-topk-vote", "insta-aligned", {"encoder": encoder, "aggregation": "topk-vote"})]
 
 
+def parse_method_specs(raw: Any, where: str = "methods") -> list[tuple[str, str, dict[str, Any]]]:
+    """Method specs from data: a list whose items are a method name or ``{method, label, options}``.
+
+    ``label`` defaults to the method name; labels must be unique (they name the table's rows). Each spec is
+    built once here, so an unknown method or option fails when the list is read, not after the ranking starts.
+    """
+    from ..methods import load_method
+
+    if not isinstance(raw, list) or not raw:
+        raise InstaError(f"{where}: expected a non-empty list of methods (names or {{method, label, options}})")
+    specs: list[tuple[str, str, dict[str, Any]]] = []
+    for i, item in enumerate(raw):
+        if isinstance(item, str):
+            item = {"method": item}
+        if not isinstance(item, dict) or not isinstance(item.get("method"), str):
+            raise InstaError(f"{where}[{i}]: expected a method name or a mapping with a 'method' name")
+        unknown = set(item) - {"method", "label", "options"}
+        if unknown:
+            raise InstaError(f"{where}[{i}]: unknown key(s) {', '.join(sorted(map(str, unknown)))} "
+                             "(allowed: method, label, options)")
+        label = item.get("label", item["method"])
+        options = item.get("options") or {}
+        if not isinstance(label, str) or not label.strip():
+            raise InstaError(f"{where}[{i}]: label must be a non-empty string")
+        if not isinstance(options, dict) or not all(isinstance(k, str) for k in options):
+            raise InstaError(f"{where}[{i}] ({label}): options must be a mapping of option names to values")
+        if any(label == s[0] for s in specs):
+            raise InstaError(f"{where}[{i}]: label {label!r} is used twice")
+        try:
+            load_method(item["method"], label=label, **options)
+        except InstaError as err:
+            raise InstaError(f"{where}[{i}] ({label}): {err}") from None
+        specs.append((label, item["method"], dict(options)))
+    return specs
+
+
+def read_method_specs(path: str) -> list[tuple[str, str, dict[str, Any]]]:
+    """Method specs from a YAML or JSON file (a list, or a mapping with a ``methods`` list)."""
+    import yaml
+
+    try:
+        with open(path, encoding="utf-8") as f:
+            raw = yaml.safe_load(f)
+    except OSError as err:
+        raise InstaError(f"cannot read methods file {path}: {err.strerror or err}") from None
+    except yaml.YAMLError as err:
+        raise InstaError(f"methods file {path} is not valid YAML/JSON ({type(err).__name__})") from None
+    if isinstance(raw, dict) and set(raw) == {"methods"}:
+        raw = raw["methods"]
+    return parse_method_specs(raw, where=str(path))
+
+
 def method_scores(method: Any, target: Task, pool: Catalog, samples: Sequence[Example]) -> dict[str, float]:
     """Scores that reproduce the method's own ranking of the whole pool, equal only within a tie group.
 

@@ -97,10 +97,12 @@ def run_transfer(cfg: TransferConfig, *, out: str | None = None, backend: Any = 
 def score_matrix(run: TransferRun, matrix: TransferMatrix, log: Callable[[str], None] = lambda m: None
                  ) -> dict[str, Any]:
     """The configured method scoring of this run's matrix (see :mod:`insta.transfer.methods_vs_matrix`)."""
-    from .methods_vs_matrix import DEFAULT_METHODS, aligned_methods, evaluate_methods_on_matrix, with_encoder
+    from .methods_vs_matrix import (DEFAULT_METHODS, aligned_methods, evaluate_methods_on_matrix, parse_method_specs,
+                                    with_encoder)
 
     sc = run.cfg.scoring
-    methods = with_encoder(DEFAULT_METHODS, sc.get("encoder"))
+    specs = parse_method_specs(sc["methods"], "scoring.methods") if sc.get("methods") else DEFAULT_METHODS
+    methods = with_encoder(specs, sc.get("encoder"))
     enc = sc.get("aligned_encoder")
     if enc and not (Path(enc) / "modules.json").is_file() and sc.get("align") is not None:
         from ..align import align_for_targets
