@@ -291,16 +291,16 @@ def test_p3_table_aligned_encoder_is_trained_when_missing(tmp_path, monkeypatch)
     calls = []
     monkeypatch.setattr(insta.align, "align_encoder",
                         lambda catalog, config, out, log=None: calls.append((catalog.name, config, out)) or out)
-    cfg = load_config(TINY, {"data_dir": str(REPO / "tests" / "fixtures" / "p3")})
     target = tmp_path / "p3-aligned"
-    cfg.p3_table.update({"aligned_encoder": str(target), "align": {"objective": "mnrl"}})
+    cfg = load_config(TINY, {"data_dir": str(REPO / "tests" / "fixtures" / "p3"),
+                             "p3_table.aligned_encoder": str(target), "p3_table.align": {"objective": "mnrl"}})
     assert ensure_p3_aligned_encoder(cfg) == str(target)
     (name, config, out), = calls
     assert name == "p3" and config.objective == "mnrl" and config.pool == "t0_train" and out == str(target)
     target.mkdir()
     (target / "modules.json").write_text("[]")
     assert ensure_p3_aligned_encoder(cfg) is None and len(calls) == 1  # present: nothing trained
-    cfg.p3_table.pop("align")
+    cfg.p3_table.align = None
     (target / "modules.json").unlink()
     assert ensure_p3_aligned_encoder(cfg) is None  # no recipe given: the column is left out, as before
 

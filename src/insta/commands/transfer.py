@@ -35,7 +35,7 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..experiment_pool import Log
+    from ..helpers import Log
     from ..transfer import load_transfer_config, plan_transfer, run_transfer
     from ._common import write_json
 
