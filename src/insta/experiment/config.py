@@ -17,7 +17,7 @@ from typing import Any, Iterable, Sequence
 from ..align_data import AlignConfig
 from ..errors import InstaError
 from ..evaluate import EvalConfig
-from ..options import checked_get, checked_mapping, read_section
+from ..options import check_keys, checked_get, checked_mapping, read_section
 from ..train import TrainConfig
 from .methodspec import MethodSpec, align_config, method_specs
 
@@ -70,10 +70,6 @@ class GridEvalConfig(EvalConfig):
     progress: bool = False
     n: int = 100
     seed: int = 0
-
-    def evaluation(self) -> EvalConfig:
-        """The :class:`~insta.evaluate.EvalConfig` part."""
-        return EvalConfig(**{f.name: getattr(self, f.name) for f in fields(EvalConfig)})
 
 
 @dataclass
@@ -268,7 +264,7 @@ def _p3_table(raw: Any) -> P3TableSettings:
 
 
 def _sections(raw: dict[str, Any]) -> dict[str, Any]:
-    """Every section, typed and checked (unknown keys first, in the order of the file's sections)."""
+    """Every section, typed and checked (a section that is not a mapping fails first)."""
     for sec in SECTIONS:
         checked_mapping(raw.get(sec), sec)
     return {
@@ -285,8 +281,6 @@ def config_from_dict(raw: dict[str, Any], path: str = "") -> ExperimentConfig:
     """Check and convert a parsed YAML/JSON config (see ``configs/*.yaml``)."""
     if not isinstance(raw, dict):
         raise _fail("the experiment config must be a mapping")
-    from ..options import check_keys
-
     check_keys(raw, TOP_KEYS, "the top level of the experiment config")
     _check_top(raw)
     sections = _sections(raw)
