@@ -170,6 +170,10 @@ def test_pool_rules_and_target_split(tmp_path):
     ({"backend": "gpu-magic"}, "unknown backend"),
     ({"report": {"normalisation": "bytes"}}, "report.normalisation must be char"),
     ({"report": {"interval": "studentized"}}, "report.interval must be one of percentile, bca"),
+    ({"mixture": {"dedup_ngram": 2}}, "mixture.dedup_ngram must be at least 3"),
+    ({"p3_table": {"align": {"epochs": "five"}}}, "p3_table.align.epochs must be an integer"),
+    ({"p3_table": {"align": {"objectiv": "mnrl"}}}, "unknown key.*objectiv.*did you mean objective"),
+    ({"eval": {"limit": 3}}, "unknown key.*limit"),
 ])
 def test_bad_config_fails_before_any_work(tmp_path, change, message):
     b = DryRunBackend()
@@ -291,16 +295,16 @@ def test_p3_table_aligned_encoder_is_trained_when_missing(tmp_path, monkeypatch)
     calls = []
     monkeypatch.setattr(insta.align, "align_encoder",
                         lambda catalog, config, out, log=None: calls.append((catalog.name, config, out)) or out)
-    cfg = load_config(TINY, {"data_dir": str(REPO / "tests" / "fixtures" / "p3")})
     target = tmp_path / "p3-aligned"
-    cfg.p3_table.update({"aligned_encoder": str(target), "align": {"objective": "mnrl"}})
+    cfg = load_config(TINY, {"data_dir": str(REPO / "tests" / "fixtures" / "p3"),
+                             "p3_table.aligned_encoder": str(target), "p3_table.align": {"objective": "mnrl"}})
     assert ensure_p3_aligned_encoder(cfg) == str(target)
     (name, config, out), = calls
     assert name == "p3" and config.objective == "mnrl" and config.pool == "t0_train" and out == str(target)
     target.mkdir()
     (target / "modules.json").write_text("[]")
     assert ensure_p3_aligned_encoder(cfg) is None and len(calls) == 1  # present: nothing trained
-    cfg.p3_table.pop("align")
+    cfg.p3_table.align = None
     (target / "modules.json").unlink()
     assert ensure_p3_aligned_encoder(cfg) is None  # no recipe given: the column is left out, as before
 
@@ -319,3 +323,16 @@ def test_new_selection_methods_and_a_k_rule_run_in_the_grid(tmp_path):
     described = {m["label"]: m for m in res["methods"]}
     assert described["hybrid"]["params"]["weight"] == 0.3
     assert described["insta-max-gap"]["params"]["k"]["rule"] == "gap"
+
+
+def test_cache_keys_hash_the_sections_as_written():
+    """Models and cells are keyed by the options a config writes (the committed cells were keyed so), plus any
+    option changed after loading; the sections themselves are typed."""
+    cfg = load_config(REPO / "configs" / "bigbench-smollm2.yaml", {"data_dir": str(DATA)})
+    assert cfg.key_options("train") == cfg.raw["train"] and cfg.train.epochs == 1 and cfg.train.lora is False
+    assert cfg.key_options("eval") == cfg.raw["eval"] and cfg.eval.calibration == "fixed" and cfg.n_eval == 60
+    assert cfg.key_options("mixture") == {"dedup": True} and cfg.n_total == 100
+    assert cfg.p3_table.align.objective == "mnrl" and cfg.p3_table.align.pool == "t0_train"
+    cfg.train.epochs = 2
+    cfg.eval.max_new_tokens = 5  # not written in the file, changed since: part of the key
+    assert cfg.key_options("train")["epochs"] == 2 and cfg.key_options("eval")["max_new_tokens"] == 5

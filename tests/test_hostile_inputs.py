@@ -364,12 +364,13 @@ EXPERIMENT_TYPES: list[Case] = [
      "report.bootstrap must be an integer"),
     ("experiment report.confidence: 95", "experiment", _exp(report__confidence=95), "report.confidence"),
     ("experiment mixture.dedup: 'no'", "experiment", _exp(mixture__dedup="no"), "mixture.dedup must be true or false"),
-    ("experiment pool.exclude: string", "experiment", _exp(pool__exclude="animal_facts"), "'exclude' must be a list"),
+    ("experiment pool.exclude: string", "experiment", _exp(pool__exclude="animal_facts"),
+     "pool.exclude must be a list"),
     ("experiment pool.stem_match: 'off'", "experiment", _exp(pool__stem_match="off"),
-     "'stem_match' must be true or false"),
-    ("experiment train.epochs: one", "experiment", _exp(train__epochs="one"), "'epochs' must be a number"),
-    ("experiment train.bf16: 'false'", "experiment", _exp(train__bf16="false"), "'bf16' must be true or false"),
-    ("experiment eval.batch_size: 2.5", "experiment", _exp(eval__batch_size=2.5), "'batch_size' must be an integer"),
+     "pool.stem_match must be true or false"),
+    ("experiment train.epochs: one", "experiment", _exp(train__epochs="one"), "train.epochs must be a number"),
+    ("experiment train.bf16: 'false'", "experiment", _exp(train__bf16="false"), "train.bf16 must be true or false"),
+    ("experiment eval.batch_size: 2.5", "experiment", _exp(eval__batch_size=2.5), "eval.batch_size must be an integer"),
 ]
 
 TOP_LEVEL: list[Case] = [

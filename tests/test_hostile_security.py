@@ -360,7 +360,7 @@ def test_mixture_lines_escape_terminal_controls(tmp_path, capsys):
 
 def test_experiment_plan_and_log_escape_terminal_controls(capsys):
     from insta.commands.experiment import _print_plan
-    from insta.experiment_pool import Log
+    from insta.helpers import Log
 
     _print_plan({"pool": {"n": 1, "removed_by_reason": {}}, "missing_cells": [], "cells": [],
                  "plan": [{"target": f"user:{EVIL_ID}", "label": "insta\x1b[2J", "done": False, "model_key": "m",

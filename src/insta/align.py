@@ -26,8 +26,6 @@ returned as is; a changed configuration is an error unless ``overwrite=True``.
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import json
 import math
 import os
 import shutil
@@ -39,6 +37,7 @@ from typing import Any, Callable, Iterator, Mapping, Sequence
 from .catalogs.base import Catalog
 from .records import Task
 from .errors import InstaError
+from .helpers import content_hash, timestamp
 from .paths import atomic_write_json
 
 from .align_data import (  # noqa: F401  (re-exported: the alignment's public names live here too)
@@ -51,10 +50,6 @@ from .align_dir import (  # noqa: F401  (CHECKPOINTS, read_alignment_metadata: r
 )
 
 DEV_METRIC = "dev_pearson_cosine"  # what the dev EmbeddingSimilarityEvaluator (name "dev") reports
-
-
-def _sha(obj: Any) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, ensure_ascii=False).encode()).hexdigest()[:16]
 
 
 def _versions() -> dict[str, str]:
@@ -102,10 +97,10 @@ def align_encoder(
         "format": FORMAT_VERSION,
         "config": config.identity(),
         "catalog": catalog.name,
-        "split": _sha(split.to_dict()),
+        "split": content_hash(split.to_dict()),
         "base": model_fingerprint(base_path),
     }
-    fingerprint = _sha(identity)
+    fingerprint = content_hash(identity)
     work = out / WORK_DIR
     done, running = existing_run(out, fingerprint, config.identity(), overwrite)
     if done is not None and done.get("status") == "complete":
@@ -140,7 +135,7 @@ def align_encoder(
         "timings": {"pairs_seconds": pair_seconds, "train_seconds": train_seconds,
                     "this_call_seconds": round(time.perf_counter() - t_start, 2)},
         "software": _versions(),
-        "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        "finished": timestamp(),
         "outputs": outputs,
     }
     write_readme(out, meta)
@@ -167,7 +162,7 @@ def _start(work: Path, running: dict | None, fingerprint: str, config: AlignConf
     work.mkdir(parents=True, exist_ok=True)
     if running is None:
         running = {"fingerprint": fingerprint, "config_identity": config.identity(), "status": "running",
-                   "started": time.strftime("%Y-%m-%dT%H:%M:%S")}
+                   "started": timestamp()}
         atomic_write_json(work / "run.json", running)
     return running
 

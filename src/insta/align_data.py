@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 import random
-import sys
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Iterator, Mapping, Sequence
 
@@ -340,9 +339,9 @@ def _embed(encoder, texts: list[str]) -> np.ndarray:
 def _progress(iterable, total: int | None, desc: str, enabled: bool):
     if not enabled:
         return iterable
-    from tqdm.auto import tqdm
+    from .helpers import progress_bar
 
-    return tqdm(iterable, total=total, desc=desc, unit="it", file=sys.stderr, mininterval=1.0, dynamic_ncols=True)
+    return progress_bar(iterable, total=total, desc=desc, mininterval=1.0, dynamic_ncols=True)
 
 
 def build_pairs(

@@ -19,6 +19,7 @@ from typing import Iterator, Sequence
 import numpy as np
 
 from .errors import InstaError
+from .helpers import stable_key
 from .paths import atomic_write_bytes, cache_dir
 
 try:
@@ -107,7 +108,7 @@ def model_fingerprint(path_or_id: str) -> str:
     """
     path = Path(path_or_id)
     if not path.is_dir():
-        return hashlib.sha256(path_or_id.encode()).hexdigest()[:16]
+        return stable_key(path_or_id)[:16]
     h = hashlib.sha256(b"insta-model-v2")
     for f in sorted(path.rglob("*")):
         rel = f.relative_to(path).as_posix()
@@ -168,7 +169,7 @@ class EmbeddingCache:
 
     @staticmethod
     def key(text: str) -> str:
-        return hashlib.sha256(text.encode("utf-8")).hexdigest()[:32]
+        return stable_key(text)[:32]
 
     def _folder_error(self) -> InstaError:
         """The one-line error for a cache path of the wrong kind (a folder where a file belongs, or vice versa)."""

@@ -41,6 +41,7 @@ from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 from .errors import InstaError
+from .helpers import timestamp
 from .metrics import LEGACY_RANK_METRICS, RANK_METRICS, RANK_RULES, rank_metric, rank_rule
 from .options import apply_overrides
 from .records import Example, Task
@@ -115,12 +116,9 @@ class Scorer:
     def _bar(self, total: int, desc: str):
         if not self.progress:
             return None
-        try:
-            from tqdm import tqdm
+        from .helpers import progress_bar
 
-            return tqdm(total=total, desc=desc, unit="seq", leave=False)
-        except ImportError:  # pragma: no cover
-            return None
+        return progress_bar(total=total, desc=desc, unit="seq", leave=False)
 
     def loglikelihood(self, requests: Sequence[tuple[str, str]]) -> list[tuple[float, int]]:
         """``(sum of log-probs, n tokens)`` of each continuation given its prompt."""
@@ -593,7 +591,7 @@ def evaluate_examples(lm, examples: Sequence[Example], config: EvalConfig | None
         "n_sequences_scored": len(reqs) if rank_ex else 0,
         "n_forward": scorer.n_forward,
     }
-    result["created"] = time.strftime("%Y-%m-%dT%H:%M:%S")
+    result["created"] = timestamp()
     result["samples"] = samples
     return result
 

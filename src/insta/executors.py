@@ -36,9 +36,9 @@ def run_jobs(work: Callable[..., dict[str, Any]], keys: Sequence[K], make_job: C
 
 
 def _bar(total: int, progress: bool, unit: str = "model"):
-    from tqdm import tqdm
+    from .helpers import progress_bar
 
-    return tqdm(total=total, unit=unit, desc="models", disable=not progress, dynamic_ncols=True)
+    return progress_bar(total=total, desc="models", unit=unit, enabled=progress, dynamic_ncols=True)
 
 
 def _sequential(work, keys, make_job, backend, describe, log, progress, keep_going) -> list[dict[str, Any]]:

@@ -67,7 +67,7 @@ def download_sdist(name: str, version: str, tmp: Path) -> Path:
     import hashlib
     import urllib.request
 
-    from tqdm import tqdm
+    from .helpers import progress_bar
 
     url, sha = sdist_url(name, version)
     out = tmp / f"{name}-{version}.tar.gz"
@@ -75,7 +75,7 @@ def download_sdist(name: str, version: str, tmp: Path) -> Path:
     try:
         with urllib.request.urlopen(url, timeout=120) as resp, open(out, "wb") as fh:
             total = int(resp.headers.get("Content-Length") or 0) or None
-            with tqdm(total=total, unit="B", unit_scale=True, desc=out.name) as bar:
+            with progress_bar(total=total, desc=out.name, unit="B", unit_scale=True) as bar:
                 while chunk := resp.read(1 << 20):
                     fh.write(chunk)
                     digest.update(chunk)

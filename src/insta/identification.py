@@ -32,7 +32,7 @@ from .align_data import catalog_units
 from .catalogs.base import Catalog
 from .errors import InstaError
 from .records import Task
-from .selection import AGGREGATIONS, TIE_TOLERANCE, Selector, _close, aggregate  # noqa: F401
+from .selection import AGGREGATIONS, TIE_TOLERANCE, Selector, aggregate, tied  # noqa: F401
 
 GROUPS = ("all", "heldout", "excluded", "unseen", "mixed")
 
@@ -86,7 +86,7 @@ def leave_one_out_ranks(
         return out
     if embeddings is None:
         selector = Selector(Catalog("units", [Task(u, list(units[u]), "units") for u in names if units[u]]), encoder)
-        emb = selector._encode(texts)
+        emb = selector.embed(texts)
     else:
         emb = np.asarray(embeddings, dtype=np.float32)
     rows = np.arange(len(queries))
@@ -95,7 +95,7 @@ def leave_one_out_ranks(
     for agg in aggregations:
         scores = aggregate(sim, owner_arr, len(names), agg, vote_depth, per_row=True)
         own = scores[rows, qunits][:, None]
-        beats = (scores > own) | _close(scores, own)
+        beats = (scores > own) | tied(scores, own)
         out[agg] = beats.sum(axis=1)  # every unit at least as good as the own unit, itself included
     return out
 

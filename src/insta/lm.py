@@ -14,12 +14,13 @@ import json
 import os
 import shutil
 import tempfile
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from . import paths
 from .errors import InstaError
+from .helpers import timestamp
 
 DEFAULT_MODEL = "smollm2"
 
@@ -38,12 +39,11 @@ _INSTALL_HINT = "pip install 'insta[train]'  (torch, transformers, peft, acceler
 
 def cache_dir() -> Path:
     """The insta cache root: ``$INSTA_CACHE_DIR`` or ``~/.cache/insta``."""
-    from .paths import cache_dir as _cache_dir
-
-    return _cache_dir()
+    return paths.cache_dir()
 
 
-def _require_transformers():
+def require_transformers() -> None:
+    """A one-line error naming the install command when torch or transformers is missing."""
     try:
         import torch  # noqa: F401
         import transformers  # noqa: F401
@@ -76,7 +76,7 @@ def locate_gguf(name: str = DEFAULT_MODEL) -> Path:
 
 def _convert_gguf(gguf_path: Path, dest: Path) -> None:
     """Dequantise a GGUF checkpoint into a plain safetensors model directory at ``dest`` (atomically)."""
-    _require_transformers()
+    require_transformers()
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
@@ -109,7 +109,7 @@ def _convert_gguf(gguf_path: Path, dest: Path) -> None:
         model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
         (tmp / "insta_source.json").write_text(
-            json.dumps({"converted_from": str(gguf_path), "at": time.strftime("%Y-%m-%dT%H:%M:%S")}, indent=2)
+            json.dumps({"converted_from": str(gguf_path), "at": timestamp()}, indent=2)
         )
         try:
             os.replace(tmp, dest)
@@ -185,7 +185,7 @@ def _base_of_adapter(location: str) -> str:
 
 def model_kind(location: str) -> str:
     """``"seq2seq"`` or ``"causal"`` from the model's config (``is_encoder_decoder``)."""
-    _require_transformers()
+    require_transformers()
     from transformers import AutoConfig
 
     if is_adapter_dir(location):
@@ -239,7 +239,7 @@ def load_model(
 
     A LoRA adapter directory (``adapter_config.json``) loads its base model and applies the adapter via peft.
     """
-    _require_transformers()
+    require_transformers()
     import torch
     from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM
 

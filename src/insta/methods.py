@@ -24,8 +24,6 @@ Options every method takes: ``label`` and ``k`` (its default k: a number or ``ga
 """
 from __future__ import annotations
 
-import hashlib
-import random
 import re
 from functools import lru_cache
 from typing import Any, Callable, Sequence
@@ -34,6 +32,7 @@ import numpy as np
 
 from .catalogs.base import Catalog
 from .errors import InstaError
+from .helpers import stable_int, stable_key, stable_rng
 from .records import Example, Task
 from .selection import (  # noqa: F401  (CONSUMPTIONS, Selection: re-exported, the interface's names live here too)
     AGGREGATIONS,
@@ -44,10 +43,10 @@ from .selection import (  # noqa: F401  (CONSUMPTIONS, Selection: re-exported, t
     SelectionMethod,
     Selector,
     TaskScore,
-    _unit_rows,
     clean_instructions,
     leakage_guard,
     parse_k,
+    unit_rows,
 )
 
 #: The result type of every method (the name of earlier versions).
@@ -95,11 +94,6 @@ def encoder_name(encoder: Any) -> str:
     return encoder or DEFAULT_ENCODER
 
 
-def _stable_rng(*parts: Any) -> random.Random:
-    seed = int(hashlib.sha256(":".join(map(str, parts)).encode()).hexdigest()[:16], 16)
-    return random.Random(seed)
-
-
 _LIBRARIES: dict[tuple, tuple[Catalog, dict[str, list[Example]]]] = {}
 
 
@@ -113,7 +107,7 @@ def source_library(pool: Catalog, size: int, seed: int = 0) -> dict[str, list[Ex
         return _LIBRARIES[key][1]
     out: dict[str, list[Example]] = {}
     for task in pool:
-        rng = _stable_rng("library", seed, task.id)
+        rng = stable_rng("library", seed, task.id)
         sample: list[Example] = []
         for i, ex in enumerate(task.iter_examples()):
             if len(sample) < size:
@@ -152,7 +146,7 @@ def unlabelled_samples(task: Task, n: int, avoid: set[str] | frozenset[str] = fr
     """``n`` unlabelled inputs of ``task`` (labels and references removed, options kept) in a stable seeded
     order, none of them in ``avoid`` (e.g. its evaluation examples): the target samples of RoE, DSIR, hybrid."""
     pool = [ex for ex in task.iter_examples() if ex.id not in avoid]
-    pool.sort(key=lambda ex: hashlib.sha256(f"samples:{seed}:{ex.id}".encode()).hexdigest())
+    pool.sort(key=lambda ex: stable_key("samples", seed, ex.id))
     return [Example(id=ex.id, input=ex.input, references=[], options=list(ex.options) if ex.options else None,
                     label=None, provenance={"task": task.id}) for ex in pool[:n]]
 
@@ -369,7 +363,7 @@ class RandomMethod(SelectionMethod):
 
     def _score(self, target, pool, samples, allowed):
         ids = sorted(t for t, a in zip(pool.ids, allowed) if a)
-        order = _stable_rng("random-method", self.seed).sample(ids, len(ids))
+        order = stable_rng("random-method", self.seed).sample(ids, len(ids))
         pos = {t: len(ids) - i for i, t in enumerate(order)}
         score = np.asarray([float(pos.get(t, -np.inf)) for t in pool.ids])
         return Scores(score, why=lambda i: {"reason": f"seeded draw (seed {self.seed})"})
@@ -398,7 +392,7 @@ class InstanceIndex:
             texts, owner = library_texts(pool, self.library_size, self.library_seed, instance_text)
             if not texts:
                 raise InstaError("no pool task has instances")
-            emb = _unit_rows(get_encoder(self.encoder_name).encode(texts))
+            emb = unit_rows(get_encoder(self.encoder_name).encode(texts))
             self._cache = {key: (np.asarray(owner, dtype=np.int64), emb, pool)}
         return self._cache[key][:2]
 
@@ -406,7 +400,7 @@ class InstanceIndex:
         """Per pool task: how many target instances retrieve one of its instances as their nearest neighbour
         (among the allowed tasks), and the mean over target instances of its best cosine (-1 without instances)."""
         owner, emb = self.library(pool)
-        q = _unit_rows(get_encoder(self.encoder_name).encode([instance_text(s) for s in samples]))
+        q = unit_rows(get_encoder(self.encoder_name).encode([instance_text(s) for s in samples]))
         n_tasks = len(pool)
         col_ok = np.asarray(allowed, dtype=bool)[owner]
         best_val = np.full(len(q), -np.inf)
@@ -605,7 +599,7 @@ def _wordpunct() -> tuple[Callable[[str], list[str]], str]:
 
 @lru_cache(maxsize=1 << 20)
 def _hash_bucket(text: str, num_buckets: int) -> int:
-    return int(hashlib.sha256(text.encode("utf-8")).hexdigest(), 16) % num_buckets
+    return stable_int(text, digits=64) % num_buckets
 
 
 def ngram_buckets(text: str, n: int = 2, num_buckets: int = 10000) -> list[int]:
@@ -798,7 +792,7 @@ def allocate_budget(task_ids: Sequence[str], n_total: int, seed: int = 0) -> dic
     if len(ids) <= n_total:
         base, rem = divmod(n_total, len(ids))
         return {t: base + (1 if i < rem else 0) for i, t in enumerate(ids)}
-    chosen = set(_stable_rng("budget", seed).sample(sorted(ids), n_total))
+    chosen = set(stable_rng("budget", seed).sample(sorted(ids), n_total))
     return {t: 1 for t in ids if t in chosen}
 
 

@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator, Sequence
 
 from .errors import InstaError
+from .helpers import progress_bar, timestamp
 from .records import Example, Task
 
 MIXINGS = ("proportional", "equal")
@@ -444,14 +445,7 @@ def build_mixture(
 
     per_task_info: dict[str, dict[str, Any]] = {}
     samples: dict[str, list[Example]] = {}
-    iterator = tasks
-    if progress:
-        try:
-            from tqdm import tqdm
-
-            iterator = tqdm(tasks, desc="sampling tasks", unit="task")
-        except ImportError:  # pragma: no cover
-            pass
+    iterator = progress_bar(tasks, desc="sampling tasks", unit="task") if progress else tasks
     empty = []
     for task in iterator:
         cap = config.caps.get(task.id, config.per_task)
@@ -509,7 +503,7 @@ def build_mixture(
         "config": asdict(config),
         "catalog": catalog_name,
         "seconds": round(time.perf_counter() - t0, 3),
-        "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        "created": timestamp(),
     }
     return Mixture(records, manifest)
 

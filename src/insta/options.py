@@ -1,11 +1,12 @@
-"""Keyword overrides for the dataclass configs of the train and evaluate stages, and their type check."""
+"""Type checks of configuration, written once: keyword overrides of the stage dataclasses (train, evaluate,
+align) and the readers of config files (experiment, transfer) use the same checks and the same one-line errors."""
 from __future__ import annotations
 
 import dataclasses
 import re
 import types
 import typing
-from typing import Any, TypeVar
+from typing import Any, Iterable, Mapping, TypeVar
 
 from .errors import InstaError
 
@@ -101,3 +102,76 @@ def set_dotted(raw: dict[str, Any], overrides: dict[str, Any] | None) -> dict[st
             node = node[part]
         node[leaf] = val
     return raw
+
+
+# ---------------------------------------------------------------- config files (experiment, transfer)
+
+
+def check_keys(given: Mapping[str, Any], allowed: Iterable[str], where: str, prefix: str = "") -> None:
+    """One error line naming every key of ``given`` not in ``allowed`` (with the closest allowed name), e.g.
+    ``unknown key(s) in <where>: mixtur (did you mean mixture?)``; ``prefix`` starts the message."""
+    allowed = sorted(allowed)
+    unknown = sorted(set(given) - set(allowed))
+    if unknown:
+        import difflib
+
+        hints = []
+        for u in unknown:
+            close = difflib.get_close_matches(u, allowed, 1)
+            hints.append(f"{u} (did you mean {close[0]}?)" if close else u)
+        raise InstaError(f"{prefix}unknown key(s) in {where}: {', '.join(hints)}")
+
+
+def checked(value: Any, tp: Any, name: str, *, minimum: float | None = None, prefix: str = "") -> Any:
+    """``value`` when it fits the annotation ``tp`` (see :func:`value_matches`) and is at least ``minimum``; else
+    one error line naming it: ``seed must be an integer (got 'abc')``."""
+    if not value_matches(value, tp):
+        raise InstaError(f"{prefix}{name} must be {describe_type(tp)} (got {value!r})")
+    if minimum is not None and value is not None and value < minimum:
+        raise InstaError(f"{prefix}{name} must be at least {minimum} (got {value!r})")
+    return value
+
+
+def checked_get(section: Mapping[str, Any], key: str, default: Any, tp: Any, where: str = "", *,
+                minimum: float | None = None, prefix: str = "") -> Any:
+    """``section[key]`` (or ``default``) through :func:`checked`, named ``where.key``."""
+    return checked(section.get(key, default), tp, f"{where}.{key}" if where else key, minimum=minimum, prefix=prefix)
+
+
+def checked_mapping(value: Any, name: str, prefix: str = "") -> dict[str, Any]:
+    """A config section: ``None`` is empty, anything but a mapping is an error."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise InstaError(f"{prefix}'{name}' must be a mapping")
+    return value
+
+
+def read_section(cls: type[C], raw: Any, section: str, *, exclude: Iterable[str] = (), where: str | None = None,
+                 prefix: str = "") -> C:
+    """The dataclass ``cls`` from a config section, checked now: unknown keys (and ``exclude``, the fields the
+    caller sets itself), values of the wrong type (``section.key must be ...``; a number in exponent notation
+    that YAML read as a string is the number; a list becomes a tuple where the field is one) or below a field's
+    ``metadata["minimum"]``, then the class's own ``validate()``. ``where`` names the section
+    in the unknown-key message (default ``section``)."""
+    raw = checked_mapping(raw, section, prefix)
+    fields = {f.name for f in dataclasses.fields(cls)} - set(exclude)
+    check_keys(raw, fields, where or section, prefix)
+    hints = typing.get_type_hints(cls)
+    minimum = {f.name: f.metadata.get("minimum") for f in dataclasses.fields(cls)}
+    values = {}
+    for key, value in raw.items():
+        tp = hints.get(key, Any)
+        if isinstance(value, str) and value_matches(1.5, tp) and _FLOAT.fullmatch(value.strip()):
+            value = float(value)
+        value = checked(value, tp, f"{section}.{key}", minimum=minimum.get(key), prefix=prefix)
+        is_tuple = typing.get_origin(tp) is tuple or any(typing.get_origin(a) is tuple for a in typing.get_args(tp))
+        values[key] = tuple(value) if is_tuple and isinstance(value, list) else value
+    try:
+        obj = cls(**values)
+        validate = getattr(obj, "validate", None)
+        if callable(validate):
+            validate()
+    except (InstaError, TypeError) as err:
+        raise InstaError(f"{prefix}{section}: {err}") from None
+    return obj

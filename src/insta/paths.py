@@ -12,12 +12,17 @@ from .errors import InstaError
 CACHE_ENV = "INSTA_CACHE_DIR"
 
 
+def cache_root() -> Path:
+    """The insta cache folder, ``$INSTA_CACHE_DIR`` (default ``~/.cache/insta``), without creating it."""
+    return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "insta").expanduser()
+
+
 def cache_dir(sub: str = "") -> Path:
-    """``$INSTA_CACHE_DIR`` (default ``~/.cache/insta``), optionally a sub-folder; created on demand.
+    """:func:`cache_root`, optionally a sub-folder; created on demand.
 
     A folder that cannot be created (a file in the way, no permission) is one :class:`InstaError` line.
     """
-    root = Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "insta").expanduser()
+    root = cache_root()
     path = root / sub if sub else root
     try:
         path.mkdir(parents=True, exist_ok=True)

@@ -192,7 +192,7 @@ def topk_vote_weights(depth: int, n_queries: int) -> np.ndarray:
     return base ** np.arange(depth - 1, -1, -1, dtype=np.float64)
 
 
-def _close(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+def tied(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Elementwise equality within :data:`TIE_TOLERANCE` (infinities equal themselves)."""
     with np.errstate(invalid="ignore"):
         return (a == b) | (np.abs(a - b) <= TIE_TOLERANCE * np.maximum(1.0, np.maximum(np.abs(a), np.abs(b))))
@@ -272,7 +272,7 @@ def _topk_vote(sim, valid, owner, n_tasks, vote_depth, per_row) -> np.ndarray:
         pos_w = np.zeros(len(cand))
         pos_w[:d] = weights[:d]
         v = vals[cand]
-        new = np.r_[True, ~_close(v[1:], v[:-1])]
+        new = np.r_[True, ~tied(v[1:], v[:-1])]
         gid = np.cumsum(new) - 1
         shared = np.bincount(gid, weights=pos_w) / np.bincount(gid)
         np.add.at(out[r if per_row else 0], owner[cols[cand]], shared[gid])
@@ -388,7 +388,7 @@ def rank_candidates(pool: Catalog, sc: Scores, allowed: np.ndarray) -> tuple[lis
     idx = np.flatnonzero(np.asarray(allowed, dtype=bool))
     idx = idx[np.lexsort((-sec[idx], -score[idx]))]  # score first, then the secondary signal; stable
     s, t = score[idx], sec[idx]
-    starts = np.flatnonzero(np.r_[True, ~(_close(s[1:], s[:-1]) & _close(t[1:], t[:-1]))])
+    starts = np.flatnonzero(np.r_[True, ~(tied(s[1:], s[:-1]) & tied(t[1:], t[:-1]))])
     ends = np.r_[starts[1:], len(idx)]
     order = idx.tolist()
     group_of = [0] * len(order)
@@ -586,7 +586,7 @@ def clean_instructions(instructions: Iterable[str] | str) -> list[str]:
     return out
 
 
-def _unit_rows(emb: np.ndarray) -> np.ndarray:
+def unit_rows(emb: np.ndarray) -> np.ndarray:
     """Rows scaled to unit length (left as they are when they already are, so cached vectors stay bit-equal)."""
     emb = np.asarray(emb, dtype=np.float32)
     norms = np.linalg.norm(emb, axis=1, keepdims=True)
@@ -635,12 +635,13 @@ class Selector:
         if not texts:
             raise InstaError(f"catalog {self.catalog.name!r} has no instructions")
         self._texts, self._owner = texts, np.asarray(owner, dtype=np.int64)
-        self._emb = self._encode(texts)
+        self._emb = self.embed(texts)
         self._bounds = np.searchsorted(self._owner, np.arange(len(self._task_ids) + 1))
 
-    def _encode(self, texts: Sequence[str]) -> np.ndarray:
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        """Unit-length embeddings of ``texts`` (each distinct text encoded once)."""
         unique = list(dict.fromkeys(texts))
-        emb = _unit_rows(self.encoder.encode(unique))
+        emb = unit_rows(self.encoder.encode(unique))
         if len(unique) == len(texts):
             return emb
         where = {t: i for i, t in enumerate(unique)}
@@ -654,7 +655,7 @@ class Selector:
     def similarity(self, target_instructions: Sequence[str]) -> np.ndarray:
         """Cosine matrix (target instructions x all source instructions)."""
         self._ensure_embedded()
-        return self._encode(list(target_instructions)) @ self._emb.T
+        return self.embed(list(target_instructions)) @ self._emb.T
 
     def masked_similarity(self, target_instructions: Sequence[str], allowed: np.ndarray | None = None) -> np.ndarray:
         """:meth:`similarity` with the columns of tasks not ``allowed`` set to NaN (they take no part)."""

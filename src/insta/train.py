@@ -422,11 +422,11 @@ def train_model(mixture: Any, config: TrainConfig | None = None, callbacks: Sequ
     Keyword overrides set :class:`TrainConfig` fields; ``callbacks`` are extra ``transformers.TrainerCallback``s.
     Returns where the model went and the run's metrics (also written to ``<output_dir>/train_result.json``).
     """
-    from .lm import _require_transformers
+    from .lm import require_transformers
 
     config = apply_overrides(config or TrainConfig(), overrides, "training")
     records, source = _records_of(mixture)
-    _require_transformers()
+    require_transformers()
     passthrough = trainer_passthrough(config)  # a missing integration or config file fails before any loading
 
     import torch

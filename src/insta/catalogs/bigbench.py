@@ -23,13 +23,12 @@ when they change; examples are read from the task file when asked for.
 """
 from __future__ import annotations
 
-import hashlib
-import random
 import sys
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from ..errors import InstaError
+from ..helpers import stable_rng
 from ..records import Example, Task
 from .base import Catalog, read_json_file
 from .index_cache import cached_parse
@@ -125,10 +124,6 @@ def _summary(path: Path) -> dict[str, Any]:
     }
 
 
-def _seed(task_id: str, index: int) -> int:
-    return int(hashlib.sha256(f"{task_id}:{index}".encode()).hexdigest()[:16], 16)
-
-
 def make_example(
     task_id: str, index: int, ex: dict, fmt: dict, shuffle: bool = True, path: str = ""
 ) -> Example | None:
@@ -143,7 +138,7 @@ def make_example(
         best = max(v for _, v in items)
         gold = next(k for k, v in items if v == best)
         if shuffle:
-            random.Random(_seed(task_id, index)).shuffle(items)
+            stable_rng(task_id, index).shuffle(items)
         options = [k for k, _ in items]
         label = options.index(gold)
         references = [k for k, v in items if v == best]

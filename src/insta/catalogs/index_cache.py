@@ -1,7 +1,7 @@
 """A small on-disk cache of per-file parse results, so catalogs load their instructions fast.
 
-Each catalog kind and data root gets one JSON file under ``$INSTA_CACHE_DIR/catalog-index/`` (else
-``$XDG_CACHE_HOME/insta/catalog-index/``, else ``~/.cache/insta/catalog-index/``). It maps each source file
+Each catalog kind and data root gets one JSON file under ``catalog-index/`` of the insta cache folder
+(:func:`insta.paths.cache_root`: ``$INSTA_CACHE_DIR``, else ``~/.cache/insta``). It maps each source file
 (path relative to the root) to the JSON-ready summary a reader built from it, with the SHA-256 of the file's
 content, a digest binding that hash to the summary, and the file's stat stamp (size, mtime, ctime, inode).
 
@@ -15,20 +15,15 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
-CACHE_ENV = "INSTA_CACHE_DIR"
+from ..paths import atomic_write_text, cache_root
 
 
 def cache_dir() -> Path:
-    """The folder holding catalog index files."""
-    if os.environ.get(CACHE_ENV):
-        return Path(os.environ[CACHE_ENV]).expanduser() / "catalog-index"
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base).expanduser() / "insta" / "catalog-index"
+    """The folder holding catalog index files (not created: an unwritable cache only costs speed)."""
+    return cache_root() / "catalog-index"
 
 
 def cache_path(kind: str, root: Path, version: int) -> Path:
@@ -49,15 +44,7 @@ def _read(path: Path) -> dict[str, Any]:
 
 def _write(path: Path, files: dict[str, Any]) -> None:
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as fh:
-                json.dump({"files": files}, fh, ensure_ascii=False)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        atomic_write_text(path, json.dumps({"files": files}, ensure_ascii=False))
     except OSError:
         pass  # a read-only cache dir only makes the next load slower
 

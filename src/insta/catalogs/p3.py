@@ -33,7 +33,6 @@ Layout: ``<root>/promptsource/templates/<dataset>/[<subset>/]templates.yaml`` (P
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import random
 import re
@@ -44,6 +43,7 @@ from typing import Any, Callable, Iterator
 import yaml
 
 from ..errors import InstaError
+from ..helpers import stable_int
 from ..records import Example, Task
 from ..textsafe import safe_text
 from .base import Catalog
@@ -278,7 +278,7 @@ class _Renderer:
 
     def apply(self, template: dict, row: dict, seed: str) -> tuple[str, str, list[str] | None]:
         """(input, target, options) of a template applied to a row."""
-        self.rng.seed(int(hashlib.sha256(seed.encode()).hexdigest()[:16], 16))
+        self.rng.seed(stable_int(seed))
         protected = {k: v.replace("|||", PIPE_PROTECTOR) if isinstance(v, str) else v for k, v in row.items()}
         options = None
         if template.get("answer_choices"):

@@ -115,7 +115,7 @@ def run_transfer_scoring(args: argparse.Namespace) -> int:
     """``--transfer``: every selection method ranks the matrix's sources; NDCG / Regret@k against the gold order."""
     from ..catalogs import load_catalog
     from ..errors import InstaError
-    from ..experiment_pool import Log
+    from ..helpers import Log
     from ..paths import atomic_write_text
     from ..transfer import PRIMARY, evaluate_methods_on_matrix, read_matrix
     from ..transfer.methods_vs_matrix import DEFAULT_METHODS, aligned_methods, read_method_specs, with_encoder

@@ -45,7 +45,8 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from ..errors import InstaError
-    from ..experiment import Log, cached_p3_table, load_config, run_experiment
+    from ..experiment import cached_p3_table, load_config, run_experiment
+    from ..helpers import Log
     from ._common import emit_json
 
     overrides = {"out": args.out, "data_dir": args.data_dir, "eval.n": args.n_eval, "mixture.n_total": args.n_total,

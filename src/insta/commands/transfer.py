@@ -35,7 +35,7 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..experiment_pool import Log
+    from ..helpers import Log
     from ..transfer import load_transfer_config, plan_transfer, run_transfer
     from ._common import write_json
 
@@ -67,12 +67,8 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _fmt_s(s: float) -> str:
-    s = int(round(s))
-    return f"{s // 3600}h {s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m {s % 60:02d}s"
-
-
 def _print_plan(plan) -> None:
+    from ..helpers import format_duration
     from ..textsafe import safe_text
 
     print(f"{plan['n_sources']} sources x {len(plan['seeds'])} seeds + base = {plan['n_units']} models; "
@@ -80,4 +76,5 @@ def _print_plan(plan) -> None:
     print("sources: " + ", ".join(safe_text(s["id"], newlines=False) for s in plan["sources"]))
     print("targets: " + ", ".join(safe_text(t, newlines=False) for t in plan["targets"]))
     print(f"to run: {plan['units_to_train']} training(s); measured cost {plan['seconds_per_training']} s per "
-          f"training, {plan['seconds_per_eval_example']} s per evaluated example; ETA {_fmt_s(plan['eta_seconds'])}")
+          f"training, {plan['seconds_per_eval_example']} s per evaluated example; "
+          f"ETA {format_duration(plan['eta_seconds'], 'short')}")

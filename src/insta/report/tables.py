@@ -6,6 +6,7 @@ import math
 import statistics
 from typing import Any
 
+from ..helpers import format_duration
 from .summary import normalisation_of
 
 Table = tuple[list[str], list[list[str]]]
@@ -40,10 +41,7 @@ def fmt_ci(row: dict[str, Any], digits: int = 3) -> str:
 
 def fmt_time(s: float | None) -> str:
     """Seconds as ``1 h 02 min 03 s`` or ``4 min 05 s``."""
-    if s is None:
-        return "?"
-    s = int(round(s))
-    return f"{s // 3600} h {s % 3600 // 60:02d} min {s % 60:02d} s" if s >= 3600 else f"{s // 60} min {s % 60:02d} s"
+    return "?" if s is None else format_duration(s, "words")
 
 
 def cell_text(entry: dict[str, Any] | None, digits: int = 3) -> str:

@@ -12,9 +12,10 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import InstaError
-from ..experiment_config import PoolConfig
-
 from ..executors import EXECUTORS
+from ..experiment.config import PoolConfig, eval_config, pool_config, train_config
+from ..options import check_keys, checked, read_section
+
 BACKENDS = ("transformers", "dry-run")
 SOURCE_STRATEGIES = ("spread", "first", "random", "list")
 #: training options the transfer run sets itself
@@ -58,10 +59,14 @@ class TransferConfig:
     executor: str = "sequential"
     raw: dict[str, Any] = field(default_factory=dict)
 
-    # the attributes the experiment's pool and target helpers read
+    # the attributes the experiment's pool and target helpers read (insta.experiment.pool.GridSettings)
     @property
     def n_eval(self) -> int:
         return int(self.eval.get("n", 50))
+
+    @property
+    def eval_seed(self) -> int:
+        return self.eval.get("seed", 0)
 
     target_samples: int = 0  # no unlabelled target samples are drawn (kept for the shared target helper)
 
@@ -69,67 +74,26 @@ class TransferConfig:
 TOP_KEYS = {f.name for f in fields(TransferConfig)} - {"path", "raw", "target_samples"} | {"description"}
 
 
+PREFIX = "transfer config: "
+
+
 def _fail(msg: str) -> InstaError:
-    return InstaError(f"transfer config: {msg}")
+    return InstaError(PREFIX + msg)
 
 
-def _check_keys(section: str, given: dict, allowed: set[str]) -> None:
-    unknown = sorted(set(given) - set(allowed))
-    if unknown:
-        import difflib
-
-        hints = []
-        for u in unknown:
-            close = difflib.get_close_matches(u, sorted(allowed), 1)
-            hints.append(f"{u} (did you mean {close[0]}?)" if close else u)
-        raise _fail(f"unknown key(s) in {section or 'the top level'}: {', '.join(hints)}")
-
-
-def _typed(value: Any, want: type | tuple[type, ...], what: str, allow_none: bool = False) -> Any:
-    """``value`` if it has the wanted type (bool is not an int here), else a clear error."""
-    if value is None and allow_none:
-        return None
-    wants = want if isinstance(want, tuple) else (want,)
-    ok = isinstance(value, wants) and not (isinstance(value, bool) and bool not in wants)
-    if float in wants and isinstance(value, int) and not isinstance(value, bool):
-        ok = True
-    if not ok:
-        names = " or ".join(w.__name__ for w in wants)
-        raise _fail(f"{what} must be {names} (got {value!r})")
-    return value
-
-
-def _pool_config(raw: Any) -> PoolConfig:
-    raw = _typed(raw or {}, dict, "pool")
-    _check_keys("pool", raw, {f.name for f in fields(PoolConfig)})
-    defaults = PoolConfig()
-    for f in fields(PoolConfig):
-        if f.name in raw:
-            default = getattr(defaults, f.name)
-            kind: Any = type(default) if default is not None else (float if "cosine" in f.name else str)
-            if isinstance(default, list) or f.name == "include":
-                kind = list
-            _typed(raw[f.name], kind, f"pool.{f.name}", allow_none=default is None or f.name == "include")
-    pool = PoolConfig(**raw)
-    if pool.unit not in ("family", "task"):
-        raise _fail(f"pool.unit must be 'family' or 'task' (got {pool.unit!r})")
-    if pool.exclude_bbh_parents not in ("all", "targets", "none"):
-        raise _fail("pool.exclude_bbh_parents must be all, targets or none")
-    return pool
+def _typed(value: Any, tp: Any, what: str) -> Any:
+    return checked(value, tp, what, prefix=PREFIX)
 
 
 def _sources_config(raw: Any) -> SourcesConfig:
     if isinstance(raw, list):
         raw = {"strategy": "list", "list": raw, "n": None}
-    raw = _typed(raw or {}, dict, "sources")
-    _check_keys("sources", raw, {"strategy", "n", "list"})
-    src = SourcesConfig(**raw)
+    src = read_section(SourcesConfig, raw, "sources", prefix=PREFIX)
     if src.strategy not in SOURCE_STRATEGIES:
         raise _fail(f"sources.strategy must be one of {', '.join(SOURCE_STRATEGIES)} (got {src.strategy!r})")
-    _typed(src.n, int, "sources.n", allow_none=True)
     if src.n is not None and src.n < 2:
         raise _fail(f"sources.n must be at least 2 (got {src.n})")
-    if not isinstance(src.list, list) or not all(isinstance(x, str) and x for x in src.list):
+    if not all(isinstance(x, str) and x for x in src.list):
         raise _fail("sources.list must be a list of task ids")
     if src.strategy == "list" and len(src.list) < 2:
         raise _fail("sources.strategy 'list' needs at least 2 ids in sources.list")
@@ -137,41 +101,31 @@ def _sources_config(raw: Any) -> SourcesConfig:
 
 
 def _check_train_eval(train: dict[str, Any], evalc: dict[str, Any]) -> None:
-    from ..evaluate import EvalConfig
-    from ..train import TrainConfig
-
-    allowed = {f.name for f in fields(TrainConfig)} - TRAIN_RESERVED
-    _check_keys("train", train, allowed)
-    defaults = TrainConfig()
-    for key, value in train.items():
-        default = getattr(defaults, key)
-        if default is None or key == "lora_target_modules":
-            continue
-        _typed(value, float if isinstance(default, float) else type(default), f"train.{key}")
-    try:
-        TrainConfig(**train).validate()
-    except InstaError as err:
-        raise _fail(f"train: {err}") from None
-    _check_keys("eval", evalc, EVAL_KEYS)
-    for key in ("n", "batch_size", "max_source_length"):
-        if key in evalc:
-            _typed(evalc[key], int, f"eval.{key}")
-            if evalc[key] < 1:
-                raise _fail(f"eval.{key} must be at least 1 (got {evalc[key]})")
-    if "seed" in evalc:
-        _typed(evalc["seed"], int, "eval.seed")
-    opts = {k: v for k, v in evalc.items() if k not in ("n", "seed")}
-    try:
-        EvalConfig(mode="rank", **opts).validate()
-    except (InstaError, TypeError) as err:
-        raise _fail(f"eval: {err}") from None
+    """The ``train`` and ``eval`` sections, read as the experiment reads them (they stay mappings: the cache
+    keys hash them as written)."""
+    train_config(train, reserved=TRAIN_RESERVED, prefix=PREFIX)
+    eval_config(evalc, allowed=EVAL_KEYS, prefix=PREFIX)
 
 
-def config_from_dict(raw: Any, path: str = "") -> TransferConfig:
-    """Check and convert a parsed YAML/JSON transfer config."""
-    if not isinstance(raw, dict):
-        raise _fail("must be a mapping")
-    _check_keys("", raw, TOP_KEYS)
+def _check_scoring(scoring: dict[str, Any]) -> None:
+    check_keys(scoring, SCORING_KEYS, "scoring", PREFIX)
+    for key in ("k", "target_samples", "library_size", "draws", "bootstrap"):
+        if key in scoring:
+            checked(scoring[key], int, f"scoring.{key}", minimum=1, prefix=PREFIX)
+    _typed(scoring.get("align"), dict | None, "scoring.align")
+    for key in ("enabled", "include_unreliable"):
+        if key in scoring:
+            _typed(scoring[key], bool, f"scoring.{key}")
+    for key in ("aligned_encoder", "metric", "encoder"):
+        _typed(scoring.get(key), str | None, f"scoring.{key}")
+    if scoring.get("methods") is not None:  # checked now, not after the matrix has run
+        from .methods_vs_matrix import parse_method_specs
+
+        parse_method_specs(scoring["methods"], "scoring.methods")
+
+
+def _check_top(raw: dict[str, Any]) -> None:
+    check_keys(raw, TOP_KEYS, "the top level", PREFIX)
     targets = raw.get("targets")
     if not isinstance(targets, list) or not targets or not all(isinstance(t, str) and t for t in targets):
         raise _fail("needs a non-empty 'targets' list of task ids (e.g. bbh:snarks)")
@@ -183,55 +137,46 @@ def config_from_dict(raw: Any, path: str = "") -> TransferConfig:
         raise _fail(f"seeds must be a non-empty list of integers (got {seeds!r})")
     if len(set(seeds)) != len(seeds):
         raise _fail("a seed is listed twice")
-    instances = _typed(raw.get("instances", 100), int, "instances")
-    if instances < 1:
-        raise _fail(f"instances must be at least 1 (got {instances})")
-    train = dict(_typed(raw.get("train") or {}, dict, "train"))
-    evalc = dict(_typed(raw.get("eval") or {}, dict, "eval"))
-    _check_train_eval(train, evalc)
+    checked(raw.get("instances", 100), int, "instances", minimum=1, prefix=PREFIX)
     backend = raw.get("backend", "transformers")
     if backend not in BACKENDS:
         raise _fail(f"unknown backend {backend!r} (choose from {', '.join(BACKENDS)})")
     executor = raw.get("executor", "sequential")
     if executor not in EXECUTORS:
         raise _fail(f"unknown executor {executor!r} (choose from {', '.join(EXECUTORS)})")
+
+
+def config_from_dict(raw: Any, path: str = "") -> TransferConfig:
+    """Check and convert a parsed YAML/JSON transfer config."""
+    if not isinstance(raw, dict):
+        raise _fail("must be a mapping")
+    _check_top(raw)
+    train = dict(_typed(raw.get("train") or {}, dict, "train"))
+    evalc = dict(_typed(raw.get("eval") or {}, dict, "eval"))
+    _check_train_eval(train, evalc)
     rel = _typed(raw.get("reliability_min", 0.5), float, "reliability_min")
     scoring = dict(_typed(raw.get("scoring") or {}, dict, "scoring"))
-    _check_keys("scoring", scoring, SCORING_KEYS)
-    for key in ("k", "target_samples", "library_size", "draws", "bootstrap"):
-        if key in scoring and (_typed(scoring[key], int, f"scoring.{key}") < 1):
-            raise _fail(f"scoring.{key} must be at least 1 (got {scoring[key]})")
-    if scoring.get("align") is not None:
-        _typed(scoring["align"], dict, "scoring.align")
-    for key in ("enabled", "include_unreliable"):
-        if key in scoring:
-            _typed(scoring[key], bool, f"scoring.{key}")
-    for key in ("aligned_encoder", "metric", "encoder"):
-        _typed(scoring.get(key), str, f"scoring.{key}", allow_none=True)
-    if scoring.get("methods") is not None:  # checked now, not after the matrix has run
-        from .methods_vs_matrix import parse_method_specs
-
-        parse_method_specs(scoring["methods"], "scoring.methods")
+    _check_scoring(scoring)
     cfg = TransferConfig(
         name=str(_typed(raw.get("name") or (Path(path).stem if path else "transfer"), str, "name")),
-        targets=list(targets),
+        targets=list(raw["targets"]),
         path=str(path),
-        data_dir=_typed(raw.get("data_dir"), str, "data_dir", allow_none=True),
+        data_dir=_typed(raw.get("data_dir"), str | None, "data_dir"),
         out=str(_typed(raw.get("out") or "", str, "out")),
         seed=_typed(raw.get("seed", 42), int, "seed"),
-        seeds=list(seeds),
+        seeds=list(raw.get("seeds", [0, 1])),
         sources=_sources_config(raw.get("sources")),
-        pool=_pool_config(raw.get("pool")),
-        encoder=_typed(raw.get("encoder"), str, "encoder", allow_none=True),
+        pool=pool_config(raw.get("pool"), prefix=PREFIX),
+        encoder=_typed(raw.get("encoder"), str | None, "encoder"),
         model=_typed(raw.get("model", "smollm2"), str, "model"),
-        instances=instances,
+        instances=raw.get("instances", 100),
         train=train,
         eval=evalc,
         reliability_min=float(rel),
         scoring=scoring,
         keep_models=_typed(raw.get("keep_models", False), bool, "keep_models"),
-        backend=backend,
-        executor=executor,
+        backend=raw.get("backend", "transformers"),
+        executor=raw.get("executor", "sequential"),
         raw=raw,
     )
     if not cfg.out:

@@ -141,7 +141,7 @@ def evaluate_methods_on_matrix(
     log: Callable[[str], None] = lambda m: None,
 ) -> dict[str, Any]:
     """Rank the matrix's sources with every method for every (reliable) target and score the rankings."""
-    from ..experiment_pool import merge_families, parse_target
+    from ..experiment.pool import merge_families, parse_target
     from ..methods import make_method
 
     meta = matrix.meta or {}

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ..errors import InstaError
+from ..helpers import timestamp
 from ..paths import atomic_write_json, atomic_write_text
 from .cells import PRIMARY
 from .config import TransferConfig
@@ -78,7 +79,7 @@ def run_transfer(cfg: TransferConfig, *, out: str | None = None, backend: Any = 
         "reliability": {m: reliability(matrix, m, cfg.reliability_min) for m in matrix.metrics},
         "noise": noise_figures(cells, base), "stats": stats,
         "compute": _compute(run, cells, base), "seconds": round(time.perf_counter() - t0, 1),
-        "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        "finished": timestamp(),
     }
     if report and cfg.scoring.get("enabled", True) and matrix.rows:
         try:

@@ -12,7 +12,6 @@ A :class:`UnitJob` holds everything a unit needs (records, evaluation examples, 
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 import time
@@ -22,7 +21,8 @@ from typing import Any, Callable, Sequence
 
 from ..catalogs.base import Catalog
 from ..errors import InstaError
-from ..experiment_pool import Log, PoolInfo, TargetInfo, build_pool, content_hash, parse_target, prepare_targets
+from ..experiment.pool import PoolInfo, TargetInfo, build_pool, parse_target, prepare_targets
+from ..helpers import Log, content_hash, stable_int, timestamp
 from ..paths import atomic_write_json
 from ..records import Example
 from .cells import cell_metrics, compact_rank_samples
@@ -32,10 +32,6 @@ CACHE_VERSION = 1
 #: a-priori costs for the first --plan (replaced by measured ones as soon as cells exist): SmolLM2, 2 CPU cores
 DEFAULT_TRAIN_S_PER_INSTANCE = 1.1
 DEFAULT_EVAL_S_PER_EXAMPLE = 0.25
-
-
-def _stable_int(*parts: Any) -> int:
-    return int(hashlib.sha256(":".join(map(str, parts)).encode()).hexdigest()[:8], 16)
 
 
 def spread_sources(pool: Catalog, n: int, seed: int) -> list[str]:
@@ -54,7 +50,7 @@ def spread_sources(pool: Catalog, n: int, seed: int) -> list[str]:
     kw = {t.id: set(t.keywords) for t in pool}
 
     def gain(tid: str) -> tuple[float, int]:  # reads ``covered`` as it is when called
-        return (sum(1.0 / freq[k] for k in kw[tid] - covered), -_stable_int("spread", seed, tid))
+        return (sum(1.0 / freq[k] for k in kw[tid] - covered), -stable_int("spread", seed, tid, digits=8))
 
     while left and len(chosen) < n:
         best = max(left, key=gain)
@@ -94,7 +90,7 @@ class UnitJob:
 
 
 def _backend(name: str):
-    from ..experiment import make_backend
+    from ..experiment.backends import make_backend
 
     return make_backend(name)
 
@@ -118,7 +114,7 @@ def execute_unit(job: UnitJob, backend: Any = None) -> dict[str, Any]:
         cell = {"v": CACHE_VERSION, "key": ev.key, "model_key": job.model_key, "source": job.source,
                 "seed": job.seed, "target": ev.target, "metrics": cell_metrics(samples), "samples": samples,
                 "seconds": round(time.perf_counter() - t1, 3), "load_seconds": round(load_s, 3),
-                "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}
+                "finished": timestamp()}
         atomic_write_json(out / "cells" / f"{ev.key}.json", cell, indent=None)
         info["evaluated"] += 1
     del handle
@@ -147,7 +143,7 @@ def _ensure_model(job: UnitJob, backend: Any, out: Path) -> tuple[str, bool, flo
     rec = {"model_key": job.model_key, "source": job.source, "seed": job.seed,
            "model_subdir": str(Path(res["model_dir"]).resolve().relative_to(model_dir.resolve())),
            "n_records": len(job.records), "seconds": round(seconds, 3),
-           "metrics": {k: metrics[k] for k in keep if k in metrics}, "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}
+           "metrics": {k: metrics[k] for k in keep if k in metrics}, "finished": timestamp()}
     atomic_write_json(record_path, rec)
     return res["model_dir"], True, seconds
 
@@ -210,7 +206,7 @@ class TransferRun:
         elif src.strategy == "first":
             chosen = pool.ids[: src.n or len(pool)]
         elif src.strategy == "random":
-            chosen = sorted(pool.ids, key=lambda t: _stable_int("sources", cfg.seed, t))[: src.n or len(pool)]
+            chosen = sorted(pool.ids, key=lambda t: stable_int("sources", cfg.seed, t, digits=8))[: src.n or len(pool)]
         else:
             chosen = spread_sources(pool, src.n or len(pool), cfg.seed)
         if src.n and len(chosen) < src.n:
@@ -295,8 +291,8 @@ class TransferRun:
 
         assert self.pool is not None
         task = self.pool.catalog.get(source)
-        mcfg = MixtureConfig(per_task=self.cfg.instances, mixing="proportional", seed=_stable_int("sample", seed),
-                             dedup=True, allow_empty=False)
+        mcfg = MixtureConfig(per_task=self.cfg.instances, mixing="proportional",
+                             seed=stable_int("sample", seed, digits=8), dedup=True, allow_empty=False)
         target_examples = [ex for t in self.targets for ex in t.eval_examples]
         mix = build_mixture([task], mcfg, target_examples=target_examples, catalog_name=self.pool.catalog.name)
         return mix.records

@@ -13,9 +13,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .experiment_config import CACHE_VERSION
-from .paths import atomic_write_json
-from .records import Example
+from ..helpers import timestamp
+from ..paths import atomic_write_json
+from ..records import Example
+from .config import CACHE_VERSION
 
 TRAIN_RECORD_KEYS = ("n_examples", "tokens_per_epoch", "n_truncated", "global_step", "train_loss", "first_loss",
                      "last_loss", "train_seconds", "tokens_seen", "tokens_per_second", "learning_rate")
@@ -51,7 +52,7 @@ class GridModelJob:
 def execute_grid_model(job: GridModelJob, backend: Any = None) -> dict[str, Any]:
     """Do one job (see the module docstring); returns the cells written and what was trained."""
     if backend is None:
-        from .experiment import make_backend
+        from .backends import make_backend
 
         backend = make_backend(job.backend)
     out = Path(job.out)
@@ -90,14 +91,14 @@ def _train(job: GridModelJob, backend: Any, out: Path) -> tuple[str, dict[str, A
     rec = {"model_key": job.model_key, "model_dir": rel, "labels": job.labels, "allocation": job.allocation,
            "mixture_seconds": round(job.mixture_seconds, 3), "seconds": round(train_s, 3),
            "metrics": {k: metrics.get(k) for k in TRAIN_RECORD_KEYS if k in metrics},
-           "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}
+           "finished": timestamp()}
     atomic_write_json(out / "trained" / f"{job.model_key}.json", rec)
     return res["model_dir"], rec
 
 
 def _evaluate(job: GridModelJob, backend: Any, handle: Any, ev: GridEval, out: Path,
               extra: dict[str, Any]) -> dict[str, Any]:
-    from .experiment import compact_samples
+    from .samples import compact_samples
 
     t0 = time.perf_counter()
     res = backend.evaluate(handle, ev.examples, job.eval, ev.task_id, ev.catalog)
@@ -107,7 +108,7 @@ def _evaluate(job: GridModelJob, backend: Any, handle: Any, ev: GridEval, out: P
         "metrics": {k: v for k, v in (res.get("metrics") or {}).items()},
         "primary_metric_evaluate": res.get("primary_metric"),
         "samples": compact_samples(res), "seconds": round(seconds, 3),
-        "finished": time.strftime("%Y-%m-%dT%H:%M:%S"), **extra,
+        "finished": timestamp(), **extra,
     }
     atomic_write_json(out / "cells" / f"{ev.key}.json", cell)
     return {"key": ev.key, "target": ev.target, "seconds": cell["seconds"], "samples": cell["samples"]}

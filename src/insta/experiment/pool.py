@@ -2,57 +2,34 @@
 and its reason (targets, relatives, T0 evaluation tasks, near-duplicates, unusable formats)."""
 from __future__ import annotations
 
-import hashlib
-import json
 import statistics
-import sys
-import time
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Protocol, Sequence
 
-from .catalogs.base import Catalog
-from .experiment_config import TARGET_CATALOGS, ExperimentConfig, PoolConfig, _fail
-from .records import Example, Task
-from .textsafe import safe_text
-
-# ---------------------------------------------------------------- small helpers
-
-
-def content_hash(obj: Any, n: int = 16) -> str:
-    """SHA-256 of the canonical JSON of ``obj`` (sorted keys), first ``n`` hex digits."""
-    blob = json.dumps(obj, sort_keys=True, ensure_ascii=False, default=str).encode("utf-8")
-    return hashlib.sha256(blob).hexdigest()[:n]
+from ..catalogs.base import Catalog
+from ..errors import InstaError
+from ..helpers import stable_key
+from ..records import Example, Task
+from .config import TARGET_CATALOGS, PoolConfig
 
 
-def _stable_key(*parts: Any) -> str:
-    return hashlib.sha256(":".join(map(str, parts)).encode()).hexdigest()
+class GridSettings(Protocol):
+    """What the target and pool helpers read from a config (an experiment's or a transfer matrix's)."""
+
+    targets: list[str]
+    pool: PoolConfig
+    encoder: str | None
+    target_samples: int
+
+    @property
+    def n_eval(self) -> int: ...
+
+    @property
+    def eval_seed(self) -> int: ...
 
 
 def _median(xs: Sequence[float]) -> float:
     return float(statistics.median(xs)) if xs else 0.0
-
-
-class Log:
-    """Progress lines on stderr (or a callback), with the time since the run started."""
-
-    def __init__(self, sink: Callable[[str], None] | None = None, quiet: bool = False):
-        self.t0 = time.perf_counter()
-        self.sink = sink
-        self.quiet = quiet
-
-    def __call__(self, msg: str) -> None:
-        if self.quiet:
-            return
-        line = f"[{_fmt_s(time.perf_counter() - self.t0)}] {msg}"
-        if self.sink:
-            self.sink(line)
-        else:
-            print(safe_text(line), file=sys.stderr, flush=True)
-
-
-def _fmt_s(s: float) -> str:
-    s = int(round(s))
-    return f"{s // 3600:d}:{s % 3600 // 60:02d}:{s % 60:02d}"
 
 
 # ---------------------------------------------------------------- targets
@@ -94,7 +71,7 @@ def parse_target(spec: str, default_catalog: str) -> tuple[str, str]:
     else:
         cat, tid = default_catalog, spec
     if cat not in TARGET_CATALOGS and not cat.endswith((".yaml", ".yml", ".jsonl", ".json")):
-        raise _fail(f"target {spec!r}: unknown catalog {cat!r} (use {', '.join(TARGET_CATALOGS)})")
+        raise InstaError(f"target {spec!r}: unknown catalog {cat!r} (use {', '.join(TARGET_CATALOGS)})")
     return cat, tid
 
 
@@ -103,24 +80,23 @@ def _unlabelled(ex: Example) -> Example:
                    label=None, provenance={"task": ex.provenance.get("task", "")})
 
 
-def prepare_targets(cfg: ExperimentConfig, catalogs: dict[str, Catalog]) -> list[TargetInfo]:
+def prepare_targets(cfg: GridSettings, catalogs: dict[str, Catalog]) -> list[TargetInfo]:
     """Resolve every target (a clear error for an unknown one) and fix its evaluation set and samples."""
     out = []
     for spec in cfg.targets:
         cat, tid = parse_target(spec, cfg.pool.catalog)
         task = catalogs[cat].get(tid)  # UnknownTaskError with close matches
         if not task.has_examples:
-            raise _fail(f"target {spec!r} has no instances in the data directory")
+            raise InstaError(f"target {spec!r} has no instances in the data directory")
         out.append(_target_info(cfg, spec, cat, task))
     return out
 
 
-def _target_info(cfg: ExperimentConfig, spec: str, cat: str, task: Task) -> TargetInfo:
+def _target_info(cfg: GridSettings, spec: str, cat: str, task: Task) -> TargetInfo:
     examples = [ex for ex in task.iter_examples() if ex.options or ex.references]
     if not examples:
-        raise _fail(f"target {spec!r} has no usable instances")
-    seed = cfg.eval.get("seed", 0)
-    order = sorted(examples, key=lambda ex: _stable_key("eval-order", seed, ex.id))
+        raise InstaError(f"target {spec!r} has no usable instances")
+    order = sorted(examples, key=lambda ex: stable_key("eval-order", cfg.eval_seed, ex.id))
     n_eval = min(cfg.n_eval, len(order))
     eval_ex = order[:n_eval]
     rest = order[n_eval:]
@@ -205,112 +181,153 @@ class PoolInfo:
                 "n_examples": {t: self.stats.get(t, {}).get("n") for t in self.catalog.ids}}
 
 
-def build_pool(cfg: ExperimentConfig, source: Catalog, targets: Sequence[TargetInfo], encoder=None,
+def build_pool(cfg: GridSettings, source: Catalog, targets: Sequence[TargetInfo], encoder=None,
                log: Callable[[str], None] = lambda m: None) -> PoolInfo:
-    """The source pool of the experiment, the same for every target (see the module docstring)."""
+    """The source pool of the experiment, the same for every target (see :mod:`insta.experiment`): the rules
+    below apply in turn, and every task they remove is listed with its reason."""
     pc = cfg.pool
     removed: list[dict[str, Any]] = []
-    base = source
-    if pc.include:
-        keep = set(pc.include)
-        base = Catalog(source.name, [t for t in source if t.id in keep or t.family in keep], source.aliases)
-        unknown = [x for x in pc.include if x not in source and not source.members(x)]
-        if unknown:
-            raise _fail(f"pool.include names unknown task(s): {', '.join(unknown[:5])}")
-    # families (BIG-bench parents) to drop, with reasons
-    drop_fam: dict[str, str] = {}
+    kept = _drop_families(_included(source, pc), _families_to_drop(pc, targets), removed)
+    if pc.stem_match:
+        kept = _drop_stem_matches(kept, targets, removed)
+    kept, stats = _drop_unusable_formats(kept, pc, removed)
+    pool = Catalog(source.name, kept, source.aliases)
+    if pc.unit == "family":
+        pool = merge_families(pool, source.name)
+        stats = _family_stats(pool, stats)
+    if pc.near_duplicate_cosine is not None and len(pool):
+        pool = _drop_near_duplicates(pool, targets, cfg, encoder, removed)
+    log(f"pool: {len(pool)} {pc.catalog} {'families' if pc.unit == 'family' else 'tasks'} "
+        f"({len(removed)} removed: " + ", ".join(f"{v} {k}" for k, v in PoolInfo(pool, removed, {}).summary()
+                                                 ["removed_by_reason"].items()) + ")")
+    return PoolInfo(pool, removed, stats)
+
+
+def _included(source: Catalog, pc: PoolConfig) -> Catalog:
+    """``pool.include`` (ids or families) when given, else the whole source catalog."""
+    if not pc.include:
+        return source
+    keep = set(pc.include)
+    base = Catalog(source.name, [t for t in source if t.id in keep or t.family in keep], source.aliases)
+    unknown = [x for x in pc.include if x not in source and not source.members(x)]
+    if unknown:
+        raise InstaError(f"pool.include names unknown task(s): {', '.join(unknown[:5])}")
+    return base
+
+
+def _families_to_drop(pc: PoolConfig, targets: Sequence[TargetInfo]) -> dict[str, str]:
+    """Families and task ids to remove, with the reason: each target's family and BIG-bench parent, the T0
+    evaluation tasks, the BIG-bench parents of BBH tasks and ``pool.exclude`` (the first reason wins)."""
+    drop: dict[str, str] = {}
     for t in targets:
         parent = (t.task.meta or {}).get("parent")
         if parent:
-            drop_fam.setdefault(str(parent), f"BBH parent: of target {t.id}")
-        drop_fam.setdefault(t.task.family, f"target family: {t.id}")
-        drop_fam.setdefault(t.task.id, f"target family: {t.id}")
+            drop.setdefault(str(parent), f"BBH parent: of target {t.id}")
+        drop.setdefault(t.task.family, f"target family: {t.id}")
+        drop.setdefault(t.task.id, f"target family: {t.id}")
     if pc.exclude_t0_eval and pc.catalog == "bigbench":
-        from .catalogs.bigbench import ALIASES, T0_EVAL
+        from ..catalogs.bigbench import ALIASES, T0_EVAL
 
         for name in T0_EVAL:
-            drop_fam.setdefault(ALIASES.get(name, name), "T0 evaluation task: " + name)
+            drop.setdefault(ALIASES.get(name, name), "T0 evaluation task: " + name)
     if pc.exclude_bbh_parents == "all" and pc.catalog == "bigbench":
-        from .catalogs.bbh import BBH_PARENT
+        from ..catalogs.bbh import BBH_PARENT
 
         for bbh_task, parent in BBH_PARENT.items():
-            drop_fam.setdefault(parent, f"BBH parent: of {bbh_task}")
+            drop.setdefault(parent, f"BBH parent: of {bbh_task}")
     for name in pc.exclude:
-        drop_fam.setdefault(name, "excluded by the config: pool.exclude")
-    kept_tasks: list[Task] = []
+        drop.setdefault(name, "excluded by the config: pool.exclude")
+    return drop
+
+
+def _drop_families(base: Catalog, drop: dict[str, str], removed: list[dict[str, Any]]) -> list[Task]:
+    kept = []
     for t in base:
-        reason = drop_fam.get(t.family) or drop_fam.get(t.id)
+        reason = drop.get(t.family) or drop.get(t.id)
         if reason:
             removed.append({"task": t.id, "reason": reason})
         else:
-            kept_tasks.append(t)
-    # name stems
-    if pc.stem_match:
-        stems = {t.task.family: t.id for t in targets}
-        for t in targets:
-            parent = (t.task.meta or {}).get("parent")
-            if parent:
-                stems[str(parent)] = t.id
-        still = []
-        for t in kept_tasks:
-            hit = next((tg for stem, tg in stems.items()
-                        if t.family.startswith(stem + "_") or stem.startswith(t.family + "_")), None)
-            if hit:
-                removed.append({"task": t.id, "reason": f"near-duplicate: name shares the stem of target {hit}"})
-            else:
-                still.append(t)
-        kept_tasks = still
-    # usable format
+            kept.append(t)
+    return kept
+
+
+def _drop_stem_matches(tasks: list[Task], targets: Sequence[TargetInfo], removed: list[dict[str, Any]]) -> list[Task]:
+    """Tasks whose family name extends a target's family (or parent) name, or the other way round."""
+    stems = {t.task.family: t.id for t in targets}
+    for t in targets:
+        parent = (t.task.meta or {}).get("parent")
+        if parent:
+            stems[str(parent)] = t.id
+    kept = []
+    for t in tasks:
+        hit = next((tg for stem, tg in stems.items()
+                    if t.family.startswith(stem + "_") or stem.startswith(t.family + "_")), None)
+        if hit:
+            removed.append({"task": t.id, "reason": f"near-duplicate: name shares the stem of target {hit}"})
+        else:
+            kept.append(t)
+    return kept
+
+
+def _drop_unusable_formats(tasks: list[Task], pc: PoolConfig, removed: list[dict[str, Any]]
+                           ) -> tuple[list[Task], dict[str, dict[str, Any]]]:
+    """Tasks whose examples are too few, too long or not short answers; with every task's format statistics."""
     stats: dict[str, dict[str, Any]] = {}
-    still = []
-    for t in kept_tasks:
+    kept = []
+    for t in tasks:
         s = task_format_stats(t)
         stats[t.id] = s
         problem = _format_problem(s, pc)
         if problem:
             removed.append({"task": t.id, "reason": problem})
         else:
-            still.append(t)
-    kept = Catalog(source.name, still, source.aliases)
-    if pc.unit == "family":
-        kept = merge_families(kept, source.name)
-        fam_stats: dict[str, dict[str, Any]] = {}
-        for t in kept:
-            members = (t.meta or {}).get("members") or [t.id]
-            fam_stats[t.id] = {"n": sum(stats[m]["n"] for m in members if m in stats), "members": members}
-        stats = fam_stats
-    # near-duplicate instructions
-    if pc.near_duplicate_cosine is not None and len(kept):
-        import numpy as np
+            kept.append(t)
+    return kept, stats
 
-        if encoder is None:
-            from .methods import get_encoder
 
-            encoder = get_encoder(pc.near_duplicate_encoder or cfg.encoder)
-        tgt_texts, tgt_owner = [], []
-        for t in targets:
-            for ins in t.task.instructions:
-                if ins.strip():
-                    tgt_texts.append(ins)
-                    tgt_owner.append(t.id)
-        src_texts, src_owner = [], []
-        for t in kept:
-            for ins in t.instructions:
-                if ins.strip():
-                    src_texts.append(ins)
-                    src_owner.append(t.id)
-        if tgt_texts and src_texts:
-            sim = encoder.encode(tgt_texts) @ encoder.encode(src_texts).T
-            dup: dict[str, str] = {}
-            for j in np.argwhere(sim > pc.near_duplicate_cosine):
-                a, b = int(j[0]), int(j[1])
-                if src_owner[b] not in dup:
-                    dup[src_owner[b]] = (f"near-duplicate: instruction cosine {sim[a, b]:.3f} with target "
-                                         f"{tgt_owner[a]}")
-            for tid, why in dup.items():
-                removed.append({"task": tid, "reason": why})
-            kept = Catalog(kept.name, [t for t in kept if t.id not in dup], kept.aliases)
-    log(f"pool: {len(kept)} {pc.catalog} {'families' if pc.unit == 'family' else 'tasks'} "
-        f"({len(removed)} removed: " + ", ".join(f"{v} {k}" for k, v in PoolInfo(kept, removed, {}).summary()
-                                                 ["removed_by_reason"].items()) + ")")
-    return PoolInfo(kept, removed, stats)
+def _family_stats(pool: Catalog, stats: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Example counts per merged family (the sum over its member tasks)."""
+    out: dict[str, dict[str, Any]] = {}
+    for t in pool:
+        members = (t.meta or {}).get("members") or [t.id]
+        out[t.id] = {"n": sum(stats[m]["n"] for m in members if m in stats), "members": members}
+    return out
+
+
+def _instruction_texts(tasks: Sequence[Any], task_of: Callable[[Any], Task], owner_of: Callable[[Any], str]
+                       ) -> tuple[list[str], list[str]]:
+    texts, owners = [], []
+    for t in tasks:
+        for ins in task_of(t).instructions:
+            if ins.strip():
+                texts.append(ins)
+                owners.append(owner_of(t))
+    return texts, owners
+
+
+def _drop_near_duplicates(pool: Catalog, targets: Sequence[TargetInfo], cfg: GridSettings, encoder: Any,
+                          removed: list[dict[str, Any]]) -> Catalog:
+    """Units with an instruction whose cosine to a target instruction is above ``pool.near_duplicate_cosine``."""
+    import numpy as np
+
+    if encoder is None:
+        from ..methods import get_encoder
+
+        encoder = get_encoder(cfg.pool.near_duplicate_encoder or cfg.encoder)
+    tgt_texts, tgt_owner = _instruction_texts(targets, lambda t: t.task, lambda t: t.id)
+    src_texts, src_owner = _instruction_texts(list(pool), lambda t: t, lambda t: t.id)
+    if not (tgt_texts and src_texts):
+        return pool
+    sim = encoder.encode(tgt_texts) @ encoder.encode(src_texts).T
+    dup: dict[str, str] = {}
+    for j in np.argwhere(sim > cfg.pool.near_duplicate_cosine):
+        a, b = int(j[0]), int(j[1])
+        if src_owner[b] not in dup:
+            dup[src_owner[b]] = f"near-duplicate: instruction cosine {sim[a, b]:.3f} with target {tgt_owner[a]}"
+    for tid, why in dup.items():
+        removed.append({"task": tid, "reason": why})
+    return Catalog(pool.name, [t for t in pool if t.id not in dup], pool.aliases)
+
+
+__all__ = ["GridSettings", "PoolInfo", "TargetInfo", "build_pool", "merge_families", "parse_target",
+           "prepare_targets", "task_format_stats"]

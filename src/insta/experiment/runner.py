@@ -1,0 +1,371 @@
+"""The grid runner: :class:`Experiment` validates and plans (pool, selections, model and cell keys), then runs
+every missing cell, one job per model (:mod:`insta.experiment.jobs`); :func:`run_experiment` adds the results
+and the report. Cache keys hash everything a selection, a model or a cell depends on."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from ..catalogs.base import Catalog
+from ..errors import InstaError
+from ..helpers import Log, content_hash
+from ..methods import allocate_budget, load_method
+from ..paths import atomic_write_json, remove_stale_tmp
+from ..selection import Selection, SelectionMethod
+from .backends import Backend, TransformersBackend, make_backend
+from .config import CACHE_VERSION, ExperimentConfig, MethodSpec, explicit_options
+from .jobs import GridEval, GridModelJob, execute_grid_model, trained_record
+from .p3_table import cached_p3_table
+from .pool import PoolInfo, TargetInfo, build_pool, parse_target, prepare_targets
+from .results import assemble_results, record_working_run
+
+
+@dataclass
+class GridEntry:
+    """One (target, method) of the grid: its selection, training allocation, model and cell."""
+
+    target: str  # TargetInfo.id
+    label: str  # method label ("base" for the untrained model)
+    method: str
+    group: str
+    seed: int | None
+    selection: Selection | None
+    allocation: dict[str, int] | None
+    model_key: str  # "base" or a model hash
+    eval_key: str
+
+
+class Experiment:
+    """Plans and runs a grid; see :mod:`insta.experiment`. ``backend`` and ``log`` are hooks for tests."""
+
+    def __init__(self, cfg: ExperimentConfig, *, out: str | os.PathLike | None = None, backend: Backend | None = None,
+                 log: Callable[[str], None] | None = None, catalogs: dict[str, Catalog] | None = None,
+                 pool_encoder=None):
+        self.cfg = cfg
+        self.out = Path(out or cfg.out)
+        self.backend = backend or make_backend(cfg.backend)
+        self.log = log or Log()
+        self._catalogs = catalogs or {}
+        self.pool_encoder = pool_encoder
+        self.targets: list[TargetInfo] = []
+        self.pool: PoolInfo | None = None
+        self.methods: dict[str, SelectionMethod] = {}
+        self.entries: list[GridEntry] = []
+        self.stats = {"trained": 0, "evaluated": 0, "cells_cached": 0, "selections_cached": 0}
+        self.timings: dict[str, float] = {}
+        self._selected_once: set[str] = set()
+        self._base_id: str | None = None
+
+    # -- paths
+    def cell_path(self, key: str) -> Path:
+        return self.out / "cells" / f"{key}.json"
+
+    def model_dir(self, key: str) -> Path:
+        return self.out / "models" / key
+
+    def train_record_path(self, key: str) -> Path:
+        return self.out / "trained" / f"{key}.json"
+
+    def selection_path(self, key: str) -> Path:
+        return self.out / "selections" / f"{key}.json"
+
+    # -- catalogs
+    def catalog(self, name: str) -> Catalog:
+        if name not in self._catalogs:
+            from ..catalogs import load_catalog
+
+            self._catalogs[name] = load_catalog(name, self.cfg.data_dir)
+        return self._catalogs[name]
+
+    # -- phase 1: validation and planning (no training, no evaluation)
+    def prepare(self) -> None:
+        """Targets, methods, the base model's location and the pool; every config problem fails here."""
+        t0 = time.perf_counter()
+        cfg = self.cfg
+        cats = {cfg.pool.catalog: self.catalog(cfg.pool.catalog)}
+        for spec in cfg.targets:
+            cat, _ = parse_target(spec, cfg.pool.catalog)
+            cats[cat] = self.catalog(cat)
+        self.targets = prepare_targets(cfg, cats)
+        for spec in cfg.methods:
+            self.methods[spec.label] = load_method(spec.name, label=spec.label, **spec.options)
+        if isinstance(self.backend, TransformersBackend):
+            from ..lm import builtin_name, resolve_model
+
+            if not builtin_name(cfg.model):
+                resolve_model(cfg.model)  # a missing model directory is an error now, not after the selections
+        self.pool = build_pool(cfg, cats[cfg.pool.catalog], self.targets, encoder=self.pool_encoder, log=self.log)
+        for spec in cfg.methods:
+            self.methods[spec.label].check(self.pool.catalog, cfg.k)
+        if cfg.n_total < 1:
+            raise InstaError("mixture.n_total must be at least 1")
+        self.timings["prepare"] = time.perf_counter() - t0
+
+    def _ensure_aligned_encoders(self) -> None:
+        for spec in self.cfg.methods:
+            if spec.name != "insta-aligned":
+                continue
+            enc = Path(spec.options["encoder"])
+            if enc.is_dir() and (enc / "modules.json").is_file():
+                continue
+            recipe = {k: v for k, v in explicit_options(spec.align, ()).items() if k != "progress"} \
+                if spec.align else None
+            self.log(f"insta-aligned: training the aligned encoder into {enc} (align: {recipe})")
+            from ..align import align_for_targets
+
+            t0 = time.perf_counter()
+            align_for_targets(self.catalog(self.cfg.pool.catalog), [t.task for t in self.targets], enc,
+                              asdict(spec.align) if spec.align else None, log=lambda m: self.log(f"align: {m}"))
+            self.timings["align"] = time.perf_counter() - t0
+
+    def _pool_fingerprint(self) -> str:
+        assert self.pool is not None
+        return content_hash([(t.id, sorted(t.instructions)) for t in self.pool.catalog])
+
+    def _select(self, target: TargetInfo, spec: MethodSpec) -> Selection:
+        """The selection of ``spec`` for ``target``, cached in ``<out>/selections/`` by what it depends on."""
+        method = self.methods[spec.label]
+        key = content_hash({
+            "v": CACHE_VERSION, "kind": "selection", "method": method.describe(), "k": self.cfg.k,
+            "pool": self._pool_fingerprint(),
+            "target": target.id if method.depends_on_target else None,
+            "target_instructions": target.task.instructions if method.depends_on_target else None,
+            "samples": [s.id for s in target.samples] if "target_samples" in method.consumes else None,
+        })
+        path = self.selection_path(key)
+        if path.is_file():
+            try:
+                res = Selection.from_dict(json.loads(path.read_text()))
+                res.target["id"] = target.id
+                self.stats["selections_cached"] += 1
+                return res
+            except (ValueError, KeyError):
+                pass
+        first = spec.label not in self._selected_once
+        res = method.select(target.task, self.pool.catalog, self.cfg.k if method.default_k is None else None,
+                            target_samples=target.samples, target_info={"id": target.id})
+        self._selected_once.add(spec.label)
+        if first or res.seconds > 5:
+            self.log(f"select {spec.label} for {target.id}: {', '.join(res.task_ids[:5])}"
+                     f"{' ...' if len(res.task_ids) > 5 else ''} ({res.seconds:.1f} s)")
+        atomic_write_json(path, res.to_dict())
+        return res
+
+    def _base_identity(self) -> str:
+        if self._base_id is None:
+            self._base_id = self.backend.base_identity(self.cfg.model)
+        return self._base_id
+
+    def _model_key(self, allocation: dict[str, int]) -> str:
+        return content_hash({
+            "v": CACHE_VERSION, "kind": "model", "base": self._base_identity(),
+            "backend": self.backend.name, "allocation": sorted(allocation.items()),
+            "mixture": self.cfg.key_options("mixture"),
+            "dedup_against": sorted(t.id for t in self.targets), "train": self.cfg.key_options("train"),
+            "pool": self._pool_fingerprint(),
+        })
+
+    def _eval_key(self, model_key: str, target: TargetInfo) -> str:
+        return content_hash({
+            "v": CACHE_VERSION, "kind": "eval", "model": model_key,
+            "base": self._base_identity() if model_key == "base" else None,
+            "backend": self.backend.name, "target": target.id,
+            "eval_ids": [ex.id for ex in target.eval_examples], "eval": self.cfg.key_options("eval"),
+        })
+
+    def plan(self) -> list[GridEntry]:
+        """Selections for every (target, method) and the cell each grid entry reads (no training)."""
+        if self.pool is None:
+            self.prepare()
+        self._ensure_aligned_encoders()
+        t0 = time.perf_counter()
+        entries = []
+        for target in self.targets:
+            if self.cfg.include_base:
+                entries.append(GridEntry(target.id, "base", "base", "base", None, None, None, "base",
+                                         self._eval_key("base", target)))
+            for spec in self.cfg.methods:
+                sel = self._select(target, spec)
+                alloc = allocate_budget(sel.task_ids, self.cfg.n_total, seed=self.cfg.seed)
+                mkey = self._model_key(alloc)
+                entries.append(GridEntry(target.id, spec.label, spec.name, spec.group, spec.seed, sel, alloc, mkey,
+                                         self._eval_key(mkey, target)))
+        self.entries = entries
+        self.timings["select"] = time.perf_counter() - t0
+        self._log_plan()
+        return entries
+
+    def _log_plan(self) -> None:
+        entries = self.entries
+        n_models = len({e.model_key for e in entries if e.model_key != "base"})
+        todo = {e.model_key for e in entries if e.model_key != "base" and not self.cell_path(e.eval_key).is_file()}
+        n_cells = len({e.eval_key for e in entries})
+        done = sum(1 for k in {e.eval_key for e in entries} if self.cell_path(k).is_file())
+        self.log(f"plan: {len(self.targets)} targets x {len(self.cfg.methods)} methods"
+                 f"{' + base' if self.cfg.include_base else ''}: {n_models} distinct models ({len(todo)} still to "
+                 f"train), {n_cells} evaluation cells ({done} already done)")
+
+    # -- phase 2: run
+    def _records(self, allocation: dict[str, int]) -> list[dict[str, Any]]:
+        """The training mixture of one model: exactly ``mixture.n_total`` records over its allocation."""
+        from ..mixture import MixtureConfig, build_mixture
+
+        pool = self.pool.catalog
+        mix_cfg = self.cfg.mixture
+        tasks = [pool.get(t) for t in allocation]
+        mcfg = MixtureConfig(per_task=max(allocation.values()), caps=dict(allocation), mixing="equal",
+                             seed=int(self.cfg.seed if mix_cfg.seed is None else mix_cfg.seed),
+                             dedup=bool(mix_cfg.dedup), dedup_ngram=int(mix_cfg.dedup_ngram),
+                             max_scan=mix_cfg.max_scan, allow_empty=False)
+        target_examples = [ex for t in self.targets for ex in t.eval_examples] if mcfg.dedup else None
+        mix = build_mixture(tasks, mcfg, target_examples=target_examples, catalog_name=pool.name)
+        if len(mix) != self.cfg.n_total:
+            raise InstaError(f"mixture holds {len(mix)} records, not the budget {self.cfg.n_total}")
+        return mix.records
+
+    def _job(self, mkey: str, group: list[GridEntry]) -> GridModelJob | None:
+        """The job of one model: its missing cells, and the records to train it on unless it is trained."""
+        target_by_id = {t.id: t for t in self.targets}
+        missing: dict[str, GridEntry] = {}
+        for e in group:
+            if not self.cell_path(e.eval_key).is_file():
+                missing.setdefault(e.eval_key, e)
+        if not missing:
+            return None
+        evals = [GridEval(k, e.target, target_by_id[e.target].task.id, target_by_id[e.target].catalog,
+                          list(target_by_id[e.target].eval_examples)) for k, e in missing.items()]
+        job = GridModelJob(model_key=mkey, model=self.cfg.model, backend=self.backend.name, out=str(self.out),
+                           labels=sorted({e.label for e in group}), allocation=group[0].allocation,
+                           train=self.cfg.key_options("train"), eval=self.cfg.key_options("eval"), evals=evals,
+                           keep_model=self.cfg.keep_models)
+        if mkey != "base":
+            done = trained_record(self.out, mkey)
+            if done is not None:
+                job.trained_dir, job.train_record = done
+            else:
+                t0 = time.perf_counter()
+                job.records = self._records(group[0].allocation)
+                job.mixture_seconds = time.perf_counter() - t0
+        return job
+
+    def _models_to_run(self, by_model: dict[str, list[GridEntry]]) -> list[str]:
+        """Models with a missing cell: the base model first, then shared models (several targets), then
+        per-target models; counts the cached cells."""
+        entries = self.entries
+        order = sorted(by_model, key=lambda m: (m != "base", -len({e.target for e in by_model[m]}),
+                                                min(entries.index(e) for e in by_model[m])))
+        todo = [m for m in order if any(not self.cell_path(e.eval_key).is_file() for e in by_model[m])]
+        n_cells_todo = len({e.eval_key for e in entries if not self.cell_path(e.eval_key).is_file()})
+        self.stats["cells_cached"] = len({e.eval_key for e in entries}) - n_cells_todo
+        if not todo:
+            self.log("every cell is done: nothing to train or evaluate")
+        return todo
+
+    def _describe(self, mkey: str, group: list[GridEntry]) -> str:
+        labels = sorted({e.label for e in group})
+        shared = len({e.target for e in group}) > 1
+        return (f"base model {self.cfg.model}" if mkey == "base" else
+                f"{'/'.join(labels)}{' (shared by all targets)' if shared else ''} ({mkey})")
+
+    def _report(self, info: dict[str, Any]) -> None:
+        self.stats["trained"] += int(bool(info.get("trained")))
+        self.stats["evaluated"] += len(info.get("cells", []))
+        for c in info.get("cells", []):
+            self.log(f"  {'/'.join(info['labels']) or 'base'} on {c['target']}: {_quick_primary(c['samples'])} "
+                     f"({c['seconds']:.1f} s)")
+
+    def run(self, executor: str | None = None) -> dict[str, Any]:
+        """Run every missing cell (one job per model, see :mod:`insta.experiment.jobs`), then assemble the
+        results (see :func:`insta.experiment.results.assemble_results`)."""
+        from ..executors import run_jobs
+
+        t_run = time.perf_counter()
+        if not self.entries:
+            self.plan()
+        self._clean_stale()
+        by_model: dict[str, list[GridEntry]] = {}
+        for e in self.entries:
+            by_model.setdefault(e.model_key, []).append(e)
+        todo = self._models_to_run(by_model)
+        executor = executor or self.cfg.executor
+        sequential = executor == "sequential"
+
+        def work(job, backend=None):
+            info = execute_grid_model(job, backend)
+            if sequential:
+                self._report(info)
+            return info
+
+        infos = run_jobs(work, todo, lambda m: self._job(m, by_model[m]), executor,
+                         backend=self.backend if sequential else None,
+                         describe=lambda m: self._describe(m, by_model[m]), log=self.log, progress=False)
+        if not sequential:
+            for info in infos:
+                self._report(info)
+        self.timings["run"] = time.perf_counter() - t_run
+        return assemble_results(self)
+
+    def _clean_stale(self) -> None:
+        """Before anything runs: remove model dirs whose training did not finish (no record) and the temp files
+        of atomic writes that a killed run left in the output folders."""
+        for sub in ("", "cells", "trained", "selections"):
+            remove_stale_tmp(self.out / sub)
+        root = self.out / "models"
+        if not root.is_dir():
+            return
+        for d in root.iterdir():
+            if d.is_dir() and not self.train_record_path(d.name).is_file():
+                shutil.rmtree(d, ignore_errors=True)
+
+
+def _quick_primary(samples: dict[str, Any]) -> str:
+    """A cell's accuracy in one phrase, for the progress log."""
+    from ..metrics import balanced_accuracy_of
+
+    labels, preds, golds = samples.get("label") or [], samples.get("pred_norm") or [], samples.get("gold") or []
+    pairs = [(p, lab, g) for p, lab, g in zip(preds, labels, golds) if p is not None and lab is not None]
+    if not pairs:
+        em = [x for x in samples.get("exact_match") or [] if x is not None]
+        return f"exact match {sum(em) / len(em):.3f}" if em else "no score"
+    correct = [p == lab for p, lab, _ in pairs]
+    bal = balanced_accuracy_of(correct, [g for _, _, g in pairs])
+    return f"acc_norm {sum(correct) / len(correct):.3f}, bal_acc_norm {bal:.3f}"
+
+
+def run_experiment(cfg: ExperimentConfig, *, out: str | os.PathLike | None = None, backend: Backend | None = None,
+                   log: Callable[[str], None] | None = None, report: bool = True, command: str | None = None,
+                   catalogs: dict[str, Catalog] | None = None, pool_encoder=None,
+                   plan_only: bool = False) -> dict[str, Any]:
+    """Validate, plan, run every missing cell, write the results and the report; returns the results dict."""
+    t0 = time.perf_counter()
+    exp = Experiment(cfg, out=out, backend=backend, log=log, catalogs=catalogs, pool_encoder=pool_encoder)
+    exp.prepare()
+    exp.out.mkdir(parents=True, exist_ok=True)
+    exp.plan()
+    if plan_only:
+        return assemble_results(exp)
+    results = exp.run()
+    table = cached_p3_table(cfg, exp.out, log=exp.log)
+    if table is not None:
+        results["p3_table"] = table
+    results["command"] = command
+    results["seconds_total"] = round(time.perf_counter() - t0, 1)
+    record_working_run(results, exp.out, exp.stats, command)
+    if report:
+        from ..report import summarize, write_report
+
+        results["summary"] = summarize(results)  # returned too: means, seed spreads, paired comparisons
+        write_report(results, exp.out, log=exp.log, summary=results["summary"])
+    else:
+        atomic_write_json(exp.out / "results.json", results)
+    exp.log(f"done: trained {exp.stats['trained']}, evaluated {exp.stats['evaluated']}, "
+            f"{exp.stats['cells_cached']} cells cached; {results['seconds_total']:.0f} s; results in {exp.out}")
+    return results
+
+
+__all__ = ["Experiment", "GridEntry", "run_experiment"]
