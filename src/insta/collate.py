@@ -144,15 +144,11 @@ class LengthGroupedSampler:
         for g in range(0, len(order), group):
             members = sorted(order[g:g + group], key=lambda i: self.lengths[i])  # stable: ties keep the shuffle
             full.extend(members[b:b + self.batch_size] for b in range(0, len(members), self.batch_size))
-        short = [b for b in full if len(b) < self.batch_size]
-        if len(short) > 1:  # a short batch inside a group: re-cut the leftovers so that only one is short
-            rest = [i for b in short for i in b]
-            full = [b for b in full if len(b) == self.batch_size]
-            full.extend(rest[b:b + self.batch_size] for b in range(0, len(rest), self.batch_size))
-        tail = [b for b in full if len(b) < self.batch_size]
+        # groups hold whole batches, so only the epoch's last batch can be short: it stays last, where the
+        # DataLoader's own batching puts it
         whole = [b for b in full if len(b) == self.batch_size]
         rng.shuffle(whole)
-        return whole + tail
+        return whole + [b for b in full if len(b) < self.batch_size]
 
     def __iter__(self) -> Iterator[int]:
         for b in self.batches():

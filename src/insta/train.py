@@ -3,6 +3,10 @@
 * Causal LMs: each example is ``prompt [+ " "] + target + EOS`` (see :func:`insta.lm.encode_causal`); the prompt
   tokens and the padding are masked out of the loss (label -100).
 * Seq2seq LMs: encoder input = prompt, labels = target + EOS, padded by ``DataCollatorForSeq2Seq``.
+* Batches (:mod:`insta.collate`): causal LMs train padding-free (a batch's examples end to end, positions
+  restarting per example) with the LM head and loss on the target positions only, where a start-up check on the
+  model shows it supports them; padded batches otherwise. Optional length-grouped batches. ``tokens_seen`` counts
+  the real tokens of the batches trained on.
 * Full fine-tuning or LoRA (peft); epochs or max steps; gradient accumulation; seeded; checkpoints every
   ``save_steps`` under ``<output_dir>/checkpoints`` and automatic resume from the newest complete one (a kill while
   saving leaves a half-written one, which is removed with a warning); the final model in
@@ -638,9 +642,9 @@ def train_model(mixture: Any, config: TrainConfig | None = None, callbacks: Sequ
         out.mkdir(parents=True, exist_ok=True)
         atomic_write_json(meta_path, {"fingerprint": fp, "config": asdict(config), "mixture": source,
                                       "kind": kind, "location": location})
-    t0 = time.perf_counter()
+    t0, cpu0 = time.perf_counter(), time.process_time()
     train_out = trainer.train(resume_from_checkpoint=resume_from)
-    train_s = time.perf_counter() - t0
+    train_s, train_cpu = time.perf_counter() - t0, time.process_time() - cpu0
 
     base_name = _base_for_metadata(config.model)
     if config.lora and config.merge_lora:
@@ -681,6 +685,7 @@ def train_model(mixture: Any, config: TrainConfig | None = None, callbacks: Sequ
         "last_loss": history[-1]["loss"] if history else None,
         "loss_history": history,
         "train_seconds": round(train_s, 3),
+        "train_cpu_seconds": round(train_cpu, 3),  # all threads of this process; robust to other processes' load
         "load_seconds": round(load_s, 3),
         "tokens_seen": tokens_seen,
         "tokens_per_second": round(tokens_seen / train_s, 2) if train_s > 0 else None,
