@@ -27,6 +27,7 @@ from insta.train import TrainConfig, build_features, train_model  # noqa: E402
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning", "ignore::FutureWarning")
 
 _one_thread = tiny_lm.one_torch_thread
+REAL_CACHE = os.environ.get("INSTA_CACHE_DIR") or str(Path.home() / ".cache" / "insta")  # before conftest's own
 
 
 @pytest.fixture(scope="module")
@@ -273,8 +274,7 @@ def test_cli_batching_flags(models, tmp_path):
 @pytest.mark.parametrize("attn", ["sdpa", "eager"])
 def test_smollm2_padding_free_loss_equals_padded_loss(attn, monkeypatch):
     """SmolLM2-135M-Instruct (Llama architecture) on CPU: packed and padded batches give the same loss."""
-    monkeypatch.setenv("INSTA_CACHE_DIR", os.environ.get("INSTA_CACHE_DIR_REAL")
-                       or str(Path.home() / ".cache" / "insta"))
+    monkeypatch.setenv("INSTA_CACHE_DIR", REAL_CACHE)  # the converted model, as tests/test_lm_real.py uses it
     from insta.lm import load_tokenizer, resolve_model
 
     location = resolve_model("smollm2")
