@@ -241,6 +241,7 @@ def summarize(runs: list[dict], modes: list[str]) -> dict:
                            "tokens_per_second_range": [min(tps), max(tps)],
                            "seconds_per_step_median": round(statistics.median(sps), 3),
                            "seconds_per_step_range": [min(sps), max(sps)],
+                           "train_cpu_seconds_median": round(statistics.median(r["train_cpu_seconds"] for r in xs), 1),
                            "tokens": sorted({r["tokens"] for r in xs}), "runs": len(xs),
                            "omp_wait_policy": xs[0].get("omp_wait_policy"),
                            **({"ratios": ratios, "ratio_median": round(statistics.median(ratios), 2)}
@@ -274,8 +275,8 @@ def markdown(r: dict) -> str:
         "sides alternating.",
         "",
         "| mode | side | OMP_WAIT_POLICY | real tokens | tokens/s (median, range) | s/step (median, range) | "
-        "tokens/s vs plain (median, range) |",
-        "|---|---|---|---|---|---|---|",
+        "CPU s | tokens/s vs plain (median, range) |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for mode, x in r["summary"].items():
         for side, v in x["sides"].items():
@@ -288,14 +289,17 @@ def markdown(r: dict) -> str:
             tr, sr = v["tokens_per_second_range"], v["seconds_per_step_range"]
             lines.append(f"| {mode} | {side} | {v.get('omp_wait_policy')} | {'/'.join(map(str, v['tokens']))} | "
                          f"{v['tokens_per_second_median']:.1f} ({tr[0]:.1f}-{tr[1]:.1f}) | "
-                         f"{v['seconds_per_step_median']:.2f} ({sr[0]:.2f}-{sr[1]:.2f}) | {ratio} |")
+                         f"{v['seconds_per_step_median']:.2f} ({sr[0]:.2f}-{sr[1]:.2f}) | "
+                         f"{v['train_cpu_seconds_median']:.1f} | {ratio} |")
     lines += [
         "",
-        "insta's default batching: the batch's examples end to end in one row (padding-free; positions restart per "
-        "example, block-diagonal causal attention), the LM head and loss only at the target tokens, no checkpoint "
-        "at the very end. Nothing changes what is learned: same batches, same order, same loss "
+        "insta's default batching: the batch's examples end to end in one or a few balanced rows of about 512 "
+        "tokens (padding-free; positions restart per example, block-diagonal causal attention), the LM head and "
+        "loss only at the target tokens, no checkpoint at the very end. Nothing changes what is learned: same batches, same order, same loss "
         "(tests/test_train_batching.py checks the loss history against padded batches). Ratio: tokens/s over the "
-        "plain run's of the same repeat.",
+        "plain run's of the same repeat. CPU s: the process's CPU time in `trainer.train()` (all threads, median), "
+        "which other processes' load changes much less than wall time (OpenMP threads that spin while they wait "
+        "add to it).",
         "",
         "Variants (once, next to the first repeat's plain run): `padded` = insta's batching before this change "
         "(dynamic padding to the batch's longest, full logits); `padding-free only` / `target logits only` = one "
