@@ -295,8 +295,9 @@ def markdown(r: dict) -> str:
         "",
         "insta's default batching: the batch's examples end to end in one or a few balanced rows of about 512 "
         "tokens (padding-free; positions restart per example, block-diagonal causal attention), the LM head and "
-        "loss only at the target tokens, no checkpoint at the very end. Nothing changes what is learned: same batches, same order, same loss "
-        "(tests/test_train_batching.py checks the loss history against padded batches). Ratio: tokens/s over the "
+        "loss only at the target tokens, no checkpoint at the very end. Nothing changes what is learned: same "
+        "batches, same order, same loss (tests/test_train_batching.py checks the loss history against padded "
+        "batches). Ratio: tokens/s over the "
         "plain run's of the same repeat. CPU s: the process's CPU time in `trainer.train()` (all threads, median), "
         "which other processes' load changes much less than wall time (OpenMP threads that spin while they wait "
         "add to it).",
