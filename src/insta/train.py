@@ -3,6 +3,10 @@
 * Causal LMs: each example is ``prompt [+ " "] + target + EOS`` (see :func:`insta.lm.encode_causal`); the prompt
   tokens and the padding are masked out of the loss (label -100).
 * Seq2seq LMs: encoder input = prompt, labels = target + EOS, padded by ``DataCollatorForSeq2Seq``.
+* Batches (:mod:`insta.collate`): causal LMs train padding-free (a batch's examples end to end, positions
+  restarting per example) with the LM head and loss on the target positions only, where a start-up check on the
+  model shows it supports them; padded batches otherwise. Optional length-grouped batches. ``tokens_seen`` counts
+  the real tokens of the batches trained on.
 * Full fine-tuning or LoRA (peft); epochs or max steps; gradient accumulation; seeded; checkpoints every
   ``save_steps`` under ``<output_dir>/checkpoints`` and automatic resume from the newest complete one (a kill while
   saving leaves a half-written one, which is removed with a warning); the final model in
@@ -82,6 +86,11 @@ class TrainConfig:
     bf16: bool = False  # mixed precision (GPU)
     gradient_checkpointing: bool = False
     dataloader_num_workers: int = 0
+    # batching (see insta.collate): none of these changes what is learned, except group_by_length (batch makeup)
+    padding_free: bool = True  # causal LMs: a batch's examples end to end, no padding (checked on the model first)
+    packing_row_tokens: int = 512  # padding-free: a batch of more tokens is split into balanced rows of about this
+    target_logits_only: bool = True  # causal LMs: LM head and loss only where a target token is predicted
+    group_by_length: bool = False  # batches of similar lengths (shuffled per epoch); helps padded batches only
     # passed through to transformers.TrainingArguments (see :func:`trainer_passthrough`)
     report_to: str | list[str] = "none"  # none, tensorboard, wandb, ... (the integration must be installed)
     deepspeed: str | None = None  # a DeepSpeed config JSON
@@ -97,7 +106,7 @@ class TrainConfig:
         if self.max_steps <= 0 and self.epochs <= 0:
             raise InstaError("give a positive number of epochs or max steps")
         for name in ("batch_size", "grad_accum", "max_source_length", "max_target_length", "save_steps",
-                     "logging_steps", "lora_r"):
+                     "logging_steps", "lora_r", "packing_row_tokens"):
             if getattr(self, name) < 1:
                 raise InstaError(f"{name} must be at least 1 (got {getattr(self, name)})")
         if self.resolved_lr() <= 0:
@@ -115,7 +124,10 @@ class TrainConfig:
         """What must match for a run to resume an earlier one."""
         keep = ("model", "epochs", "max_steps", "learning_rate", "batch_size", "grad_accum", "seed",
                 "max_source_length", "max_target_length", "lora", "lora_r", "lora_alpha", "lr_scheduler")
-        return {k: getattr(self, k) for k in keep}
+        fp = {k: getattr(self, k) for k in keep}
+        if self.group_by_length:  # changes the batches; absent when off, so earlier runs' records still match
+            fp["group_by_length"] = True
+        return fp
 
 
 @dataclass
@@ -164,42 +176,6 @@ def build_features(records: Sequence[dict[str, Any]], tokenizer, kind: str,
                    "n_truncated": truncated}
 
 
-class _CausalCollator:
-    """Right-pads causal features; padding gets label -100; counts the real tokens it has batched."""
-
-    def __init__(self, pad_id: int):
-        self.pad_id = pad_id
-        self.tokens_seen = 0
-
-    def __call__(self, batch: list[dict]):
-        import torch
-
-        n = max(len(f["input_ids"]) for f in batch)
-        ids = torch.full((len(batch), n), self.pad_id, dtype=torch.long)
-        att = torch.zeros((len(batch), n), dtype=torch.long)
-        lab = torch.full((len(batch), n), -100, dtype=torch.long)
-        for i, f in enumerate(batch):
-            L = len(f["input_ids"])
-            ids[i, :L] = torch.tensor(f["input_ids"])
-            att[i, :L] = 1
-            lab[i, :L] = torch.tensor(f["labels"])
-        self.tokens_seen += int(att.sum())
-        return {"input_ids": ids, "attention_mask": att, "labels": lab}
-
-
-class _Seq2SeqCollator:
-    def __init__(self, tokenizer, model):
-        from transformers import DataCollatorForSeq2Seq
-
-        self.inner = DataCollatorForSeq2Seq(tokenizer, model=model, label_pad_token_id=-100, padding=True)
-        self.tokens_seen = 0
-
-    def __call__(self, batch: list[dict]):
-        out = self.inner([dict(f) for f in batch])
-        self.tokens_seen += int(out["attention_mask"].sum()) + int((out["labels"] != -100).sum())
-        return out
-
-
 class _ListDataset:
     def __init__(self, items: list[dict]):
         self.items = items
@@ -209,6 +185,65 @@ class _ListDataset:
 
     def __getitem__(self, i: int) -> dict:
         return self.items[i]
+
+
+def _trainer_class():
+    """A ``transformers.Trainer`` that counts the real tokens of the batches it trains on, can compute the causal
+    loss on the target positions only, and can take insta's length-grouped example order."""
+    from transformers import Trainer
+
+    from .collate import TOKENS_KEY, target_only_loss
+
+    class InstaTrainer(Trainer):
+        def __init__(self, *args: Any, target_logits: bool = False, sampler: Any = None, **kwargs: Any):
+            super().__init__(*args, **kwargs)
+            self.insta_target_logits = target_logits
+            self.insta_sampler = sampler
+            self.insta_tokens = 0  # real tokens of the batches trained on by this process
+
+        def _get_train_sampler(self, train_dataset=None):
+            if self.insta_sampler is not None:
+                return self.insta_sampler
+            return super()._get_train_sampler(train_dataset)
+
+        def training_step(self, model, inputs, num_items_in_batch=None):
+            # counted here, not in the collator: the dataloader prefetches batches that may never be trained on
+            self.insta_tokens += int(inputs.pop(TOKENS_KEY, 0))
+            return super().training_step(model, inputs, num_items_in_batch)
+
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            inputs.pop(TOKENS_KEY, None)
+            if (not self.insta_target_logits or "labels" not in inputs or self.label_smoother is not None
+                    or self.compute_loss_func is not None):
+                return super().compute_loss(model, inputs, return_outputs=return_outputs,
+                                            num_items_in_batch=num_items_in_batch)
+            # as the Trainer does: normalise by the accumulated batch's target count when it passes one
+            n_items = num_items_in_batch if self.model_accepts_loss_kwargs else None
+            loss, outputs = target_only_loss(model, inputs, n_items)
+            if self.args.average_tokens_across_devices and n_items is not None and self.args.n_gpu <= 1:
+                loss = loss * self.accelerator.num_processes
+            return (loss, outputs) if return_outputs else loss
+
+    return InstaTrainer
+
+
+def _callbacks(config: TrainConfig, timer: dict[str, float]) -> list[Any]:
+    """insta's own Trainer callbacks: no checkpoint at the very end (the final model is saved anyway; a periodic
+    one at a multiple of ``save_steps`` is kept), and the wall time from the first step to the last."""
+    from transformers import TrainerCallback
+
+    class _InstaCallback(TrainerCallback):
+        def on_step_begin(self, args, state, control, **kw):
+            timer.setdefault("first_step_start", time.perf_counter())
+
+        def on_step_end(self, args, state, control, **kw):
+            timer["last_step_end"] = time.perf_counter()
+            timer["steps"] = timer.get("steps", 0) + 1
+            if state.global_step >= state.max_steps and state.global_step % max(1, config.save_steps):
+                control.should_save = False
+            return control
+
+    return [_InstaCallback()]
 
 
 # ---------------------------------------------------------------- run directory and checkpoints
@@ -348,6 +383,36 @@ def safetensors_problem(path: str | os.PathLike) -> str | None:
 # ---------------------------------------------------------------- training
 
 
+def _batching(config: TrainConfig, kind: str, model, tokenizer, feats: list[dict]) -> dict[str, Any]:
+    """The collator and what it does: padding-free and target-only logits where the model was checked to
+    support them (causal LMs), padded batches otherwise (with the reason in ``fallback``)."""
+    from .collate import PackedCausalCollator, PaddedCausalCollator, Seq2SeqCollator, check_packing
+
+    out: dict[str, Any] = {"padding_free": False, "target_logits_only": False,
+                           "group_by_length": config.group_by_length}
+    if kind == "seq2seq":
+        out["collator"] = Seq2SeqCollator(tokenizer, model)
+        return out
+    if config.padding_free or config.target_logits_only:
+        base = model.get_base_model() if hasattr(model, "get_base_model") else model  # under a LoRA wrapper
+        check = check_packing(base, feats)
+        out["padding_free"] = config.padding_free and check["padding_free"]
+        out["target_logits_only"] = config.target_logits_only and check["target_logits"]
+        if (config.padding_free and not out["padding_free"]) or (config.target_logits_only
+                                                                 and not out["target_logits_only"]):
+            out["fallback"] = check["why"]
+            print(f"insta train: note: {check['why']}; using "
+                  f"{'padded batches' if not out['padding_free'] else 'full logits'}", file=sys.stderr)
+    if out["padding_free"]:
+        if getattr(model.config, "use_cache", None):
+            model.config.use_cache = False  # a cache object would hide the packed sequences from the mask builder
+        out["collator"] = PackedCausalCollator(tokenizer.pad_token_id, config.packing_row_tokens)
+        out["packing_row_tokens"] = config.packing_row_tokens
+    else:
+        out["collator"] = PaddedCausalCollator(tokenizer.pad_token_id)
+    return out
+
+
 def _records_of(mixture: Any) -> tuple[list[dict[str, Any]], str]:
     from .mixture import Mixture, normalize_record, read_mixture
 
@@ -430,7 +495,7 @@ def train_model(mixture: Any, config: TrainConfig | None = None, callbacks: Sequ
     passthrough = trainer_passthrough(config)  # a missing integration or config file fails before any loading
 
     import torch
-    from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM, Trainer, TrainingArguments
+    from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM, TrainingArguments
 
     from .fileio import check_output_dir
     from .lm import load_tokenizer, model_kind, resolve_model
@@ -518,7 +583,8 @@ def train_model(mixture: Any, config: TrainConfig | None = None, callbacks: Sequ
     n_params = sum(p.numel() for p in model.parameters())
     n_trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
 
-    collator = _CausalCollator(tokenizer.pad_token_id) if kind == "causal" else _Seq2SeqCollator(tokenizer, model)
+    batching = _batching(config, kind, model, tokenizer, feats)
+    collator = batching.pop("collator")
     use_cpu = not torch.cuda.is_available()
     # transformers 5.x renamed gradient checkpointing to activation checkpointing (the old name warns)
     ckpt_field = ("activation_checkpointing" if "activation_checkpointing" in TrainingArguments.__dataclass_fields__
@@ -549,8 +615,16 @@ def train_model(mixture: Any, config: TrainConfig | None = None, callbacks: Sequ
         remove_unused_columns=False,
         **{ckpt_field: config.gradient_checkpointing},
     )
-    trainer = Trainer(model=model, args=args, train_dataset=_ListDataset(feats), data_collator=collator,
-                      processing_class=tokenizer, callbacks=list(callbacks) or None)
+    sampler = None
+    if config.group_by_length:
+        from .collate import LengthGroupedSampler
+
+        lengths = [len(f["input_ids"]) + (len(f["labels"]) if kind == "seq2seq" else 0) for f in feats]
+        sampler = LengthGroupedSampler(lengths, config.batch_size, seed=config.seed)
+    timer: dict[str, float] = {}
+    trainer = _trainer_class()(model=model, args=args, train_dataset=_ListDataset(feats), data_collator=collator,
+                               processing_class=tokenizer, callbacks=_callbacks(config, timer) + list(callbacks),
+                               target_logits=batching["target_logits_only"], sampler=sampler)
     if not config.progress:  # without bars the Trainer prints each log dict to stdout instead: no progress at all
         from transformers.trainer_callback import PrinterCallback
 
@@ -568,9 +642,9 @@ def train_model(mixture: Any, config: TrainConfig | None = None, callbacks: Sequ
         out.mkdir(parents=True, exist_ok=True)
         atomic_write_json(meta_path, {"fingerprint": fp, "config": asdict(config), "mixture": source,
                                       "kind": kind, "location": location})
-    t0 = time.perf_counter()
+    t0, cpu0 = time.perf_counter(), time.process_time()
     train_out = trainer.train(resume_from_checkpoint=resume_from)
-    train_s = time.perf_counter() - t0
+    train_s, train_cpu = time.perf_counter() - t0, time.process_time() - cpu0
 
     base_name = _base_for_metadata(config.model)
     if config.lora and config.merge_lora:
@@ -589,7 +663,10 @@ def train_model(mixture: Any, config: TrainConfig | None = None, callbacks: Sequ
          **({"learning_rate": h["learning_rate"]} if "learning_rate" in h else {})}
         for h in trainer.state.log_history if "loss" in h
     ]
-    tokens_seen = collator.tokens_seen
+    tokens_seen = trainer.insta_tokens
+    if args.world_size > 1:  # every process trained on its own batches
+        tokens_seen = int(trainer.accelerator.reduce(torch.tensor(tokens_seen, device=args.device), reduction="sum"))
+    steps_s = timer.get("last_step_end", 0.0) - timer.get("first_step_start", 0.0)
     metrics = {
         "kind": kind,
         "model": config.model,
@@ -608,9 +685,13 @@ def train_model(mixture: Any, config: TrainConfig | None = None, callbacks: Sequ
         "last_loss": history[-1]["loss"] if history else None,
         "loss_history": history,
         "train_seconds": round(train_s, 3),
+        "train_cpu_seconds": round(train_cpu, 3),  # all threads of this process; robust to other processes' load
         "load_seconds": round(load_s, 3),
         "tokens_seen": tokens_seen,
         "tokens_per_second": round(tokens_seen / train_s, 2) if train_s > 0 else None,
+        "steps_this_run": int(timer.get("steps", 0)),
+        "steps_seconds": round(steps_s, 3),  # first step's start to last step's end (no setup, no final save)
+        "batching": batching,
         "device": "cpu" if use_cpu else "cuda",
         "world_size": args.world_size,
         "learning_rate": config.resolved_lr(),

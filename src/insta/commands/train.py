@@ -39,6 +39,18 @@ def add_parser(sub) -> None:
     lora.add_argument("--lora-dropout", type=float, default=0.05)
     lora.add_argument("--lora-targets", default="all-linear", help="comma-separated module names, or all-linear")
     lora.add_argument("--merge-lora", action="store_true", help="save merged full weights (adapter in OUT/adapter)")
+    speed = p.add_argument_group("batching (none changes what is learned but --group-by-length, which changes "
+                                 "which examples share a batch)")
+    speed.add_argument("--padding-free", action=argparse.BooleanOptionalAction, default=True,
+                       help="causal LMs: lay a batch's examples end to end with restarting positions, no padding "
+                       "(checked on the model first; default on)")
+    speed.add_argument("--packing-row-tokens", type=positive_int, default=512, metavar="N",
+                       help="padding-free: split a batch of more tokens into balanced rows of about N (default 512)")
+    speed.add_argument("--target-logits-only", action=argparse.BooleanOptionalAction, default=True,
+                       help="causal LMs: LM head and loss only at the target tokens (default on)")
+    speed.add_argument("--group-by-length", action=argparse.BooleanOptionalAction, default=False,
+                       help="batches of similar lengths, shuffled every epoch (helps padded batches: seq2seq, "
+                       "--no-padding-free)")
     run_g = p.add_argument_group("checkpoints and device")
     run_g.add_argument("--save-steps", type=positive_int, default=200)
     run_g.add_argument("--save-total-limit", type=positive_int, default=2)
@@ -78,7 +90,8 @@ def run(args: argparse.Namespace) -> int:
         save_total_limit=args.save_total_limit, resume=not args.no_resume, overwrite=args.overwrite,
         logging_steps=args.logging_steps, bf16=args.bf16, gradient_checkpointing=args.gradient_checkpointing,
         progress=not args.no_progress, report_to=args.report_to, deepspeed=args.deepspeed, fsdp=args.fsdp,
-        fsdp_config=args.fsdp_config,
+        fsdp_config=args.fsdp_config, padding_free=args.padding_free, packing_row_tokens=args.packing_row_tokens,
+        target_logits_only=args.target_logits_only, group_by_length=args.group_by_length,
     )
     result = train_model(args.mixture, config)
     from ._common import emit_json
