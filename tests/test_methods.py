@@ -123,7 +123,7 @@ def test_roe_majority_vote_on_a_constructed_case(monkeypatch):
 
     enc = TableEncoder({"alpha": [1, 0, 0], "beta": [0, 1, 0], "gamma": [0, 0, 1], "qa": [0.9, 0.1, 0],
                         "qb": [0.1, 0.9, 0.05]})
-    monkeypatch.setitem(m._ENCODERS, "table", enc)
+    monkeypatch.setitem(m.resources._ENCODERS, "table", enc)
     pool = Catalog("toy", [_task("A", ["alpha one", "alpha two"]), _task("B", ["beta one"]),
                            _task("C", ["gamma one", "gamma two"])])
     target = Task(id="T", instructions=["x"], catalog="toy")
@@ -199,7 +199,7 @@ def test_insta_aligned_plumbing(tmp_path, catalogs, monkeypatch):
     enc_dir = tmp_path / "aligned-enc"
     enc_dir.mkdir()
     (enc_dir / "config.json").write_text("{}")
-    monkeypatch.setitem(m._ENCODERS, str(enc_dir), HashingEncoder(64))
+    monkeypatch.setitem(m.resources._ENCODERS, str(enc_dir), HashingEncoder(64))
     method = make_method("insta-aligned", encoder=str(enc_dir))
     res = method.select(bigbench.get("animal_facts"), bigbench, 3)
     assert method.aggregation == "topk-vote" and res.params["vote_depth"] == 10
@@ -255,7 +255,7 @@ def test_insta_topk_vote_breaks_zero_vote_ties_by_mean_cosine_like_the_selector(
     from insta.selection import Selector
 
     enc = TableEncoder({"target": [1, 0, 0], "near": [0.9, 0.1, 0], "mid": [0.6, 0.8, 0], "far": [0.1, 0.2, 0.97]})
-    monkeypatch.setitem(m._ENCODERS, "table", enc)
+    monkeypatch.setitem(m.resources._ENCODERS, "table", enc)
     pool = Catalog("toy", [Task(id="a_far", instructions=["far"], catalog="toy"),
                            Task(id="b_mid", instructions=["mid"], catalog="toy"),
                            Task(id="c_near", instructions=["near"], catalog="toy")])
@@ -343,7 +343,7 @@ def test_roe_vectorised_retrieval_equals_the_loop_in_chunks_and_with_exclusions(
     q /= np.linalg.norm(q, axis=1, keepdims=True)
     pool = Catalog("toy", [Task(id=f"t{i}", instructions=["x"], catalog="toy") for i in range(n_tasks)])
     index = m.InstanceIndex("stub", chunk=4)  # chunks smaller than a task: maxima across chunk borders
-    index._cache = {m._pool_key(pool): (owner, emb, pool)}
+    index._cache.put(pool, (owner, emb))
 
     class Stub:
         def encode(self, texts):
@@ -352,7 +352,7 @@ def test_roe_vectorised_retrieval_equals_the_loop_in_chunks_and_with_exclusions(
         def describe(self):
             return {"name": "stub"}
 
-    monkeypatch.setitem(m._ENCODERS, "stub", Stub())
+    monkeypatch.setitem(m.resources._ENCODERS, "stub", Stub())
     samples = [Example(id=str(i), input=str(i), references=[]) for i in range(6)]
     for allowed in (np.ones(n_tasks, dtype=bool), np.array([True, False, True, True, False, True, True])):
         votes, mean_best = index.query(pool, samples, allowed)
@@ -366,7 +366,7 @@ def test_roe_excluded_task_cannot_take_a_vote(monkeypatch):
     import insta.methods as m
 
     enc = TableEncoder({"alpha": [1, 0, 0], "beta": [0.8, 0.6, 0], "gamma": [0, 0, 1], "q": [1, 0.01, 0]})
-    monkeypatch.setitem(m._ENCODERS, "table", enc)
+    monkeypatch.setitem(m.resources._ENCODERS, "table", enc)
     pool = Catalog("toy", [_task("A", ["alpha one"]), _task("B", ["beta one"]), _task("C", ["gamma one"])])
     target = Task(id="T", instructions=["x"], catalog="toy")
     samples = [Example(id="s", input="q", references=[])]
@@ -434,7 +434,7 @@ def test_hybrid_weight_zero_is_insta_and_one_is_the_instance_signal(monkeypatch)
     enc = TableEncoder({"instr A": [1, 0, 0], "instr B": [0.6, 0.8, 0], "instr C": [0, 0.6, 0.8],
                         "target": [0.95, 0.3, 0.0],
                         "alpha": [0, 0, 1], "beta": [0, 1, 0], "gamma": [1, 0, 0], "qq": [0.99, 0.1, 0.05]})
-    monkeypatch.setitem(m._ENCODERS, "table", enc)
+    monkeypatch.setitem(m.resources._ENCODERS, "table", enc)
 
     def task(tid, instr, inputs):
         exs = [Example(id=f"{tid}:{i}", input=x, references=["a"]) for i, x in enumerate(inputs)]
