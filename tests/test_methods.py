@@ -157,22 +157,40 @@ def test_lexical_bm25_prefers_shared_words():
     assert res.params["scorer"].startswith("BM25")
 
 
+#: ``data_selection.hashed_ngram_dsir`` 1.0.3 on these texts (n=2, 1000 buckets): its tokens and its non-zero
+#: counts, recorded with the package installed (insta reproduces its featurizer without depending on it).
+_DSIR_PACKAGE_REFERENCE = [
+    ("Q: Is the following sentence plausible? \"Messi scored a penalty-kick.\"\nA:",
+     ['q', ':', 'is', 'the', 'following', 'sentence', 'plausible', '?', '"', 'messi', 'scored', 'a', 'penalty', '-',
+      'kick', '."', 'a', ':'],
+     {59: 1, 154: 1, 169: 1, 179: 1, 202: 1, 263: 1, 266: 1, 288: 1, 332: 1, 335: 1, 358: 1, 400: 1, 417: 1, 437: 1,
+      447: 1, 495: 1, 499: 2, 536: 1, 568: 1, 569: 1, 583: 1, 598: 1, 616: 1, 672: 1, 777: 1, 807: 1, 817: 1, 821: 1,
+      868: 1, 870: 1, 935: 2, 955: 1, 963: 1}),
+    ("Context: Rachida Brakni ( Hindi : \u0928\u093f\u0924\u0940\u0936 ; born 2 June 1963 )",
+     ['context', ':', 'rachida', 'brakni', '(', 'hindi', ':', '\u0928\u093f\u0924\u0940\u0936', ';', 'born', '2',
+      'june', '1963', ')'],
+     {12: 1, 53: 1, 69: 1, 82: 1, 102: 1, 140: 1, 188: 1, 198: 1, 211: 1, 305: 1, 325: 1, 411: 1, 546: 1, 584: 1,
+      618: 1, 644: 1, 652: 1, 736: 1, 841: 1, 861: 1, 902: 1, 907: 1, 908: 1, 935: 2, 952: 1, 987: 1}),
+    ("What movie does this emoji describe? \U0001f3f4\U000e0067\U000e0062\u2764\ufe0f\U0001f5e1 choice: ran",
+     ['what', 'movie', 'does', 'this', 'emoji', 'describe', '?', '\U0001f3f4\U000e0067\U000e0062\u2764', '\ufe0f',
+      '\U0001f5e1', 'choice', ':', 'ran'],
+     {6: 1, 22: 1, 108: 1, 133: 1, 139: 1, 169: 1, 264: 1, 297: 1, 329: 1, 353: 1, 354: 1, 388: 1, 497: 2, 646: 1,
+      656: 1, 657: 1, 696: 1, 716: 1, 776: 1, 851: 1, 862: 1, 908: 1, 935: 1, 966: 1}),
+]
+
+
 def test_dsir_featurizer_matches_the_package_on_non_ascii_text():
     """Python's re splits Devanagari words at their vowel signs and emoji sequences differently from the regex
     engine nltk uses: the features must be the package's (the committed experiment's DSIR picks depend on it)."""
-    import importlib
-
     from insta.methods import ngram_features, wordpunct_fallback
 
-    pkg = importlib.import_module("data_selection.hashed_ngram_dsir")
-    texts = ["Q: Is the following sentence plausible? \"Messi scored a penalty-kick.\"\nA:",
-             "Context: Rachida Brakni ( Hindi : \u0928\u093f\u0924\u0940\u0936 ; born 2 June 1963 )",
-             "What movie does this emoji describe? \U0001f3f4\U000e0067\U000e0062\u2764\ufe0f\U0001f5e1 choice: ran"]
+    texts = [t for t, _, _ in _DSIR_PACKAGE_REFERENCE]
     feats = ngram_features(texts, 2, 1000).toarray()
-    for t, row in zip(texts, feats):
-        ref = pkg.get_ngram_counts(t, n=2, num_buckets=1000)
+    for (t, tokens, counts), row in zip(_DSIR_PACKAGE_REFERENCE, feats):
+        ref = np.zeros(1000, dtype=np.int64)
+        ref[list(counts)] = list(counts.values())
         assert (ngram_counts_builtin(t, 2, 1000) == ref).all() and (row == ref).all()
-        assert wordpunct_fallback()(t.lower()) == pkg.wpt.tokenize(t.lower())  # the fallback without the package
+        assert wordpunct_fallback()(t.lower()) == tokens
 
 
 def test_dsir_ranks_the_task_whose_ngrams_match_the_target():

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import hashlib
-import re
 from functools import lru_cache
 from typing import Any, Callable, Sequence
 
@@ -15,28 +14,25 @@ from ..selection import Scores, SelectionMethod, parse_k
 from .resources import PoolCache, library_texts
 
 _WORDPUNCT = r"\w+|[^\w\s]+"  # nltk's WordPunctTokenizer pattern
-
-
-def wordpunct_fallback() -> Callable[[str], list[str]]:
-    """nltk's WordPunctTokenizer without nltk: its pattern and flags, in the ``regex`` engine that nltk compiles
-    it with (Python's ``re`` splits words at combining marks, e.g. in Devanagari), ``re`` if ``regex`` is absent."""
-    try:
-        import regex
-
-        return regex.compile(_WORDPUNCT, regex.UNICODE | regex.MULTILINE | regex.DOTALL).findall
-    except ImportError:  # pragma: no cover - regex comes with nltk
-        return re.compile(_WORDPUNCT).findall
+#: The feature definition, in parameters and cache keys: the hashed n-grams of the ``data-selection`` package
+#: (``hashed_ngram_dsir.get_ngram_counts``), which :func:`ngram_buckets` reproduces without that package.
+FEATURIZER = "data-selection"
 
 
 @lru_cache(maxsize=1)
-def _wordpunct() -> tuple[Callable[[str], list[str]], str]:
-    """The tokenizer of DSIR's featurizer: the ``data-selection`` package's own when installed (so the features
-    are the package's exactly), else :func:`wordpunct_fallback`."""
+def wordpunct_tokenizer() -> Callable[[str], list[str]]:
+    """nltk's WordPunctTokenizer (the tokenizer of ``data-selection``'s featurizer) without nltk: its pattern and
+    flags, in the ``regex`` engine that nltk compiles it with (Python's ``re`` splits words at combining marks,
+    e.g. in Devanagari, and emoji sequences differently)."""
     try:
-        from data_selection.hashed_ngram_dsir import wpt
-    except ImportError:
-        return wordpunct_fallback(), "builtin"
-    return wpt.tokenize, "data-selection"
+        import regex
+    except ImportError as err:  # pragma: no cover - regex comes with the experiment extra
+        raise InstaError("DSIR needs the regex package: pip install 'insta[experiment]'") from err
+    return regex.compile(_WORDPUNCT, regex.UNICODE | regex.MULTILINE | regex.DOTALL).findall
+
+
+#: The name of earlier versions.
+wordpunct_fallback = wordpunct_tokenizer
 
 
 @lru_cache(maxsize=1 << 20)
@@ -47,7 +43,7 @@ def _hash_bucket(text: str, num_buckets: int) -> int:
 def ngram_buckets(text: str, n: int = 2, num_buckets: int = 10000) -> list[int]:
     """The hashed n-gram bucket of every n-gram occurrence of ``text``, as ``data_selection`` computes them
     (lowercase, WordPunct tokens, unigrams .. n-grams joined by a space, SHA-256 mod ``num_buckets``)."""
-    words = _wordpunct()[0](text.lower())
+    words = wordpunct_tokenizer()(text.lower())
     out = [_hash_bucket(w, num_buckets) for w in words]
     for m in range(2, n + 1):
         out += [_hash_bucket(" ".join(words[i:i + m]), num_buckets) for i in range(len(words) - m + 1)]
@@ -81,17 +77,15 @@ def ngram_features(texts: Sequence[str], n: int = 2, num_buckets: int = 10000):
 
 
 def dsir_featurizer() -> tuple[Callable[[str, int, int], np.ndarray], str]:
-    """The hashed n-gram featurizer as ``(function(text, n, num_buckets) -> dense counts, source)``: insta's copy
-    of ``data_selection.hashed_ngram_dsir.get_ngram_counts``, with the package's tokenizer when it is installed
-    (``source`` = ``"data-selection"``), else nltk's pattern without nltk (``"builtin"``)."""
-    return ngram_counts_builtin, _wordpunct()[1]
+    """The hashed n-gram featurizer as ``(function(text, n, num_buckets) -> dense counts, name)``."""
+    return ngram_counts_builtin, FEATURIZER
 
 
 class DSIRMethod(SelectionMethod):
     """DSIR (Xie et al. 2023, "Data Selection for Language Models via Importance Resampling") lifted to tasks.
 
-    Features: hashed unigrams + bigrams (``num_buckets`` buckets; the ``data-selection`` package's featurizer,
-    computed sparse by :func:`ngram_features` with the package's tokenizer when installed: identical counts).
+    Features: hashed unigrams + bigrams (``num_buckets`` buckets): the ``data-selection`` package's featurizer,
+    reproduced without the package and computed sparse by :func:`ngram_features` (identical counts).
     A bag-of-n-grams model is fitted on the unlabelled target instances (p_target) and on the candidates' library
     (p_raw, ``library_size`` instances per candidate task); an instance's log importance weight is
     ``sum_j count_j(x) * (log p_target_j - log p_raw_j)`` (1e-8 smoothing, as in the package). A task's score:
