@@ -468,7 +468,7 @@ def evaluate_examples(lm, examples: Sequence[Example], config: EvalConfig | None
                       catalog: str = "") -> dict[str, Any]:
     """Evaluate a loaded model on examples; returns the results dict with ``samples`` (per-sample records)."""
     from .metrics import exact_match, rouge_l
-    from .mixture import join_prompt_target
+    from .prompt_format import join_prompt_target
 
     config = config or EvalConfig()
     config.validate()

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import InstaError
+from .prompt_format import join_prompt_target
 
 DEFAULT_MODEL = "smollm2"
 
@@ -307,8 +308,6 @@ def encode_causal(
     the left (the end, next to the answer, is kept), the target from the right; ``add_eos`` appends the EOS
     token (training). At least one context token is kept (BOS/EOS when the prompt is empty).
     """
-    from .mixture import join_prompt_target
-
     prompt, cont = join_prompt_target(prompt, target)
     p_ids = _ids(tokenizer, prompt) if prompt else []
     full = _ids(tokenizer, prompt + cont)
