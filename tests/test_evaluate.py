@@ -368,3 +368,13 @@ def test_superglue_through_the_p3_reader(monkeypatch):
     assert res["metrics"]["n_templates"] == len(templates) == 2
     assert res["per_template"][first]["acc"] == 1.0
     assert res["metrics"]["acc"] == pytest.approx(0.5)
+
+
+def test_keyword_overrides_leave_the_callers_config_alone():
+    """evaluate_task / simple_evaluate(config, **overrides) work on a copy: one config serves many calls."""
+    from insta.options import apply_overrides
+
+    config = EvalConfig(progress=False)
+    changed = apply_overrides(config, {"limit": 3, "calibration": "none"}, "evaluation")
+    assert (changed.limit, changed.calibration) == (3, "none")
+    assert (config.limit, config.calibration) == (None, "auto")

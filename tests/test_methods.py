@@ -494,3 +494,18 @@ def test_insta_format_ranks_the_task_with_the_target_output_space_first():
     assert fmt.config["format_aware"] == "instructions with their output space"
     free = make_method("insta-format", encoder="hashing").select(["Read the passage and answer."], pool, 2)
     assert free.task_ids == plain.task_ids and "unknown" in free.config["format_aware"]
+
+
+def test_per_pool_caches_never_serve_another_pool():
+    """Caches hold their pool by weak reference: a new pool object (even with the same task ids) is computed
+    afresh, so no id() reuse can hand it another pool's library."""
+    from insta.methods.resources import PoolCache
+
+    cache = PoolCache()
+    a = Catalog("toy", [Task(id="t", instructions=["x"], catalog="toy")])
+    b = Catalog("toy", [Task(id="t", instructions=["x"], catalog="toy")])
+    assert cache.get(a, lambda: "for a") == "for a"
+    assert cache.get(a, lambda: "again") == "for a"
+    assert cache.get(b, lambda: "for b") == "for b"
+    assert cache.get(a, lambda: "a afresh") == "a afresh"  # one pool is kept at a time
+    assert cache.get(a, lambda: "other key", key=1) == "other key" and cache.get(a, lambda: "?") == "a afresh"

@@ -44,12 +44,17 @@ def cache_dir() -> Path:
     return _cache_dir()
 
 
-def _require_transformers():
+def require_transformers() -> None:
+    """A clear error naming the install command when torch or transformers is missing."""
     try:
         import torch  # noqa: F401
         import transformers  # noqa: F401
     except ImportError as err:  # pragma: no cover - depends on the install
         raise InstaError(f"models need torch and transformers ({err.name} missing): {_INSTALL_HINT}") from err
+
+
+#: The name of earlier versions (train.py imports it).
+_require_transformers = require_transformers
 
 
 def builtin_name(name: str) -> str | None:
@@ -77,7 +82,7 @@ def locate_gguf(name: str = DEFAULT_MODEL) -> Path:
 
 def _convert_gguf(gguf_path: Path, dest: Path) -> None:
     """Dequantise a GGUF checkpoint into a plain safetensors model directory at ``dest`` (atomically)."""
-    _require_transformers()
+    require_transformers()
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
@@ -186,7 +191,7 @@ def _base_of_adapter(location: str) -> str:
 
 def model_kind(location: str) -> str:
     """``"seq2seq"`` or ``"causal"`` from the model's config (``is_encoder_decoder``)."""
-    _require_transformers()
+    require_transformers()
     from transformers import AutoConfig
 
     if is_adapter_dir(location):
@@ -240,7 +245,7 @@ def load_model(
 
     A LoRA adapter directory (``adapter_config.json``) loads its base model and applies the adapter via peft.
     """
-    _require_transformers()
+    require_transformers()
     import torch
     from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM
 
@@ -363,5 +368,6 @@ __all__ = [
     "load_tokenizer",
     "locate_gguf",
     "model_kind",
+    "require_transformers",
     "resolve_model",
 ]
