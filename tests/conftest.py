@@ -3,6 +3,10 @@ from pathlib import Path
 
 import pytest
 
+# The test process, like the insta command, lets OpenMP threads sleep while they wait (torch is several times
+# slower on shared cores otherwise); the library itself sets no process-wide variable.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 REPO = Path(__file__).resolve().parents[1]
 FIXTURES = REPO / "tests" / "fixtures"
 

@@ -456,7 +456,7 @@ def test_index_cache_unwritable_dir_still_parses(tmp_path, monkeypatch):
 
 
 def test_split_placeholder_collapses_to_one():
-    from insta.catalogs.p3 import instruction_of
+    from insta.catalogs.p3 import template_instruction
 
-    text = instruction_of("Fact: {{ fact1[0]|capitalize }}{{ fact1[1:]|trim }}. {{a}} and {{a}} ||| {{b}}")
+    text = template_instruction("Fact: {{ fact1[0]|capitalize }}{{ fact1[1:]|trim }}. {{a}} and {{a}} ||| {{b}}")
     assert text == "Fact: [fact1]. [a] and [a]"

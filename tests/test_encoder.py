@@ -49,7 +49,7 @@ def test_cache_is_keyed_by_model_identity(fake_model):
     assert other.n_encoded == 1
 
 
-def test_corrupt_cache_is_rebuilt_not_fatal(fake_model, capsys):
+def test_corrupt_cache_is_rebuilt_not_fatal(fake_model, caplog):
     path, fake = fake_model
     enc = Encoder(path)
     enc.encode(["alpha", "beta"])
@@ -58,7 +58,7 @@ def test_corrupt_cache_is_rebuilt_not_fatal(fake_model, capsys):
     assert again.cache.rebuilt
     out = again.encode(["alpha"])
     assert again.n_encoded == 1 and out.shape == (1, 3)
-    assert "rebuilding" in capsys.readouterr().err
+    assert "rebuilding" in caplog.text  # a warning of logger insta.embedding_cache (the CLI shows it)
     assert Encoder(path).cache.loaded_from_disk  # rewritten whole
 
 
@@ -111,3 +111,50 @@ def test_model_fingerprint_ignores_location_provenance_and_version_stamps(tmp_pa
     assert model_fingerprint(str(a)) != model_fingerprint(str(c))  # different weights, different identity
     (b / "config.json").write_text('{"hidden_size": 16}')
     assert model_fingerprint(str(a)) != model_fingerprint(str(b))  # a real config change still counts
+
+
+def test_a_loaded_sentence_transformer_is_used_as_it_is():
+    """A plain SentenceTransformer (an object with encode only) works wherever an encoder goes: wrapped, no
+    disk cache (its weights may differ from any saved copy), same vectors as it gives."""
+    from insta.catalogs.base import Catalog
+    from insta.encoder import as_text_encoder
+    from insta.identification import evaluate_identification
+    from insta.methods import load_method
+    from insta.records import Task
+    from insta.selection import Selector
+
+    fake = FakeST()
+    enc = as_text_encoder(fake)
+    assert isinstance(enc, Encoder) and enc.cache is None and enc.describe()["name"] == "FakeST"
+    assert np.allclose(enc.encode(["alpha"]), fake.encode(["alpha"]))
+    pool = Catalog("toy", [Task(id=t, instructions=[f"{t} one", f"{t} two aa"], catalog="toy")
+                           for t in ("alpha", "beta", "gamma")])
+    direct = Selector(pool, FakeST()).select(["alpha one"], k=2)
+    via_method = load_method("insta-mean", encoder=FakeST()).select(["alpha one"], pool, 2)
+    assert direct.task_ids == via_method.task_ids and len(direct.task_ids) == 2
+    assert via_method.params["encoder"] == "FakeST"
+    res = evaluate_identification(pool, [FakeST()], unit="task")
+    assert res["encoders"][0]["label"] == "FakeST" and res["n_queries"] == 6
+
+
+def test_the_library_sets_no_process_wide_environment(tmp_path):
+    """Importing insta and loading an encoder from a local directory leave the environment alone (no
+    OMP_WAIT_POLICY, no HF_HUB_OFFLINE): the library passes local_files_only instead."""
+    import os
+    import subprocess
+    import sys
+
+    code = (
+        "import os, sys\n"
+        "import insta, insta.encoder as e, insta.methods, insta.selection, insta.evaluate, insta.mixture\n"
+        "seen = {}\n"
+        "class ST:\n"
+        "    def __init__(self, path, device=None, **kw): seen.update(kw)\n"
+        "sys.modules['sentence_transformers'] = type(sys)('sentence_transformers')\n"
+        "sys.modules['sentence_transformers'].SentenceTransformer = ST\n"
+        f"e.load_sentence_transformer({str(tmp_path)!r})\n"
+        "print(os.environ.get('OMP_WAIT_POLICY'), os.environ.get('HF_HUB_OFFLINE'), seen)\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "HF_HUB_OFFLINE")}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "None None {'local_files_only': True}"

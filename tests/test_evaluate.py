@@ -224,7 +224,9 @@ def test_template_averaging(monkeypatch):
 
 
 def test_superglue_protocol(monkeypatch, tmp_path):
-    from insta.superglue import evaluate_superglue
+    """T0's SuperGLUE protocol is simple_evaluate on the P3 tasks (T0 names are the catalog's aliases): every
+    template scored, accuracy averaged over templates."""
+    from insta.evaluate import simple_evaluate
 
     def rows(tid, n_templates, n_rows):
         exs = [Example(id=f"{tid}:{t}:{r}", input=f"{tid} {t} {r}", references=["Yes"], options=["Yes", "No"],
@@ -232,7 +234,8 @@ def test_superglue_protocol(monkeypatch, tmp_path):
                for r in range(n_rows) for t in range(n_templates)]
         return Task(id=tid, instructions=["x"], catalog="p3", loader=lambda: iter(exs))
 
-    cat = Catalog("p3", [rows("super_glue/rte", 3, 4), rows("super_glue/wsc.fixed", 2, 3)])
+    cat = Catalog("p3", [rows("super_glue/rte", 3, 4), rows("super_glue/wsc.fixed", 2, 3)],
+                  aliases={"rte": "super_glue/rte", "wsc": "super_glue/wsc.fixed"})
     # template k is right on rows < k+1 (of 4 / 3 rows)
     table = {}
     for task, nt, nr in (("super_glue/rte", 3, 4), ("super_glue/wsc.fixed", 2, 3)):
@@ -241,15 +244,16 @@ def test_superglue_protocol(monkeypatch, tmp_path):
                 table[(f"{task} {t} {r}", "Yes")] = (-1.0 if r < t + 1 else -3.0, 1)
                 table[(f"{task} {t} {r}", "No")] = (-2.0, 1)
     stub_scores(monkeypatch, table)
-    out = evaluate_superglue(STUB, catalog=cat, out_dir=tmp_path, calibration="none", progress=False)
+    out = simple_evaluate(STUB, ["rte", "wsc"], catalog=cat, out_dir=tmp_path, calibration="none", progress=False)
     rte = out["results"]["super_glue/rte"]
     assert rte["metrics"]["acc"] == pytest.approx((1 / 4 + 2 / 4 + 3 / 4) / 3)
     assert out["results"]["super_glue/wsc.fixed"]["metrics"]["acc"] == pytest.approx((1 / 3 + 2 / 3) / 2)
     assert (tmp_path / "super_glue__rte" / "results.json").is_file()
-    out = evaluate_superglue(STUB, names=["rte"], catalog=cat, limit_per_template=2, calibration="none", progress=False)
+    out = simple_evaluate(STUB, ["rte"], catalog=cat, limit_per_template=2, calibration="none", progress=False)
     assert out["results"]["super_glue/rte"]["n"] == 6
-    with pytest.raises(InstaError, match="unknown SuperGLUE target"):
-        evaluate_superglue(STUB, names=["cola"], catalog=cat)
+    assert out["results"]["super_glue/rte"]["metrics"]["n_templates"] == 3
+    with pytest.raises(InstaError, match="unknown task 'cola'"):
+        simple_evaluate(STUB, ["cola"], catalog=cat)
 
 
 # ---------------------------------------------------------------- generation logic, outputs, errors
@@ -346,7 +350,7 @@ def test_cli_evaluate(models, tmp_path, monkeypatch, capsys):
 def test_superglue_through_the_p3_reader(monkeypatch):
     """The P3 reader's RTE examples (row x template, provenance template_id) are averaged over templates."""
     from insta.catalogs import load_catalog
-    from insta.superglue import evaluate_superglue
+    from insta.evaluate import simple_evaluate
 
     cat = load_catalog("p3", Path(__file__).parent / "fixtures" / "p3", cache=False)
     exs = cat.get("super_glue/rte").examples()
@@ -359,8 +363,18 @@ def test_superglue_through_the_p3_reader(monkeypatch):
             good = (j == e.label) == (e.provenance["template_id"] == first)
             table[(e.input, opt)] = (-1.0 if good else -2.0, 1)
     stub_scores(monkeypatch, table)
-    out = evaluate_superglue(STUB, names=["rte"], catalog=cat, calibration="none", progress=False)
+    out = simple_evaluate(STUB, ["rte"], catalog=cat, calibration="none", progress=False)
     res = out["results"]["super_glue/rte"]
     assert res["metrics"]["n_templates"] == len(templates) == 2
     assert res["per_template"][first]["acc"] == 1.0
     assert res["metrics"]["acc"] == pytest.approx(0.5)
+
+
+def test_keyword_overrides_leave_the_callers_config_alone():
+    """evaluate_task / simple_evaluate(config, **overrides) work on a copy: one config serves many calls."""
+    from insta.options import apply_overrides
+
+    config = EvalConfig(progress=False)
+    changed = apply_overrides(config, {"limit": 3, "calibration": "none"}, "evaluation")
+    assert (changed.limit, changed.calibration) == (3, "none")
+    assert (config.limit, config.calibration) == (None, "auto")

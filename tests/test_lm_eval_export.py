@@ -10,7 +10,7 @@ from insta.catalogs import load_catalog
 from insta.cli import main
 from insta.errors import InstaError
 from insta.lm_eval_export import export_lm_eval_task
-from insta.mixture import join_prompt_target
+from insta.prompt_format import join_prompt_target
 from insta.records import Example
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning", "ignore::FutureWarning", "ignore::DeprecationWarning")

@@ -123,7 +123,7 @@ def test_roe_majority_vote_on_a_constructed_case(monkeypatch):
 
     enc = TableEncoder({"alpha": [1, 0, 0], "beta": [0, 1, 0], "gamma": [0, 0, 1], "qa": [0.9, 0.1, 0],
                         "qb": [0.1, 0.9, 0.05]})
-    monkeypatch.setitem(m._ENCODERS, "table", enc)
+    monkeypatch.setitem(m.resources._ENCODERS, "table", enc)
     pool = Catalog("toy", [_task("A", ["alpha one", "alpha two"]), _task("B", ["beta one"]),
                            _task("C", ["gamma one", "gamma two"])])
     target = Task(id="T", instructions=["x"], catalog="toy")
@@ -157,22 +157,40 @@ def test_lexical_bm25_prefers_shared_words():
     assert res.params["scorer"].startswith("BM25")
 
 
+#: ``data_selection.hashed_ngram_dsir`` 1.0.3 on these texts (n=2, 1000 buckets): its tokens and its non-zero
+#: counts, recorded with the package installed (insta reproduces its featurizer without depending on it).
+_DSIR_PACKAGE_REFERENCE = [
+    ("Q: Is the following sentence plausible? \"Messi scored a penalty-kick.\"\nA:",
+     ['q', ':', 'is', 'the', 'following', 'sentence', 'plausible', '?', '"', 'messi', 'scored', 'a', 'penalty', '-',
+      'kick', '."', 'a', ':'],
+     {59: 1, 154: 1, 169: 1, 179: 1, 202: 1, 263: 1, 266: 1, 288: 1, 332: 1, 335: 1, 358: 1, 400: 1, 417: 1, 437: 1,
+      447: 1, 495: 1, 499: 2, 536: 1, 568: 1, 569: 1, 583: 1, 598: 1, 616: 1, 672: 1, 777: 1, 807: 1, 817: 1, 821: 1,
+      868: 1, 870: 1, 935: 2, 955: 1, 963: 1}),
+    ("Context: Rachida Brakni ( Hindi : \u0928\u093f\u0924\u0940\u0936 ; born 2 June 1963 )",
+     ['context', ':', 'rachida', 'brakni', '(', 'hindi', ':', '\u0928\u093f\u0924\u0940\u0936', ';', 'born', '2',
+      'june', '1963', ')'],
+     {12: 1, 53: 1, 69: 1, 82: 1, 102: 1, 140: 1, 188: 1, 198: 1, 211: 1, 305: 1, 325: 1, 411: 1, 546: 1, 584: 1,
+      618: 1, 644: 1, 652: 1, 736: 1, 841: 1, 861: 1, 902: 1, 907: 1, 908: 1, 935: 2, 952: 1, 987: 1}),
+    ("What movie does this emoji describe? \U0001f3f4\U000e0067\U000e0062\u2764\ufe0f\U0001f5e1 choice: ran",
+     ['what', 'movie', 'does', 'this', 'emoji', 'describe', '?', '\U0001f3f4\U000e0067\U000e0062\u2764', '\ufe0f',
+      '\U0001f5e1', 'choice', ':', 'ran'],
+     {6: 1, 22: 1, 108: 1, 133: 1, 139: 1, 169: 1, 264: 1, 297: 1, 329: 1, 353: 1, 354: 1, 388: 1, 497: 2, 646: 1,
+      656: 1, 657: 1, 696: 1, 716: 1, 776: 1, 851: 1, 862: 1, 908: 1, 935: 1, 966: 1}),
+]
+
+
 def test_dsir_featurizer_matches_the_package_on_non_ascii_text():
     """Python's re splits Devanagari words at their vowel signs and emoji sequences differently from the regex
     engine nltk uses: the features must be the package's (the committed experiment's DSIR picks depend on it)."""
-    import importlib
-
     from insta.methods import ngram_features, wordpunct_fallback
 
-    pkg = importlib.import_module("data_selection.hashed_ngram_dsir")
-    texts = ["Q: Is the following sentence plausible? \"Messi scored a penalty-kick.\"\nA:",
-             "Context: Rachida Brakni ( Hindi : \u0928\u093f\u0924\u0940\u0936 ; born 2 June 1963 )",
-             "What movie does this emoji describe? \U0001f3f4\U000e0067\U000e0062\u2764\ufe0f\U0001f5e1 choice: ran"]
+    texts = [t for t, _, _ in _DSIR_PACKAGE_REFERENCE]
     feats = ngram_features(texts, 2, 1000).toarray()
-    for t, row in zip(texts, feats):
-        ref = pkg.get_ngram_counts(t, n=2, num_buckets=1000)
+    for (t, tokens, counts), row in zip(_DSIR_PACKAGE_REFERENCE, feats):
+        ref = np.zeros(1000, dtype=np.int64)
+        ref[list(counts)] = list(counts.values())
         assert (ngram_counts_builtin(t, 2, 1000) == ref).all() and (row == ref).all()
-        assert wordpunct_fallback()(t.lower()) == pkg.wpt.tokenize(t.lower())  # the fallback without the package
+        assert wordpunct_fallback()(t.lower()) == tokens
 
 
 def test_dsir_ranks_the_task_whose_ngrams_match_the_target():
@@ -199,7 +217,7 @@ def test_insta_aligned_plumbing(tmp_path, catalogs, monkeypatch):
     enc_dir = tmp_path / "aligned-enc"
     enc_dir.mkdir()
     (enc_dir / "config.json").write_text("{}")
-    monkeypatch.setitem(m._ENCODERS, str(enc_dir), HashingEncoder(64))
+    monkeypatch.setitem(m.resources._ENCODERS, str(enc_dir), HashingEncoder(64))
     method = make_method("insta-aligned", encoder=str(enc_dir))
     res = method.select(bigbench.get("animal_facts"), bigbench, 3)
     assert method.aggregation == "topk-vote" and res.params["vote_depth"] == 10
@@ -255,7 +273,7 @@ def test_insta_topk_vote_breaks_zero_vote_ties_by_mean_cosine_like_the_selector(
     from insta.selection import Selector
 
     enc = TableEncoder({"target": [1, 0, 0], "near": [0.9, 0.1, 0], "mid": [0.6, 0.8, 0], "far": [0.1, 0.2, 0.97]})
-    monkeypatch.setitem(m._ENCODERS, "table", enc)
+    monkeypatch.setitem(m.resources._ENCODERS, "table", enc)
     pool = Catalog("toy", [Task(id="a_far", instructions=["far"], catalog="toy"),
                            Task(id="b_mid", instructions=["mid"], catalog="toy"),
                            Task(id="c_near", instructions=["near"], catalog="toy")])
@@ -343,7 +361,7 @@ def test_roe_vectorised_retrieval_equals_the_loop_in_chunks_and_with_exclusions(
     q /= np.linalg.norm(q, axis=1, keepdims=True)
     pool = Catalog("toy", [Task(id=f"t{i}", instructions=["x"], catalog="toy") for i in range(n_tasks)])
     index = m.InstanceIndex("stub", chunk=4)  # chunks smaller than a task: maxima across chunk borders
-    index._cache = {m._pool_key(pool): (owner, emb, pool)}
+    index._cache.put(pool, (owner, emb))
 
     class Stub:
         def encode(self, texts):
@@ -352,7 +370,7 @@ def test_roe_vectorised_retrieval_equals_the_loop_in_chunks_and_with_exclusions(
         def describe(self):
             return {"name": "stub"}
 
-    monkeypatch.setitem(m._ENCODERS, "stub", Stub())
+    monkeypatch.setitem(m.resources._ENCODERS, "stub", Stub())
     samples = [Example(id=str(i), input=str(i), references=[]) for i in range(6)]
     for allowed in (np.ones(n_tasks, dtype=bool), np.array([True, False, True, True, False, True, True])):
         votes, mean_best = index.query(pool, samples, allowed)
@@ -366,7 +384,7 @@ def test_roe_excluded_task_cannot_take_a_vote(monkeypatch):
     import insta.methods as m
 
     enc = TableEncoder({"alpha": [1, 0, 0], "beta": [0.8, 0.6, 0], "gamma": [0, 0, 1], "q": [1, 0.01, 0]})
-    monkeypatch.setitem(m._ENCODERS, "table", enc)
+    monkeypatch.setitem(m.resources._ENCODERS, "table", enc)
     pool = Catalog("toy", [_task("A", ["alpha one"]), _task("B", ["beta one"]), _task("C", ["gamma one"])])
     target = Task(id="T", instructions=["x"], catalog="toy")
     samples = [Example(id="s", input="q", references=[])]
@@ -434,7 +452,7 @@ def test_hybrid_weight_zero_is_insta_and_one_is_the_instance_signal(monkeypatch)
     enc = TableEncoder({"instr A": [1, 0, 0], "instr B": [0.6, 0.8, 0], "instr C": [0, 0.6, 0.8],
                         "target": [0.95, 0.3, 0.0],
                         "alpha": [0, 0, 1], "beta": [0, 1, 0], "gamma": [1, 0, 0], "qq": [0.99, 0.1, 0.05]})
-    monkeypatch.setitem(m._ENCODERS, "table", enc)
+    monkeypatch.setitem(m.resources._ENCODERS, "table", enc)
 
     def task(tid, instr, inputs):
         exs = [Example(id=f"{tid}:{i}", input=x, references=["a"]) for i, x in enumerate(inputs)]
@@ -476,3 +494,18 @@ def test_insta_format_ranks_the_task_with_the_target_output_space_first():
     assert fmt.config["format_aware"] == "instructions with their output space"
     free = make_method("insta-format", encoder="hashing").select(["Read the passage and answer."], pool, 2)
     assert free.task_ids == plain.task_ids and "unknown" in free.config["format_aware"]
+
+
+def test_per_pool_caches_never_serve_another_pool():
+    """Caches hold their pool by weak reference: a new pool object (even with the same task ids) is computed
+    afresh, so no id() reuse can hand it another pool's library."""
+    from insta.methods.resources import PoolCache
+
+    cache = PoolCache()
+    a = Catalog("toy", [Task(id="t", instructions=["x"], catalog="toy")])
+    b = Catalog("toy", [Task(id="t", instructions=["x"], catalog="toy")])
+    assert cache.get(a, lambda: "for a") == "for a"
+    assert cache.get(a, lambda: "again") == "for a"
+    assert cache.get(b, lambda: "for b") == "for b"
+    assert cache.get(a, lambda: "a afresh") == "a afresh"  # one pool is kept at a time
+    assert cache.get(a, lambda: "other key", key=1) == "other key" and cache.get(a, lambda: "?") == "a afresh"

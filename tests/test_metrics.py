@@ -92,3 +92,19 @@ def test_gold_score_sum_and_per_token():
     assert gold_score(sample) == (-4.5, 1.5)
     assert gold_score({"label": 0, "scores_sum": [-2.0, -1.0]}) == (-2.0, 2.0)  # no token counts: one token each
     assert gold_score({"label": 0, "scores_sum": [-2.0], "n_tokens": [0]}) == (-2.0, 2.0)
+
+
+def test_macro_f1_is_the_same_in_every_process():
+    """The classes are a set of strings, whose order changes with the hash seed: the sum must not depend on it."""
+    import os
+    import subprocess
+    import sys
+
+    code = ("from insta.metrics import macro_f1\n"
+            # per-class F1 0.1, 0.2, 0.3 and 0: (0.1 + 0.2) + 0.3 != 0.1 + (0.2 + 0.3) in floating point
+            "p = ['a'] + ['b'] + ['c'] * 3 + ['a'] * 18 + ['b'] * 8 + ['c'] * 14\n"
+            "g = ['a'] + ['b'] + ['c'] * 3 + ['z'] * 40\n"
+            "print(repr(macro_f1(p, g)))\n")
+    outs = {subprocess.run([sys.executable, "-c", code], env={**os.environ, "PYTHONHASHSEED": str(seed)},
+                           capture_output=True, text=True, check=True).stdout for seed in range(8)}
+    assert outs == {"0.15\n"}, outs

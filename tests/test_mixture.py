@@ -257,3 +257,17 @@ def test_records_from_each_catalog_format(name):
         assert r["input"] == ex.input and r["target"] == ex.target and r["catalog"] == name
         assert r["instruction"] in cat.get(r["task"]).instructions or name == "p3"
         assert r["instruction"]
+
+
+def test_mixture_from_selection_leaves_the_callers_config_alone(tmp_path, catalog):
+    """The target found in the selection and the resolved caps go into the manifest, not into the caller's config
+    (one config can build the mixtures of several selections)."""
+    sel = tmp_path / "sel.json"
+    sel.write_text(json.dumps({"catalog": "toy", "target": {"task": "target_task"},
+                               "selected": [{"task": "sentiment"}, {"task": "arithmetic"}]}))
+    config = MixtureConfig(per_task=2, caps={"sentiment": 1})
+    before = repr(config)
+    mix = mixture_from_selection(sel, config, catalog=catalog)
+    assert repr(config) == before and config.exclude_target is None
+    assert mix.manifest["config"]["exclude_target"] == "target_task" and mix.manifest["target"] == "target_task"
+    assert mix.counts() == {"sentiment": 1, "arithmetic": 2}

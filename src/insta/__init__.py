@@ -9,13 +9,6 @@ Step by step::
 """
 from __future__ import annotations
 
-import os as _os
-
-# OpenMP threads that spin while they wait make torch several times slower whenever another process shares
-# the cores (measured: a SmolLM2 forward pass 4x slower on 2 busy cores); sleeping waits cost little on an
-# idle machine. Only a default, effective if torch is not imported yet; OMP_WAIT_POLICY=ACTIVE overrides it.
-_os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
 __version__ = "0.1.0"
 
 _LAZY = {

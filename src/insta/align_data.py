@@ -1,153 +1,20 @@
-"""Alignment data: the configuration, the leakage-free split of a catalog, the training/dev pairs and the
-task-aware batches of INSTA-aligned (see :mod:`insta.align` for the whole recipe)."""
+"""Alignment data: the leakage-free split of a catalog and the training/dev pairs of INSTA-aligned (see
+:mod:`insta.align` for the whole recipe); the configuration is :mod:`insta.align_config`, the task-aware batches
+:mod:`insta.align_batches` (both re-exported here)."""
 from __future__ import annotations
 
 import math
 import random
-from dataclasses import asdict, dataclass, field, fields
-from typing import Any, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from .align_batches import TaskAwareBatchSampler
+from .align_config import EVAL_POOLS, FORMAT_VERSION, METADATA_FILE, OBJECTIVES, UNITS, WORK_DIR, AlignConfig
+from .catalogs import evaluation_families
 from .catalogs.base import Catalog
 from .errors import InstaError
-
-METADATA_FILE = "insta_alignment.json"
-WORK_DIR = ".insta-align"
-FORMAT_VERSION = 1
-OBJECTIVES = ("cosine", "mnrl")
-UNITS = ("family", "task")
-#: Pools that hold evaluation targets; their tasks (and families) never feed alignment by default.
-EVAL_POOLS = ("t0_eval", "eval", "test")
-
-
-def _bbh_parents() -> dict[str, str]:
-    """BBH task -> BIG-bench parent (from the BBH reader; a copy here if that module is missing)."""
-    try:
-        from .catalogs.bbh import BBH_PARENT
-
-        return dict(BBH_PARENT)
-    except ImportError:  # pragma: no cover - the reader ships with insta
-        return {
-            "boolean_expressions": "boolean_expressions", "causal_judgement": "causal_judgment",
-            "date_understanding": "date_understanding", "disambiguation_qa": "disambiguation_qa",
-            "dyck_languages": "dyck_languages", "formal_fallacies": "formal_fallacies_syllogisms_negation",
-            "geometric_shapes": "geometric_shapes", "hyperbaton": "hyperbaton",
-            "logical_deduction_five_objects": "logical_deduction", "movie_recommendation": "movie_recommendation",
-            "multistep_arithmetic_two": "multistep_arithmetic", "navigate": "navigate",
-            "object_counting": "object_counting", "penguins_in_a_table": "penguins_in_a_table",
-            "reasoning_about_colored_objects": "reasoning_about_colored_objects", "ruin_names": "ruin_names",
-            "salient_translation_error_detection": "salient_translation_error_detection", "snarks": "snarks",
-            "sports_understanding": "sports_understanding", "temporal_sequences": "temporal_sequences",
-            "tracking_shuffled_objects_five_objects": "tracking_shuffled_objects", "web_of_lies": "web_of_lies",
-            "word_sorting": "word_sorting",
-        }
-
-
-# ---------------------------------------------------------------- configuration
-
-
-@dataclass
-class AlignConfig:
-    """Every knob of an alignment run; the defaults are the authors' recipe (METHOD.md §2).
-
-    ``learning_rate=None`` means the objective's default: 1e-6 for ``cosine`` (the paper), 2e-5 for ``mnrl``
-    (the usual contrastive fine-tuning rate; 1e-6 barely moves the model in a few dozen steps).
-    """
-
-    base_encoder: str = "all-MiniLM-L6-v2"
-    objective: str = "cosine"
-    # data
-    pool: str | None = None  # restrict the catalog to this pool first (e.g. t0_train)
-    unit: str = "family"  # what counts as "one task": a family (dataset, BIG-bench parent) or a task id
-    default_exclusions: bool = True  # drop evaluation pools (+ BBH parents for BIG-bench)
-    exclude_tasks: list[str] = field(default_factory=list)
-    exclude_families: list[str] = field(default_factory=list)
-    heldout_fraction: float = 0.2  # instructions kept out for the identification test
-    dev_fraction: float = 0.1  # instructions kept out for the dev Pearson (best-epoch choice)
-    # pairs (authors' recipe)
-    positive_fraction: float = 0.4
-    negative_threshold: float = 0.3
-    max_negative_reuse: int = 4
-    max_positive_pairs_per_unit: int | None = None  # cap for huge families (BIG-bench list_functions ...)
-    # training
-    epochs: int = 5
-    batch_size: int = 16
-    learning_rate: float | None = None
-    warmup_ratio: float = 0.1  # of one epoch's steps
-    weight_decay: float = 0.01
-    max_grad_norm: float = 1.0
-    max_seq_length: int | None = 128  # tokens, during training only (the saved model keeps its own)
-    mnrl_scale: float = 20.0
-    select_best: bool = True  # keep the epoch with the best dev Pearson (else the last)
-    seed: int = 42
-    # runtime (not part of the run's identity)
-    threads: int | None = None
-    device: str | None = None
-    progress: bool = True
-    keep_checkpoints: bool = False
-
-    RUNTIME_FIELDS = ("threads", "device", "progress", "keep_checkpoints")
-
-    def __post_init__(self) -> None:
-        self.validate()
-
-    @property
-    def lr(self) -> float:
-        if self.learning_rate is not None:
-            return float(self.learning_rate)
-        return 1e-6 if self.objective == "cosine" else 2e-5
-
-    def validate(self) -> None:
-        from .options import check_types
-
-        check_types(self, "alignment")
-        if self.objective not in OBJECTIVES:
-            raise InstaError(f"unknown objective {self.objective!r} (choose from {', '.join(OBJECTIVES)})")
-        if self.unit not in UNITS:
-            raise InstaError(f"unknown unit {self.unit!r} (choose from {', '.join(UNITS)})")
-        for name in ("heldout_fraction", "dev_fraction"):
-            v = getattr(self, name)
-            if not 0.0 <= v < 1.0:
-                raise InstaError(f"{name} must be in [0, 1), got {v}")
-        if self.heldout_fraction + self.dev_fraction >= 1.0:
-            raise InstaError("heldout_fraction + dev_fraction must be below 1")
-        if not 0.0 < self.positive_fraction <= 1.0:
-            raise InstaError(f"positive_fraction must be in (0, 1], got {self.positive_fraction}")
-        if not -1.0 <= self.negative_threshold <= 1.0:
-            raise InstaError(f"negative_threshold must be a cosine in [-1, 1], got {self.negative_threshold}")
-        ints = {"max_negative_reuse": 0, "epochs": 1, "batch_size": 2 if self.objective == "mnrl" else 1}
-        for name, low in ints.items():
-            v = getattr(self, name)
-            if not isinstance(v, int) or v < low:
-                raise InstaError(f"{name} must be an integer >= {low}, got {v!r}")
-        if self.max_positive_pairs_per_unit is not None and self.max_positive_pairs_per_unit < 1:
-            raise InstaError("max_positive_pairs_per_unit must be >= 1")
-        if self.learning_rate is not None and not self.learning_rate > 0:
-            raise InstaError(f"learning_rate must be positive, got {self.learning_rate}")
-        if not 0.0 <= self.warmup_ratio <= 10:
-            raise InstaError(f"warmup_ratio must be >= 0, got {self.warmup_ratio}")
-
-    def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["learning_rate_effective"] = self.lr
-        return d
-
-    def identity(self) -> dict[str, Any]:
-        """The fields that define the result (runtime knobs left out)."""
-        d = self.to_dict()
-        for name in self.RUNTIME_FIELDS:
-            d.pop(name, None)
-        return d
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "AlignConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known - {"learning_rate_effective"})
-        if unknown:
-            raise InstaError(f"unknown alignment option(s): {', '.join(unknown)}")
-        return cls(**{k: v for k, v in data.items() if k in known})
-
 
 # ---------------------------------------------------------------- split
 
@@ -220,9 +87,8 @@ def default_exclusions(catalog: Catalog) -> dict[str, str]:
             if pool in task.pools:
                 reasons.setdefault(task.id, f"evaluation pool {pool}")
                 families.setdefault(task.family, f"family of an evaluation target ({pool})")
-    if catalog.name == "bigbench":
-        for bbh_task, parent in sorted(_bbh_parents().items()):
-            families.setdefault(parent, f"BIG-bench parent of BBH task {bbh_task}")
+    for family, reason in evaluation_families(catalog.name).items():  # BIG-bench: the parents of BBH targets
+        families.setdefault(family, reason)
     for task in catalog:
         if task.id not in reasons and task.family in families:
             reasons[task.id] = families[task.family]
@@ -451,105 +317,8 @@ def build_dev_pairs(
                                           "n_without_negative": missing})
 
 
-# ---------------------------------------------------------------- batching
-
-
-class TaskAwareBatchSampler:
-    """Batches of example indices in which no two examples share a group key (no same-task negatives).
-
-    ``keys[i]`` is the set of keys of example ``i`` (for an instruction pair: the units of both texts); a batch
-    only holds examples whose key sets are pairwise disjoint, so with ``MultipleNegativesRankingLoss`` every
-    in-batch negative comes from another task. Each epoch reshuffles with ``seed + epoch``: units are drawn
-    with probability proportional to what they have left, so big units spread over the epoch. Examples that
-    would end up alone in a batch (only one unit left) are dropped for that epoch (``dropped`` says how many).
-
-    Every epoch has the same number of batches (a Trainer counts its steps as epochs x batches per epoch): that
-    of the shortest of the first ``epochs`` epochs. A longer epoch leaves out its smallest batches (the tail of
-    the packing: a few pairs, counted in ``dropped``); a later epoch that packs into fewer halves its largest.
-    Usable as a ``torch.utils.data.DataLoader(batch_sampler=...)``, and by ``SentenceTransformerTrainer``
-    through :meth:`for_trainer`.
-    """
-
-    def __init__(self, keys: Sequence[Sequence[str] | str], batch_size: int, seed: int = 42, min_batch: int = 2,
-                 epochs: int = 1):
-        if batch_size < 1:
-            raise InstaError("batch_size must be >= 1")
-        self.keys = [frozenset([k]) if isinstance(k, str) else frozenset(k) for k in keys]
-        self.batch_size = batch_size
-        self.seed = seed
-        self.min_batch = min_batch
-        self.epoch = 0
-        self.dropped = 0
-        self._cache: dict[int, tuple[list[list[int]], int]] = {}
-        self.n_batches = min(len(self._make(e)[0]) for e in range(max(1, epochs)))
-
-    @classmethod
-    def for_trainer(cls, keys: Sequence[Sequence[str] | str], dataset: Any = None, *, batch_size: int, seed: int = 0,
-                    epochs: int = 1, **_trainer_kwargs: Any) -> "TaskAwareBatchSampler":
-        """The ``batch_sampler`` callable of ``SentenceTransformerTrainingArguments`` (bind ``keys`` and ``epochs``
-        with ``functools.partial``): the Trainer passes its dataset, batch size and seed."""
-        return cls(keys, batch_size, seed=seed, epochs=epochs)
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def batches(self, epoch: int | None = None) -> list[list[int]]:
-        epoch = self.epoch if epoch is None else epoch
-        if epoch not in self._cache:
-            self._cache = {epoch: self._fit(*self._make(epoch))}
-        batches, self.dropped = self._cache[epoch]
-        return batches
-
-    def _fit(self, batches: list[list[int]], dropped: int) -> tuple[list[list[int]], int]:
-        """Exactly ``n_batches`` batches, in their order: leave out the smallest ones, or halve the largest."""
-        batches = list(batches)
-        while len(batches) > self.n_batches:
-            dropped += len(batches.pop(min(range(len(batches)), key=lambda i: len(batches[i]))))
-        while batches and len(batches) < self.n_batches:
-            i = max(range(len(batches)), key=lambda i: len(batches[i]))
-            if len(batches[i]) < 2:
-                break
-            big = batches[i]
-            batches[i:i + 1] = [big[:len(big) // 2], big[len(big) // 2:]]
-        return batches, dropped
-
-    def _make(self, epoch: int) -> tuple[list[list[int]], int]:
-        rng = random.Random(f"{self.seed}:batches:{epoch}")
-        buckets: dict[str, list[int]] = {}
-        for i, ks in enumerate(self.keys):
-            buckets.setdefault(min(ks) if ks else f"#{i}", []).append(i)
-        for b in buckets.values():
-            rng.shuffle(b)
-        out: list[list[int]] = []
-        dropped = 0
-        while buckets:
-            names = list(buckets)
-            # weighted order without replacement (Efraimidis-Spirakis): bigger buckets come first more often
-            order = sorted(names, key=lambda n: -(rng.random() ** (1.0 / len(buckets[n]))))
-            batch, used = [], set()
-            for name in order:
-                bucket = buckets[name]
-                for pos, idx in enumerate(bucket):
-                    if not (self.keys[idx] & used):
-                        batch.append(idx)
-                        used |= self.keys[idx]
-                        bucket.pop(pos)
-                        break
-                if not bucket:
-                    del buckets[name]
-                if len(batch) == self.batch_size:
-                    break
-            if len(batch) >= self.min_batch:
-                out.append(batch)
-            else:
-                dropped += len(batch)
-                if not batch:  # nothing placeable (cannot happen with non-empty buckets); stop safely
-                    dropped += sum(map(len, buckets.values()))
-                    break
-        return out, dropped
-
-    def __iter__(self) -> Iterator[list[int]]:
-        return iter(self.batches())
-
-    def __len__(self) -> int:
-        return self.n_batches
+__all__ = [
+    "EVAL_POOLS", "FORMAT_VERSION", "METADATA_FILE", "OBJECTIVES", "UNITS", "WORK_DIR", "AlignConfig", "AlignmentSplit",
+    "Pair", "PairSet", "TaskAwareBatchSampler", "build_dev_pairs", "build_pairs", "catalog_units", "default_exclusions",
+    "split_catalog", "text_units", "unit_of",
+]

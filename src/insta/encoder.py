@@ -11,21 +11,15 @@ import hashlib
 import json
 import os
 import re
-import sys
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
+from .embedding_cache import EmbeddingCache
 from .errors import InstaError
 from .helpers import stable_key
-from .paths import atomic_write_bytes, cache_dir
-
-try:
-    import fcntl
-except ImportError:  # pragma: no cover - Windows: writers are not serialised, the atomic rename still holds
-    fcntl = None  # type: ignore[assignment]
+from .paths import cache_dir
 
 DEFAULT_ENCODER = "all-MiniLM-L6-v2"
 _MINILM_NAMES = {"all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2", "minilm"}
@@ -137,162 +131,17 @@ def _without_version_stamps(raw: bytes) -> bytes:
     return json.dumps(obj, sort_keys=True).encode()
 
 
-_KEY = re.compile(r"[0-9a-f]{32}")
-_NORM_TOLERANCE = 1e-3
-
-
-class EmbeddingCache:
-    """Embeddings of one model on disk: ``<cache>/embeddings/<model key>.npz`` with text hashes and vectors.
-
-    Safe for concurrent writers: :meth:`add` takes an exclusive lock on ``<file>.lock`` (``fcntl.flock`` where
-    the platform has it), merges in what other processes wrote since this one read the file, and replaces the
-    file atomically (temp file + rename), so readers need no lock and no writer loses another's entries.
-    What is read is checked: rows whose key is not a text hash or whose vector is not finite and unit-norm are
-    dropped (the encoder computes them again), and vectors of another dimension than the ones being added are
-    replaced. An unreadable file is discarded and rebuilt; a cache path that is a folder where a file belongs
-    (or a file where a folder belongs) is an :class:`InstaError`; any other failure to write only costs speed.
-    """
-
-    def __init__(self, model_key: str, root: Path | None = None):
-        self.path = (root or cache_dir("embeddings")) / f"{model_key}.npz"
-        self.lock_path = self.path.with_name(self.path.name + ".lock")
-        self._index: dict[str, int] = {}
-        self._vecs = np.zeros((0, 0), dtype=np.float32)
-        self.loaded_from_disk = False
-        self.rebuilt = False
-        self.n_discarded = 0  # rows dropped as invalid when the file was read
-        keys, vecs = self._read(warn=True)
-        if keys:
-            self._index = {k: i for i, k in enumerate(keys)}
-            self._vecs = vecs
-            self.loaded_from_disk = True
-
-    @staticmethod
-    def key(text: str) -> str:
-        return stable_key(text)[:32]
-
-    def _folder_error(self) -> InstaError:
-        """The one-line error for a cache path of the wrong kind (a folder where a file belongs, or vice versa)."""
-        for f in (self.path, self.lock_path):
-            if f.is_dir():
-                return InstaError(f"embedding cache file {f} is a folder: remove it, or set INSTA_CACHE_DIR "
-                                  "to another folder")
-        return InstaError(f"embedding cache folder {self.path.parent} cannot be created: a file is in the way "
-                          "(remove it, or set INSTA_CACHE_DIR to another folder)")
-
-    def _read(self, warn: bool = False) -> tuple[list[str], np.ndarray]:
-        """The valid (key, vector) rows of the file; none if it is missing or unreadable."""
-        empty: tuple[list[str], np.ndarray] = ([], np.zeros((0, 0), dtype=np.float32))
-        if self.path.is_dir():
-            raise self._folder_error()
-        if not self.path.is_file():
-            return empty
-        try:
-            with np.load(self.path, allow_pickle=False) as data:
-                keys = np.asarray(data["keys"])
-                vecs = np.asarray(data["vecs"], dtype=np.float32)
-            if vecs.ndim != 2 or keys.ndim != 1 or len(keys) != len(vecs) or keys.dtype.kind != "U":
-                raise ValueError("shape mismatch")
-        except Exception as err:  # a torn or foreign file: start over rather than fail
-            if warn:
-                print(f"insta: embedding cache {self.path} unreadable ({err.__class__.__name__}); rebuilding",
-                      file=sys.stderr)
-                self.rebuilt = True
-            return empty
-        with np.errstate(all="ignore"):
-            good = np.isfinite(vecs).all(axis=1) & (np.abs(np.linalg.norm(vecs, axis=1) - 1.0) < _NORM_TOLERANCE)
-        names: list[str] = keys.tolist()
-        seen: set[str] = set()
-        rows = []
-        for i, (k, ok) in enumerate(zip(names, good.tolist())):
-            if ok and _KEY.fullmatch(k) and k not in seen:
-                seen.add(k)
-                rows.append(i)
-        if len(rows) < len(names) and warn:
-            self.n_discarded = len(names) - len(rows)
-            print(f"insta: embedding cache {self.path}: {self.n_discarded} invalid vector(s) discarded "
-                  "(they will be recomputed)", file=sys.stderr)
-        if not rows:
-            return empty
-        return [names[i] for i in rows], vecs[rows]
-
-    def __len__(self) -> int:
-        return len(self._index)
-
-    def lookup(self, texts: Sequence[str]) -> tuple[np.ndarray | None, list[int]]:
-        """Vectors for the cached texts (rows of missing ones left zero) and the positions that are missing."""
-        if not self._index:
-            return None, list(range(len(texts)))
-        out = np.zeros((len(texts), self._vecs.shape[1]), dtype=np.float32)
-        missing = []
-        for i, text in enumerate(texts):
-            j = self._index.get(self.key(text))
-            if j is None:
-                missing.append(i)
-            else:
-                out[i] = self._vecs[j]
-        return out, missing
-
-    def _append(self, keys: Sequence[str], rows: np.ndarray) -> None:
-        new = [(k, r) for k, r in zip(keys, rows) if k not in self._index]
-        if not new:
-            return
-        for k, _ in new:
-            self._index[k] = len(self._index)
-        block = np.asarray([r for _, r in new], dtype=np.float32)
-        self._vecs = block if self._vecs.size == 0 else np.vstack([self._vecs, block])
-
-    def add(self, texts: Sequence[str], vecs: np.ndarray) -> None:
-        """Add vectors, merge in other writers' entries, and persist the whole cache atomically."""
-        vecs = np.asarray(vecs, dtype=np.float32)
-        if self._index and vecs.ndim == 2 and vecs.shape[1] != self._vecs.shape[1]:
-            print(f"insta: embedding cache {self.path} holds {self._vecs.shape[1]}-d vectors, the model gives "
-                  f"{vecs.shape[1]}-d; rebuilding", file=sys.stderr)
-            self._index, self._vecs = {}, np.zeros((0, 0), dtype=np.float32)
-            self.rebuilt = True
-        before = len(self._index)
-        self._append([self.key(t) for t in texts], vecs)
-        if len(self._index) == before:
-            return
-        try:
-            with self._locked():
-                keys, disk = self._read()  # what other writers saved since this cache was read
-                if keys and disk.shape[1] == self._vecs.shape[1]:
-                    self._append(keys, disk)
-                ordered = np.array(sorted(self._index, key=self._index.get))
-                import io
-
-                buf = io.BytesIO()
-                np.savez(buf, keys=ordered, vecs=self._vecs)
-                atomic_write_bytes(self.path, buf.getvalue())
-        except (IsADirectoryError, NotADirectoryError, FileExistsError):
-            raise self._folder_error() from None
-        except OSError as err:  # a read-only or full disk: the vectors stay in memory, the next run recomputes
-            print(f"insta: embedding cache {self.path} not saved ({err.strerror or err})", file=sys.stderr)
-
-    @contextmanager
-    def _locked(self) -> Iterator[None]:
-        """An exclusive lock shared by every process writing this cache (none where fcntl is missing)."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.lock_path, "a+b") as fh:
-            if fcntl is not None:
-                fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                if fcntl is not None:
-                    fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
-
-
 class Encoder:
     """A sentence-transformers encoder whose normalised embeddings are cached on disk.
 
-    The model is loaded only when a text is not in the cache, so a warm selection never imports torch.
+    ``model`` is a name or directory (loaded only when a text is not in the cache, so a warm selection never
+    imports torch), or a ``SentenceTransformer`` object already loaded: that one is used as it is, without the
+    disk cache (its weights may differ from any saved copy).
     """
 
     def __init__(
         self,
-        model: str | None = None,
+        model: str | Any | None = None,
         *,
         device: str | None = None,
         batch_size: int = 64,
@@ -300,16 +149,22 @@ class Encoder:
         cache_root: Path | None = None,
         show_progress: bool = False,
     ):
-        self.name = model or DEFAULT_ENCODER
-        self.path = resolve_encoder(self.name)
         self.device = device
         self.batch_size = batch_size
         self.show_progress = show_progress
-        label = Path(self.name.rstrip("/")).name or "model"
-        self.model_key = f"{re.sub(r'[^A-Za-z0-9_.-]+', '_', label)[:40]}-{model_fingerprint(self.path)}"
-        self.cache = EmbeddingCache(self.model_key, cache_root) if cache else None
         self._model = None
         self.n_encoded = 0  # texts actually run through the model (cache misses)
+        if model is not None and not isinstance(model, (str, os.PathLike)):
+            self._model = model
+            self.name = _model_name(model)
+            self.path = self.name
+            self.model_key = f"{_key_label(self.name)}-in-memory"
+            self.cache = None
+            return
+        self.name = str(model or DEFAULT_ENCODER)
+        self.path = resolve_encoder(self.name)
+        self.model_key = f"{_key_label(self.name)}-{model_fingerprint(self.path)}"
+        self.cache = EmbeddingCache(self.model_key, cache_root) if cache else None
 
     @property
     def model(self):
@@ -354,15 +209,39 @@ class Encoder:
         return np.asarray(vecs, dtype=np.float32)
 
 
-def load_sentence_transformer(path: str, device: str | None = None):
-    """Load a SentenceTransformer offline-first, turning load failures into one clear error."""
-    os.environ.setdefault("HF_HUB_OFFLINE", "1") if Path(path).is_dir() else None
+def _key_label(name: str) -> str:
+    label = Path(name.rstrip("/")).name or "model"
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", label)[:40]
+
+
+def _model_name(model: Any) -> str:
+    """Where a loaded ``SentenceTransformer`` came from (its tokenizer's ``name_or_path``), else its class name."""
+    name = getattr(getattr(model, "tokenizer", None), "name_or_path", None)
+    return str(name) if name else type(model).__name__
+
+
+def as_text_encoder(model: Any) -> Any:
+    """An encoder insta can use (``encode(texts)`` and ``describe()``): an :class:`Encoder`, a
+    :class:`HashingEncoder` or any object with both methods as it is; a name or directory as an :class:`Encoder`;
+    a plain ``SentenceTransformer`` (an object with ``encode`` only) wrapped in an :class:`Encoder`."""
+    if model is None or isinstance(model, (str, os.PathLike)):
+        return Encoder(model)
+    if hasattr(model, "encode") and hasattr(model, "describe"):
+        return model
+    if hasattr(model, "encode"):
+        return Encoder(model)
+    raise InstaError(f"an encoder needs an encode() method ({type(model).__name__} has none)")
+
+
+def load_sentence_transformer(path: str, device: str | None = None) -> Any:
+    """Load a SentenceTransformer (a local directory offline: ``local_files_only``), turning load failures into
+    one clear error."""
     try:
         from sentence_transformers import SentenceTransformer
     except ImportError:
         raise InstaError("encoding needs sentence-transformers: pip install 'insta[encode]'") from None
     try:
-        return SentenceTransformer(path, device=device)
+        return SentenceTransformer(path, device=device, local_files_only=Path(path).is_dir())
     except Exception as err:
         msg = str(err).strip().splitlines()[0] if str(err).strip() else err.__class__.__name__
         raise InstaError(f"could not load encoder {path!r}: {msg[:200]}") from None

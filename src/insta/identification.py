@@ -32,7 +32,7 @@ from .align_data import catalog_units
 from .catalogs.base import Catalog
 from .errors import InstaError
 from .records import Task
-from .selection import AGGREGATIONS, TIE_TOLERANCE, Selector, aggregate, tied  # noqa: F401
+from .selection import AGGREGATIONS, Selector, aggregate, scores_close
 
 GROUPS = ("all", "heldout", "excluded", "unseen", "mixed")
 
@@ -95,7 +95,7 @@ def leave_one_out_ranks(
     for agg in aggregations:
         scores = aggregate(sim, owner_arr, len(names), agg, vote_depth, per_row=True)
         own = scores[rows, qunits][:, None]
-        beats = (scores > own) | tied(scores, own)
+        beats = (scores > own) | scores_close(scores, own)
         out[agg] = beats.sum(axis=1)  # every unit at least as good as the own unit, itself included
     return out
 
@@ -208,10 +208,11 @@ def evaluate_identification(
     """Leave-one-instruction-out identification accuracy of each encoder on ``catalog``, side by side.
 
     ``encoders`` are encoder names/directories (loaded through :class:`insta.encoder.Encoder`, with its
-    embedding cache) or objects with ``encode`` and ``describe``. Queries are restricted to instructions that
-    none of the aligned encoders among them saw during alignment (see :func:`make_queries`), so every encoder
-    answers the same queries. Ambiguous queries count (a tie with another unit is a miss); each summary holds
-    the same figures over the unambiguous queries alone under ``"unambiguous"``.
+    embedding cache), encoder objects (``encode`` and ``describe``) or plain ``SentenceTransformer`` objects.
+    Queries are restricted to instructions that none of the aligned encoders among them saw during alignment
+    (see :func:`make_queries`), so every encoder answers the same queries. Ambiguous queries count (a tie with
+    another unit is a miss); each summary holds the same figures over the unambiguous queries alone under
+    ``"unambiguous"``.
     """
     if unit not in ("family", "task"):
         raise InstaError(f"unknown unit {unit!r} (choose family or task)")
@@ -225,21 +226,7 @@ def evaluate_identification(
                 raise InstaError(f"{name} must be a positive integer (got {v!r})")
     t0 = time.perf_counter()
     units = catalog_units(catalog, unit)
-    metas, labels, objs = [], [], []
-    for enc in encoders:
-        if isinstance(enc, (str, os.PathLike)):
-            from .encoder import Encoder
-
-            meta = alignment_info(str(enc))
-            if meta is not None:
-                metas.append(meta)
-            objs.append(Encoder(str(enc)))
-            labels.append(encoder_label(str(enc)))
-        else:
-            objs.append(enc)
-            labels.append(enc.describe().get("name", type(enc).__name__))
-    if len(set(labels)) != len(labels):
-        labels = [f"{lab}#{i + 1}" for i, lab in enumerate(labels)]
+    metas, labels, objs = _load_encoders(encoders)
     queries, counts = make_queries(catalog, units, metas, unit=unit, drop_ambiguous=drop_ambiguous)
     if not queries:
         raise InstaError(
@@ -263,35 +250,11 @@ def evaluate_identification(
     all_ranks = {}
     for label, enc in zip(labels, objs):
         t_enc = time.perf_counter()
-        ranks = leave_one_out_ranks(units, enc, queries, aggregations, vote_depth)
-        all_ranks[label] = ranks
-        info = dict(enc.describe())
-        meta = alignment_info(str(info.get("path") or "")) if info.get("path") else None
-        if meta:
-            info["aligned"] = {
-                "catalog": meta["catalog"]["name"], "pool": meta["catalog"].get("pool"),
-                "objective": meta["config"]["objective"], "learning_rate": meta["training"]["learning_rate"],
-                "best_epoch": meta["training"]["best_epoch"], "base_encoder": meta["config"]["base_encoder"],
-            }
-        info["label"] = label
-        info["seconds"] = round(time.perf_counter() - t_enc, 2)
-        result["encoders"].append(info)
+        all_ranks[label] = leave_one_out_ranks(units, enc, queries, aggregations, vote_depth)
+        result["encoders"].append({**_encoder_info(enc), "label": label,
+                                   "seconds": round(time.perf_counter() - t_enc, 2)})
     for g in groups:
-        sel = np.asarray([g == "all" or q.group == g for q in queries])
-        clear = sel & np.asarray([not q.ambiguous for q in queries])
-        gunits = [q.unit for q, s in zip(queries, sel) if s]
-        cunits = [q.unit for q, s in zip(queries, clear) if s]
-        result["groups"][g] = {
-            "n_queries": int(sel.sum()),
-            "n_units": len(set(gunits)),
-            "n_ambiguous": int(sel.sum() - clear.sum()),
-            "by_encoder": {
-                label: {agg: {**_summarise(r[agg][sel], gunits, ks),
-                              "unambiguous": {"n_queries": int(clear.sum()), **_summarise(r[agg][clear], cunits, ks)}}
-                        for agg in aggregations}
-                for label, r in all_ranks.items()
-            },
-        }
+        result["groups"][g] = _group_summary(g, queries, all_ranks, aggregations, ks)
     if details:
         result["queries"] = [
             {"unit": q.unit, "group": q.group, "text": q.text, "ambiguous": q.ambiguous,
@@ -300,6 +263,60 @@ def evaluate_identification(
         ]
     result["seconds"] = round(time.perf_counter() - t0, 2)
     return result
+
+
+def _load_encoders(encoders: Sequence[Any]) -> tuple[list[dict], list[str], list[Any]]:
+    """The alignment metadata of the aligned ones, a unique label per encoder, and the encoder objects."""
+    from .encoder import Encoder, as_text_encoder
+
+    metas, labels, objs = [], [], []
+    for enc in encoders:
+        if isinstance(enc, (str, os.PathLike)):
+            meta = alignment_info(str(enc))
+            if meta is not None:
+                metas.append(meta)
+            objs.append(Encoder(str(enc)))
+            labels.append(encoder_label(str(enc)))
+        else:
+            enc = as_text_encoder(enc)
+            objs.append(enc)
+            labels.append(enc.describe().get("name", type(enc).__name__))
+    if len(set(labels)) != len(labels):
+        labels = [f"{lab}#{i + 1}" for i, lab in enumerate(labels)]
+    return metas, labels, objs
+
+
+def _encoder_info(enc: Any) -> dict[str, Any]:
+    """An encoder's description, with its alignment recipe when it is an aligned encoder's directory."""
+    info = dict(enc.describe())
+    meta = alignment_info(str(info.get("path") or "")) if info.get("path") else None
+    if meta:
+        info["aligned"] = {
+            "catalog": meta["catalog"]["name"], "pool": meta["catalog"].get("pool"),
+            "objective": meta["config"]["objective"], "learning_rate": meta["training"]["learning_rate"],
+            "best_epoch": meta["training"]["best_epoch"], "base_encoder": meta["config"]["base_encoder"],
+        }
+    return info
+
+
+def _group_summary(group: str, queries: Sequence[Query], all_ranks: Mapping[str, Mapping[str, np.ndarray]],
+                   aggregations: Sequence[str], ks: Sequence[int]) -> dict[str, Any]:
+    """Top-k and MRR of one query group per encoder and aggregation, all queries and the unambiguous ones."""
+    sel = np.asarray([group == "all" or q.group == group for q in queries])
+    clear = sel & np.asarray([not q.ambiguous for q in queries])
+    gunits = [q.unit for q, s in zip(queries, sel) if s]
+    cunits = [q.unit for q, s in zip(queries, clear) if s]
+    return {
+        "n_queries": int(sel.sum()),
+        "n_units": len(set(gunits)),
+        "n_ambiguous": int(sel.sum() - clear.sum()),
+        "by_encoder": {
+            label: {agg: {**_summarise(r[agg][sel], gunits, ks),
+                          "unambiguous": {"n_queries": int(clear.sum()), **_summarise(r[agg][clear], cunits, ks)}}
+                    for agg in aggregations}
+            for label, r in all_ranks.items()
+        },
+    }
 
 
 def format_markdown(result: Mapping[str, Any], ks: Iterable[int] = (1, 5), macro: bool = False) -> str:

@@ -21,6 +21,7 @@ from typing import Any
 from . import paths
 from .errors import InstaError
 from .helpers import timestamp
+from .prompt_format import join_prompt_target
 
 DEFAULT_MODEL = "smollm2"
 
@@ -49,6 +50,10 @@ def require_transformers() -> None:
         import transformers  # noqa: F401
     except ImportError as err:  # pragma: no cover - depends on the install
         raise InstaError(f"models need torch and transformers ({err.name} missing): {_INSTALL_HINT}") from err
+
+
+#: The name of earlier versions (train.py imports it).
+_require_transformers = require_transformers
 
 
 def builtin_name(name: str) -> str | None:
@@ -307,8 +312,6 @@ def encode_causal(
     the left (the end, next to the answer, is kept), the target from the right; ``add_eos`` appends the EOS
     token (training). At least one context token is kept (BOS/EOS when the prompt is empty).
     """
-    from .mixture import join_prompt_target
-
     prompt, cont = join_prompt_target(prompt, target)
     p_ids = _ids(tokenizer, prompt) if prompt else []
     full = _ids(tokenizer, prompt + cont)
@@ -364,5 +367,6 @@ __all__ = [
     "load_tokenizer",
     "locate_gguf",
     "model_kind",
+    "require_transformers",
     "resolve_model",
 ]

@@ -32,6 +32,7 @@ strip it. Articles are kept (SQuAD drops them; BBH targets such as "(A)" or "Tru
 """
 from __future__ import annotations
 
+import math
 import re
 import string
 import unicodedata
@@ -167,11 +168,8 @@ def macro_f1(predictions: Sequence[Hashable], golds: Sequence[Hashable]) -> floa
     tp: Counter = Counter(g for p, g in zip(predictions, golds) if p == g)
     pred_n: Counter = Counter(predictions)
     gold_n: Counter = Counter(golds)
-    total = 0.0
-    for c in classes:
-        denom = pred_n[c] + gold_n[c]
-        total += 2 * tp[c] / denom if denom else 0.0
-    return total / len(classes)
+    f1 = [2 * tp[c] / (pred_n[c] + gold_n[c]) if pred_n[c] + gold_n[c] else 0.0 for c in classes]
+    return math.fsum(f1) / len(classes)  # exactly rounded: the same in every process, whatever the set order
 
 
 def _check_pair(predictions: Sequence, golds: Sequence) -> None:

@@ -14,8 +14,9 @@ C = TypeVar("C")
 
 
 def apply_overrides(config: C, overrides: dict[str, Any], what: str) -> C:
-    """Set each override on ``config`` (an unknown name is a user error), then check its types and run its
-    ``validate()``."""
+    """A copy of ``config`` with each override set (an unknown name is a user error), its types checked and its
+    ``validate()`` run; the caller's ``config`` is left as it was."""
+    config = dataclasses.replace(config)
     for key, value in overrides.items():
         if not hasattr(config, key):
             raise InstaError(f"unknown {what} option {key!r}")

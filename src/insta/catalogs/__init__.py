@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from types import ModuleType
 
 from ..datadir import resolve_data_dir
 from ..errors import InstaError
@@ -29,16 +30,31 @@ def load_catalog(
         return user.load(Path(name), allow_outside_paths=allow_outside_paths, **options)
     if name not in CATALOG_NAMES:
         raise InstaError(f"unknown catalog {name!r} (choose from {', '.join(CATALOG_NAMES)} or give a task file path)")
-    root = resolve_data_dir(data_dir)
-    if name == "p3":
-        from . import p3 as reader
-    elif name == "niv2":
-        from . import niv2 as reader
-    elif name == "bigbench":
-        from . import bigbench as reader
-    else:
-        from . import bbh as reader
-    return reader.load(root, **options)
+    return _reader(name).load(resolve_data_dir(data_dir), **options)
 
 
-__all__ = ["Catalog", "load_catalog", "CATALOG_NAMES"]
+def _reader(name: str) -> ModuleType:
+    """The reader module of a built-in catalog."""
+    import importlib
+
+    return importlib.import_module(f"{__name__}.{name}")
+
+
+def generation_metric(catalog: str) -> str:
+    """The headline metric of a catalog's generation tasks: ``exact_match`` where the catalog's reader says so
+    (BBH, scored by exact match as its paper does), ``rouge_l`` otherwise (a user task file too)."""
+    if catalog not in CATALOG_NAMES:
+        return "rouge_l"
+    return getattr(_reader(catalog), "GENERATION_METRIC", "rouge_l")
+
+
+def evaluation_families(catalog: str) -> dict[str, str]:
+    """Families of a catalog that evaluation targets of another catalog come from (BIG-bench: the parents of the
+    BBH tasks), each with the reason: kept out of anything trained for those targets (alignment)."""
+    if catalog not in CATALOG_NAMES:
+        return {}
+    families = getattr(_reader(catalog), "evaluation_families", None)
+    return families() if families else {}
+
+
+__all__ = ["Catalog", "load_catalog", "CATALOG_NAMES", "evaluation_families", "generation_metric"]

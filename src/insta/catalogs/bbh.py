@@ -26,6 +26,8 @@ from ..errors import InstaError
 from ..records import Example, Task
 from .base import Catalog, read_json_file
 
+#: Generation tasks (targets outside a closed set) are scored by exact match, as the BBH paper does.
+GENERATION_METRIC = "exact_match"
 #: Every BBH task -> the BIG-bench task folder it was taken from (upstream name where BIG-bench has it only
 #: as a programmatic task: boolean_expressions, multistep_arithmetic, web_of_lies).
 BBH_PARENT: dict[str, str] = {

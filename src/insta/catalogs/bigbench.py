@@ -233,3 +233,14 @@ def load(root: Path, shuffle_options: bool = True, cache: bool = True) -> Catalo
             loader=_make_loader(task_id, base / rel, shuffle_options, s),
         ))
     return Catalog("bigbench", tasks, aliases=dict(ALIASES))
+
+
+def evaluation_families() -> dict[str, str]:
+    """BIG-bench families that BBH evaluation targets were taken from, each with the first BBH task (by name) that
+    comes from it: ``family -> reason``."""
+    from .bbh import BBH_PARENT
+
+    out: dict[str, str] = {}
+    for bbh_task, parent in sorted(BBH_PARENT.items()):
+        out.setdefault(parent, f"BIG-bench parent of BBH task {bbh_task}")
+    return out

@@ -140,7 +140,7 @@ def placeholder(expr: str) -> str:
     return ""
 
 
-def instruction_of(jinja: str) -> str:
+def template_instruction(jinja: str) -> str:
     """A template's instruction: its input side with placeholders, tags removed, whitespace collapsed."""
 
     def sub(m: re.Match) -> str:
@@ -183,7 +183,7 @@ def _parse_file(path: Path) -> list[dict[str, Any]]:
         if not isinstance(tpl, dict) or not isinstance(tpl.get("jinja"), str):
             continue
         meta = tpl.get("metadata") if isinstance(tpl.get("metadata"), dict) else {}
-        instruction = instruction_of(tpl["jinja"])
+        instruction = template_instruction(tpl["jinja"])
         if not instruction:
             continue
         out.append({

@@ -1,0 +1,225 @@
+"""The scoring engine: batched log-likelihoods of continuations (causal, with a shared prompt prefix run once, or
+seq2seq) and greedy generations, from a :class:`~insta.lm.LoadedModel`; batches padded by the tokenizer."""
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+from ..lm import encode_causal, encode_seq2seq
+
+
+def pad_batch(tokenizer: Any, seqs: Sequence[Sequence[int]], side: str = "right") -> tuple[Any, Any]:
+    """Token id lists as one padded batch: ``(input_ids, attention_mask)`` tensors, padded on ``side`` by
+    ``tokenizer.pad`` (with id 0 when the tokenizer has no padding token)."""
+    import torch
+
+    if tokenizer.pad_token_id is not None:
+        enc = tokenizer.pad({"input_ids": [list(s) for s in seqs]}, padding=True, padding_side=side,
+                            return_attention_mask=True, return_tensors="pt")
+        return enc["input_ids"].long(), enc["attention_mask"].long()
+    rows = [torch.tensor(list(s), dtype=torch.long) for s in seqs]
+    ids = torch.nn.utils.rnn.pad_sequence(rows, batch_first=True, padding_value=0, padding_side=side)
+    att = torch.nn.utils.rnn.pad_sequence([torch.ones_like(r) for r in rows], batch_first=True, padding_value=0,
+                                          padding_side=side)
+    return ids, att
+
+
+class Scorer:
+    """Batched log-likelihoods and greedy generations from a :class:`~insta.lm.LoadedModel`."""
+
+    def __init__(self, lm, batch_size: int = 8, max_source_length: int = 1024, progress: bool = False,
+                 share_prefix: bool = True):
+        self.lm = lm
+        self.tok = lm.tokenizer
+        self.model = lm.model
+        self.batch_size = batch_size
+        self.max_source_length = max_source_length
+        self.progress = progress
+        self.share_prefix = share_prefix
+        self.n_forward = 0
+
+    @property
+    def device(self):
+        return next(self.model.parameters()).device
+
+    def _bar(self, total: int, desc: str):
+        if not self.progress:
+            return None
+        from ..helpers import progress_bar
+
+        return progress_bar(total=total, desc=desc, unit="seq", leave=False)
+
+    def loglikelihood(self, requests: Sequence[tuple[str, str]]) -> list[tuple[float, int]]:
+        """``(sum of log-probs, n tokens)`` of each continuation given its prompt."""
+        if self.lm.kind == "seq2seq":
+            return self._ll_seq2seq(requests)
+        return self._ll_causal(requests)
+
+    def _ll_causal(self, requests):
+        enc = [encode_causal(self.tok, p, c, self.max_source_length) for p, c in requests]
+        out: list[tuple[float, int]] = [(0.0, 0)] * len(enc)
+        bar = self._bar(len(enc), "scoring")
+        rest = list(range(len(enc)))
+        if self.share_prefix:
+            groups: dict[str, list[int]] = {}
+            for i, (p, _) in enumerate(requests):
+                groups.setdefault(p, []).append(i)
+            shared = [g for g in groups.values() if len(g) > 1]
+            done: set[int] = set()
+            try:
+                for g in shared:
+                    self._ll_causal_shared(enc, g, out)
+                    done.update(g)
+                    if bar is not None:
+                        bar.update(len(g))
+            except (TypeError, AttributeError, NotImplementedError, ValueError):  # no usable KV cache
+                self.share_prefix = False
+            rest = [i for i in rest if i not in done]
+        self._ll_causal_plain(enc, rest, out, bar)
+        if bar is not None:
+            bar.close()
+        return out
+
+    def _ll_causal_shared(self, enc, members: list[int], out) -> None:
+        """Score several continuations of one prompt: the shared prompt prefix runs once (its KV cache is
+        repeated over the continuations), then the continuations run as one padded batch per chunk."""
+        import copy
+
+        import torch
+
+        P = min(enc[i][1] for i in members)
+        prefix = enc[members[0]][0][:P]
+        dev = self.device
+        with torch.inference_mode():
+            pre = self.model(input_ids=torch.tensor([prefix], device=dev), use_cache=True)
+        self.n_forward += 1
+        # transformers >= 5.2x names the KV cache `cache` (input and output); older versions `past_key_values`
+        cache_arg = "cache" if hasattr(pre, "cache") else "past_key_values"
+        cache = getattr(pre, cache_arg)
+        last = torch.log_softmax(pre.logits[0, -1].float(), dim=-1)
+        for s in range(0, len(members), self.batch_size):
+            chunk = members[s:s + self.batch_size]
+            R = max(len(enc[i][0]) - P for i in chunk)
+            if R == 0:
+                for i in chunk:
+                    out[i] = (0.0, 0)
+                continue
+            ids, rem_att = pad_batch(self.tok, [enc[i][0][P:] for i in chunk])
+            att = torch.cat([torch.ones((len(chunk), P), dtype=torch.long), rem_att], dim=1)
+            past = copy.deepcopy(cache)
+            past.batch_repeat_interleave(len(chunk))
+            with torch.inference_mode():
+                logits = self.model(input_ids=ids.to(dev), attention_mask=att.to(dev), use_cache=True,
+                                    **{cache_arg: past}).logits
+            self.n_forward += 1
+            for r, i in enumerate(chunk):
+                seq, k = enc[i]
+                total, n = 0.0, 0
+                rows = [pos - 1 - P for pos in range(max(k, P + 1), len(seq))]
+                if k == P and len(seq) > P:  # first target token is predicted by the prefix's last position
+                    total += float(last[seq[P]])
+                    n += 1
+                if rows:
+                    sel = torch.log_softmax(logits[r, rows].float(), dim=-1)
+                    tg = torch.tensor([seq[pos] for pos in range(max(k, P + 1), len(seq))], device=sel.device)
+                    total += float(sel.gather(1, tg[:, None]).sum())
+                    n += len(rows)
+                out[i] = (total, n)
+
+    def _ll_causal_plain(self, enc, which: list[int], out, bar) -> None:
+        import torch
+
+        order = sorted(which, key=lambda i: -len(enc[i][0]))
+        for s in range(0, len(order), self.batch_size):
+            idx = order[s:s + self.batch_size]
+            ids, att = pad_batch(self.tok, [enc[i][0] for i in idx])
+            with torch.inference_mode():
+                logits = self.model(input_ids=ids.to(self.device), attention_mask=att.to(self.device)).logits
+            self.n_forward += 1
+            rows, cols, tgts, owner = [], [], [], []
+            for r, i in enumerate(idx):
+                seq, k = enc[i]
+                for pos in range(k, len(seq)):
+                    rows.append(r)
+                    cols.append(pos - 1)
+                    tgts.append(seq[pos])
+                    owner.append(i)
+            if rows:
+                sel = logits[torch.tensor(rows), torch.tensor(cols)].float()
+                lp = torch.log_softmax(sel, dim=-1).gather(1, torch.tensor(tgts, device=sel.device)[:, None])[:, 0]
+                sums: dict[int, float] = {}
+                counts: dict[int, int] = {}
+                for o, v in zip(owner, lp.tolist()):
+                    sums[o] = sums.get(o, 0.0) + v
+                    counts[o] = counts.get(o, 0) + 1
+                for i in idx:
+                    out[i] = (sums.get(i, 0.0), counts.get(i, 0))
+            if bar is not None:
+                bar.update(len(idx))
+
+    def _ll_seq2seq(self, requests):
+        import torch
+
+        enc = [encode_seq2seq(self.tok, p, c, self.max_source_length) for p, c in requests]
+        order = sorted(range(len(enc)), key=lambda i: -len(enc[i][0]))
+        out: list[tuple[float, int]] = [(0.0, 0)] * len(enc)
+        bar = self._bar(len(enc), "scoring")
+        for s in range(0, len(order), self.batch_size):
+            idx = order[s:s + self.batch_size]
+            ids, att = pad_batch(self.tok, [enc[i][0] for i in idx])
+            lab, lab_att = pad_batch(self.tok, [enc[i][1] for i in idx])
+            lab = lab.masked_fill(lab_att == 0, -100)  # padded label positions are ignored
+            with torch.inference_mode():
+                logits = self.model(input_ids=ids.to(self.device), attention_mask=att.to(self.device),
+                                    labels=lab.to(self.device)).logits.float()
+            self.n_forward += 1
+            lp = torch.log_softmax(logits, dim=-1)
+            mask = lab != -100
+            gathered = lp.gather(2, lab.clamp(min=0).to(lp.device)[:, :, None])[:, :, 0].cpu() * mask
+            for r, i in enumerate(idx):
+                out[i] = (float(gathered[r].sum()), int(mask[r].sum()))
+            if bar is not None:
+                bar.update(len(idx))
+        if bar is not None:
+            bar.close()
+        return out
+
+    def generate(self, prompts: Sequence[str], max_new_tokens: int = 32) -> list[str]:
+        """Greedy continuations (decoded, special tokens removed, not stripped)."""
+        import torch
+
+        tok = self.tok
+        pad = tok.pad_token_id if tok.pad_token_id is not None else 0
+        if self.lm.kind == "seq2seq":
+            enc = [encode_seq2seq(tok, p, None, self.max_source_length)[0] for p in prompts]
+        else:
+            enc = []
+            for p in prompts:
+                ids = list(tok(p.rstrip(" "), add_special_tokens=True)["input_ids"])
+                if not ids:
+                    start = tok.bos_token_id if tok.bos_token_id is not None else tok.eos_token_id
+                    ids = [start]
+                enc.append(ids[-self.max_source_length:])
+        order = sorted(range(len(enc)), key=lambda i: -len(enc[i]))
+        out = [""] * len(enc)
+        bar = self._bar(len(enc), "generating")
+        side = "right" if self.lm.kind == "seq2seq" else "left"  # a decoder continues after its last token
+        for s in range(0, len(order), self.batch_size):
+            idx = order[s:s + self.batch_size]
+            ids, att = pad_batch(tok, [enc[i] for i in idx], side)
+            L = ids.shape[1]
+            with torch.inference_mode():
+                gen = self.model.generate(
+                    input_ids=ids.to(self.device), attention_mask=att.to(self.device), do_sample=False,
+                    max_new_tokens=max_new_tokens, pad_token_id=pad, eos_token_id=tok.eos_token_id,
+                    num_beams=1,
+                )
+            self.n_forward += 1
+            new = gen if self.lm.kind == "seq2seq" else gen[:, L:]
+            for r, i in enumerate(idx):
+                out[i] = tok.decode(new[r].tolist(), skip_special_tokens=True)
+            if bar is not None:
+                bar.update(len(idx))
+        if bar is not None:
+            bar.close()
+        return out
+
