@@ -496,6 +496,41 @@ def test_insta_format_ranks_the_task_with_the_target_output_space_first():
     assert free.task_ids == plain.task_ids and "unknown" in free.config["format_aware"]
 
 
+def test_output_space_weight_adds_the_answer_format_as_a_separate_signal():
+    """With weight 0 the ranking is plain INSTA's; with weight w every score is the instruction score plus w x the
+    cosine of the output spaces, so the task answering like the target (yes/no) moves up; a source without a
+    known output space gets the neutral mean; a target without one is ranked on instructions alone."""
+    def task(tid, instr, options, refs=None):
+        exs = [Example(id=f"{tid}:{i}", input=f"{tid} input {i}", references=refs or [options[0]],
+                       options=options, label=0 if options else None) for i in range(3)]
+        return Task(id=tid, instructions=[instr], catalog="toy", loader=lambda: iter(exs))
+
+    pool = Catalog("toy", [task("wordy", "Read the passage and answer the question.", ["true", "false", "maybe"]),
+                           task("yesno", "Decide about the passage.", ["yes", "no"]),
+                           task("free", "Write about the passage.", None, refs=["a long free text answer here"]),
+                           Task(id="blank", instructions=["Passage task."], catalog="toy", loader=lambda: iter([]))])
+    target = task("target", "Read the passage and answer.", ["yes", "no"])
+    plain = make_method("insta-mean", encoder="hashing").select(target, pool, 4)
+    zero = make_method("insta-mean", encoder="hashing", output_space_weight=0).select(target, pool, 4)
+    assert zero.task_ids == plain.task_ids and plain.task_ids[0] == "wordy"
+    spaced = make_method("insta-mean", encoder="hashing", output_space_weight=1.0).select(target, pool, 4)
+    assert spaced.task_ids[0] == "yesno"
+    assert spaced.config["output_space"] == "Answer options: no | yes."
+    by_id = {s.task: s for s in spaced.selected}
+    assert by_id["yesno"].why["output_space_cosine"] == pytest.approx(1.0, abs=1e-4)
+    for s in spaced.selected:
+        assert s.score == pytest.approx(s.why["instruction_score"] + s.why["output_space_cosine"], abs=1e-4)
+    known = [by_id[t].why["output_space_cosine"] for t in ("wordy", "yesno", "free")]
+    assert by_id["blank"].why["output_space"] is None
+    assert by_id["blank"].why["output_space_cosine"] == pytest.approx(sum(known) / 3, abs=1e-4)
+    unknown = make_method("insta-mean", encoder="hashing", output_space_weight=1.0).select(
+        ["Read the passage and answer."], pool, 3)
+    assert unknown.task_ids == make_method("insta-mean", encoder="hashing").select(
+        ["Read the passage and answer."], pool, 3).task_ids and "unknown" in unknown.config["output_space"]
+    with pytest.raises(InstaError, match="output_space_weight"):
+        make_method("insta-mean", output_space_weight=-1)
+
+
 def test_per_pool_caches_never_serve_another_pool():
     """Caches hold their pool by weak reference: a new pool object (even with the same task ids) is computed
     afresh, so no id() reuse can hand it another pool's library."""

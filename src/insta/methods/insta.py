@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
+import numpy as np
+
 from ..catalogs.base import Catalog
 from ..errors import InstaError
 from ..records import Example, Task
-from ..selection import AGGREGATIONS, SelectionMethod, Selector, clean_instructions
+from ..selection import AGGREGATIONS, Scores, SelectionMethod, Selector, clean_instructions
 from .resources import PoolCache, encoder_name, get_encoder
 
 
@@ -16,6 +18,13 @@ class InstaMethod(SelectionMethod):
 
     ``format_aware=True`` embeds every instruction with its output space (:mod:`insta.taskformat`) on both
     sides; a target whose output space is unknown (free text without examples) is scored on plain instructions.
+
+    ``output_space_weight=w`` (beyond the paper; default 0) adds ``w`` times the cosine between the target's
+    output space and each source's, embedded on their own (``Answer options: No | Yes.``), to the instruction
+    score: the answer format as a second, separately weighted signal instead of text appended to every
+    instruction. In cosine units for mean and max aggregation. A source whose output space is unknown gets the
+    mean over the known ones (no push either way); a target whose output space is unknown is scored on
+    instructions alone.
     """
 
     name = "insta-mean"
@@ -26,7 +35,7 @@ class InstaMethod(SelectionMethod):
 
     def __init__(self, label: str | None = None, *, encoder: Any = None, aggregation: str | None = None,
                  vote_depth: int = 10, n_target_instructions: int | None = None, format_aware: bool | None = None,
-                 **options: Any):
+                 output_space_weight: float = 0.0, **options: Any):
         super().__init__(label, **options)
         self.encoder_name = encoder
         self.aggregation = aggregation or self.default_aggregation
@@ -39,6 +48,11 @@ class InstaMethod(SelectionMethod):
                                                   or not isinstance(n_target_instructions, int)
                                                   or n_target_instructions < 1):
             raise InstaError(f"method {self.name!r}: n_target_instructions must be a positive integer")
+        if (isinstance(output_space_weight, bool) or not isinstance(output_space_weight, (int, float))
+                or not output_space_weight >= 0):
+            raise InstaError(f"method {self.name!r}: output_space_weight must be a number >= 0 "
+                             f"(got {output_space_weight!r})")
+        self.output_space_weight = float(output_space_weight)
         self.vote_depth = vote_depth
         self.n_target_instructions = n_target_instructions
         self.format_aware = self.default_format_aware if format_aware is None else bool(format_aware)
@@ -52,6 +66,8 @@ class InstaMethod(SelectionMethod):
             out["n_target_instructions"] = self.n_target_instructions
         if self.format_aware:
             out["format_aware"] = True
+        if self.output_space_weight:
+            out["output_space_weight"] = self.output_space_weight
         return out
 
     def _encoder_identity(self) -> str:
@@ -94,7 +110,47 @@ class InstaMethod(SelectionMethod):
         if self.format_aware:
             sc.info["format_aware"] = ("instructions with their output space" if formatted else
                                        "the target's output space is unknown: plain instructions")
+        if self.output_space_weight:
+            sc = self._with_output_space(sc, target, pool, samples, allowed)
         return sc
+
+    def _target_space(self, target: Task, samples: Sequence[Example]) -> str | None:
+        """The target's output space: its first known one, else one read from unlabelled samples with options."""
+        from ..taskformat import output_spaces
+
+        known = [s for s in output_spaces(target) if s]
+        if not known and samples and all(s.options for s in samples):
+            probe = Task(id=target.id, instructions=list(target.instructions), catalog="",
+                         loader=lambda: iter(samples))
+            known = [s for s in output_spaces(probe) if s]
+        return known[0] if known else None
+
+    def _with_output_space(self, sc: Scores, target: Task, pool: Catalog, samples: Sequence[Example],
+                           allowed: np.ndarray) -> Scores:
+        """``sc`` with ``output_space_weight`` x the output-space cosine added to every allowed source's score."""
+        from ..selection import unit_rows
+        from ..taskformat import output_spaces
+
+        space = self._target_space(target, samples)
+        if space is None:
+            sc.info["output_space"] = "the target's output space is unknown: instructions alone"
+            return sc
+        sources = [next((s for s in output_spaces(t) if s), None) for t in pool]
+        texts = sorted({space, *(s for s in sources if s)})
+        emb = dict(zip(texts, unit_rows(np.asarray(get_encoder(self.encoder_name).encode(texts)))))
+        cos = np.array([float(emb[space] @ emb[s]) if s else np.nan for s in sources])
+        known = ~np.isnan(cos) & np.asarray(allowed, bool)
+        neutral = float(cos[known].mean()) if known.any() else 0.0
+        cos = np.where(np.isnan(cos), neutral, cos)
+        score = np.where(allowed, sc.score + self.output_space_weight * cos, sc.score)
+        base_why = sc.why
+
+        def why(i: int) -> dict[str, Any]:
+            return {**(base_why(i) if base_why else {}), "output_space": sources[i],
+                    "output_space_cosine": round(float(cos[i]), 4), "instruction_score": float(sc.score[i])}
+
+        info = {**sc.info, "output_space": space, "output_space_weight": self.output_space_weight}
+        return Scores(score, sc.secondary, sc.secondary_name, why, info)
 
 
 class InstaMaxMethod(InstaMethod):
