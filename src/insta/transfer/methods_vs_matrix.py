@@ -122,6 +122,52 @@ def method_scores(method: Any, target: Task, pool: Catalog, samples: Sequence[Ex
     return out
 
 
+def _source_pool(matrix: TransferMatrix, catalogs: Callable[[str], Catalog], source_catalog: str | None,
+                 unit: str | None) -> tuple[Catalog, str, str]:
+    """The matrix's sources as a catalog (families merged for ``unit: family``), its catalog name and unit."""
+    from ..experiment.pool import merge_families
+
+    meta = matrix.meta or {}
+    cat_name = source_catalog or meta.get("source_catalog")
+    if not cat_name:
+        raise InstaError("the matrix does not say which catalog its sources come from: pass --catalog")
+    unit = unit or meta.get("unit") or "task"
+    source = catalogs(cat_name)
+    if unit == "family":
+        source = merge_families(source, source.name)
+    missing = [s for s in matrix.sources if s not in source]
+    if missing:
+        raise InstaError(f"{len(missing)} source(s) of the matrix are not tasks of catalog {cat_name!r} "
+                         f"(unit {unit}): {', '.join(missing[:5])}")
+    return Catalog(source.name, [source.get(s) for s in matrix.sources]), cat_name, unit
+
+
+def _matrix_metric(matrix: TransferMatrix, metric: str) -> str:
+    """``metric`` if the matrix has it, else its only metric; an error when it has several others."""
+    names = matrix.metrics
+    if metric in names:
+        return metric
+    if len(names) == 1:
+        return names[0]
+    raise InstaError(f"the matrix has no metric {metric!r} (it has: {', '.join(names)})")
+
+
+def _scored_targets(matrix: TransferMatrix, rel: dict[str, dict[str, Any]], include_unreliable: bool
+                    ) -> tuple[list[str], dict[str, str]]:
+    """The targets methods are scored on, and the ones left out because their seeds disagree (with why)."""
+    kept, left_out = [], {}
+    for t in matrix.targets:
+        r = rel[t]
+        if r["n_seeds"] >= 2 and not r["reliable"] and not include_unreliable:
+            left_out[t] = r["why"]
+        else:
+            kept.append(t)
+    if not kept:
+        raise InstaError("no target of the matrix is reliable enough to score methods on "
+                         "(pass --include-unreliable to score them anyway)")
+    return kept, left_out
+
+
 def evaluate_methods_on_matrix(
     matrix: TransferMatrix,
     catalogs: Callable[[str], Catalog],
@@ -141,39 +187,14 @@ def evaluate_methods_on_matrix(
     log: Callable[[str], None] = lambda m: None,
 ) -> dict[str, Any]:
     """Rank the matrix's sources with every method for every (reliable) target and score the rankings."""
-    from ..experiment.pool import merge_families, parse_target
+    from ..experiment.pool import parse_target
     from ..methods import make_method
 
     meta = matrix.meta or {}
-    cat_name = source_catalog or meta.get("source_catalog")
-    if not cat_name:
-        raise InstaError("the matrix does not say which catalog its sources come from: pass --catalog")
-    unit = unit or meta.get("unit") or "task"
-    source = catalogs(cat_name)
-    if unit == "family":
-        source = merge_families(source, source.name)
-    missing = [s for s in matrix.sources if s not in source]
-    if missing:
-        raise InstaError(f"{len(missing)} source(s) of the matrix are not tasks of catalog {cat_name!r} "
-                         f"(unit {unit}): {', '.join(missing[:5])}")
-    pool = Catalog(source.name, [source.get(s) for s in matrix.sources])
-    metric_names = matrix.metrics
-    if metric not in metric_names:
-        if len(metric_names) == 1:
-            metric = metric_names[0]
-        else:
-            raise InstaError(f"the matrix has no metric {metric!r} (it has: {', '.join(metric_names)})")
+    pool, cat_name, unit = _source_pool(matrix, catalogs, source_catalog, unit)
+    metric = _matrix_metric(matrix, metric)
     rel = reliability(matrix, metric, reliability_min)
-    kept, left_out = [], {}
-    for t in matrix.targets:
-        r = rel[t]
-        if r["n_seeds"] >= 2 and not r["reliable"] and not include_unreliable:
-            left_out[t] = r["why"]
-        else:
-            kept.append(t)
-    if not kept:
-        raise InstaError("no target of the matrix is reliable enough to score methods on "
-                         "(pass --include-unreliable to score them anyway)")
+    kept, left_out = _scored_targets(matrix, rel, include_unreliable)
     specs = list(methods or DEFAULT_METHODS)
     built = {}
     for label, name, opts in specs:
