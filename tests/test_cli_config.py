@@ -1,0 +1,90 @@
+"""Flags generated from the stage dataclasses and ``--config FILE.yaml`` (precedence flags > file > defaults)."""
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from insta import cli
+from insta.commands._config import build_config
+from insta.train import TrainConfig
+
+# the arguments each command needs besides its config, and the fields those set
+COMMANDS = {
+    "train": (TrainConfig, ["--mixture", "m.jsonl", "--out", "o"], {"output_dir": "o"}),
+}
+
+# fields a command sets through flags of its own (not generated one to one)
+OWN_FLAGS: dict[str, set[str]] = {}
+
+
+def config_of(command: str, *argv: str):
+    cls, base, _ = COMMANDS[command]
+    args = cli.build_parser().parse_args([command, *base, *argv])
+    return build_config(cls, args, command)
+
+
+def run(argv, capsys):
+    code = cli.main(argv)
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+@pytest.mark.parametrize("command", sorted(COMMANDS))
+def test_cli_defaults_are_the_dataclass_defaults(command):
+    cls, _, set_by_base = COMMANDS[command]
+    assert config_of(command) == dataclasses.replace(cls(), **set_by_base)
+
+
+@pytest.mark.parametrize("command", sorted(COMMANDS))
+def test_help_lists_every_generated_flag_with_help(command, capsys):
+    cls = COMMANDS[command][0]
+    with pytest.raises(SystemExit):
+        cli.main([command, "--help"])
+    out = capsys.readouterr().out
+    assert "--config" in out
+    for f in dataclasses.fields(cls):
+        assert f.metadata.get("help"), f"{cls.__name__}.{f.name} has no help text"
+        if f.name not in OWN_FLAGS.get(command, ()):
+            assert "--" + f.name.replace("_", "-") in out, f.name
+
+
+def test_train_config_file_sets_values_and_flags_override_it(tmp_path):
+    cfg = tmp_path / "train.yaml"
+    cfg.write_text("lora: true\nlora_r: 16\nlearning_rate: 1e-4\nlora_target_modules: [q_proj, v_proj]\nseed: 7\n")
+    config = config_of("train", "--config", str(cfg))
+    assert (config.lora, config.lora_r, config.learning_rate, config.seed) == (True, 16, 1e-4, 7)
+    assert config.lora_target_modules == ["q_proj", "v_proj"]
+    config = config_of("train", "--config", str(cfg), "--lora-r", "4", "--lr", "3e-4", "--no-lora",
+                       "--lora-targets", "all-linear")
+    assert (config.lora, config.lora_r, config.learning_rate, config.seed) == (False, 4, 3e-4, 7)
+    assert config.lora_target_modules == "all-linear"
+
+
+def test_train_legacy_flag_names_still_work():
+    config = config_of("train", "--no-resume", "--no-progress", "--scheduler", "cosine", "--lora",
+                       "--lora-targets", "q_proj,v_proj", "--bf16", "--merge-lora")
+    assert (config.resume, config.progress, config.lr_scheduler, config.bf16) == (False, False, "cosine", True)
+    assert config.lora_target_modules == ["q_proj", "v_proj"] and config.merge_lora
+    assert config_of("train", "--quiet").progress is False
+
+
+@pytest.mark.parametrize("text, needle", [
+    ("lora_rr: 4\n", "lora_rr (did you mean lora_r?)"),
+    ("lora_r: abc\n", "lora_r must be an integer"),
+    ("bf16: 'yes'\n", "bf16 must be true or false"),
+    ("lora_r: 0\n", "lora_r must be at least 1"),
+    ("- a\n- b\n", "must hold a mapping"),
+])
+def test_train_bad_config_file_is_one_line(tmp_path, capsys, text, needle):
+    cfg = tmp_path / "bad.yaml"
+    cfg.write_text(text)
+    code, _, err = run(["train", "--mixture", str(tmp_path / "m.jsonl"), "--out", str(tmp_path / "o"),
+                        "--config", str(cfg)], capsys)
+    assert code != 0 and needle in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_missing_config_file_is_one_line(tmp_path, capsys):
+    code, _, err = run(["train", "--mixture", "m.jsonl", "--out", str(tmp_path / "o"), "--config",
+                        str(tmp_path / "nope.yaml")], capsys)
+    assert code != 0 and "does not exist" in err and len(err.strip().splitlines()) == 1
