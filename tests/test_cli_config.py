@@ -7,11 +7,13 @@ import pytest
 
 from insta import cli
 from insta.commands._config import build_config
+from insta.eval_config import EvalConfig
 from insta.train import TrainConfig
 
 # the arguments each command needs besides its config, and the fields those set
 COMMANDS = {
     "train": (TrainConfig, ["--mixture", "m.jsonl", "--out", "o"], {"output_dir": "o"}),
+    "evaluate": (EvalConfig, ["--task", "t"], {}),
 }
 
 # fields a command sets through flags of its own (not generated one to one)
@@ -88,3 +90,20 @@ def test_missing_config_file_is_one_line(tmp_path, capsys):
     code, _, err = run(["train", "--mixture", "m.jsonl", "--out", str(tmp_path / "o"), "--config",
                         str(tmp_path / "nope.yaml")], capsys)
     assert code != 0 and "does not exist" in err and len(err.strip().splitlines()) == 1
+
+
+def test_evaluate_config_file_and_flags(tmp_path):
+    cfg = tmp_path / "eval.yaml"
+    cfg.write_text("mode: rank\nlimit: 5\nstop: ['###', '@@']\nsamples: false\n")
+    config = config_of("evaluate", "--config", str(cfg))
+    assert (config.mode, config.limit, config.stop, config.samples) == ("rank", 5, ("###", "@@"), False)
+    config = config_of("evaluate", "--config", str(cfg), "--limit", "2", "--stop", "END", "--samples")
+    assert (config.mode, config.limit, config.stop, config.samples) == ("rank", 2, ("END",), True)
+    assert config_of("evaluate", "--no-samples", "--no-progress").samples is False
+
+
+def test_evaluate_bad_config_value_is_one_line(tmp_path, capsys):
+    cfg = tmp_path / "eval.yaml"
+    cfg.write_text("mode: ranked\n")
+    code, _, err = run(["evaluate", "--task", "t", "--config", str(cfg)], capsys)
+    assert code != 0 and "unknown evaluation mode 'ranked'" in err and len(err.strip().splitlines()) == 1, err
