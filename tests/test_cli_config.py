@@ -6,24 +6,28 @@ import dataclasses
 import pytest
 
 from insta import cli
-from insta.commands._config import build_config
 from insta.eval_config import EvalConfig
+from insta.mixture import MixtureConfig
 from insta.train import TrainConfig
 
 # the arguments each command needs besides its config, and the fields those set
 COMMANDS = {
     "train": (TrainConfig, ["--mixture", "m.jsonl", "--out", "o"], {"output_dir": "o"}),
     "evaluate": (EvalConfig, ["--task", "t"], {}),
+    "mixture": (MixtureConfig, ["--tasks", "a", "--catalog", "c", "--out", "o.jsonl"], {}),
 }
 
 # fields a command sets through flags of its own (not generated one to one)
-OWN_FLAGS: dict[str, set[str]] = {}
+OWN_FLAGS: dict[str, set[str]] = {"mixture": {"caps"}}
 
 
 def config_of(command: str, *argv: str):
-    cls, base, _ = COMMANDS[command]
+    """The config ``insta <command> ... argv`` would run with."""
+    import importlib
+
+    _, base, _ = COMMANDS[command]
     args = cli.build_parser().parse_args([command, *base, *argv])
-    return build_config(cls, args, command)
+    return importlib.import_module(f"insta.commands.{command}").config_from_args(args)
 
 
 def run(argv, capsys):
@@ -107,3 +111,21 @@ def test_evaluate_bad_config_value_is_one_line(tmp_path, capsys):
     cfg.write_text("mode: ranked\n")
     code, _, err = run(["evaluate", "--task", "t", "--config", str(cfg)], capsys)
     assert code != 0 and "unknown evaluation mode 'ranked'" in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_mixture_config_file_caps_and_flags(tmp_path):
+    cfg = tmp_path / "mix.yaml"
+    cfg.write_text("per_task: 50\ntotal: 300\ncaps: {a: 5, b: 7}\nshuffle: false\n")
+    config = config_of("mixture", "--config", str(cfg))
+    assert (config.per_task, config.total, config.caps, config.shuffle) == (50, 300, {"a": 5, "b": 7}, False)
+    config = config_of("mixture", "--config", str(cfg), "-n", "20", "--cap", "b=1", "--cap", "c=2", "--shuffle")
+    assert (config.per_task, config.total, config.caps, config.shuffle) == (20, 300, {"a": 5, "b": 1, "c": 2}, True)
+    assert config_of("mixture", "--no-dedup", "--no-shuffle").dedup is False
+
+
+def test_mixture_bad_config_file_is_one_line(tmp_path, capsys):
+    cfg = tmp_path / "mix.yaml"
+    cfg.write_text("n_total: 100\n")
+    code, _, err = run(["mixture", "--tasks", "a", "--catalog", "c", "--out", str(tmp_path / "o.jsonl"),
+                        "--config", str(cfg)], capsys)
+    assert code != 0 and "unknown key(s)" in err and "n_total" in err and len(err.strip().splitlines()) == 1, err

@@ -29,16 +29,23 @@ def add_parser(sub) -> None:
     p.set_defaults(func=run)
 
 
+def config_from_args(args: argparse.Namespace):
+    """EvalConfig from its defaults, ``--config`` and the flags given."""
+    from ..eval_config import EvalConfig
+    from ._config import build_config
+
+    return build_config(EvalConfig, args, "evaluation")
+
+
 def run(args: argparse.Namespace) -> int:
-    from ..evaluate import EvalConfig, simple_evaluate
+    from ..evaluate import simple_evaluate
     from ..fileio import check_output_dir
     from ..textsafe import safe_text
     from ._common import emit_json, open_catalog
-    from ._config import build_config
 
     if args.out:
         check_output_dir(args.out, "--out")
-    config = build_config(EvalConfig, args, "evaluation")
+    config = config_from_args(args)
     out = simple_evaluate(args.model, args.task, catalog=open_catalog(args), out_dir=args.out, config=config)
     emit_json(args, out)
     if args.quiet or args.json_out == "-":

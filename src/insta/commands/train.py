@@ -37,12 +37,18 @@ def add_parser(sub) -> None:
     p.set_defaults(func=run)
 
 
-def run(args: argparse.Namespace) -> int:
-    from ..train import TrainConfig, train_model
-
+def config_from_args(args: argparse.Namespace):
+    """TrainConfig from its defaults, ``--config`` and the flags given."""
+    from ..train import TrainConfig
     from ._config import build_config
 
-    config = build_config(TrainConfig, args, "training")
+    return build_config(TrainConfig, args, "training")
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..train import train_model
+
+    config = config_from_args(args)
     result = train_model(args.mixture, config)
     from ._common import emit_json
 
