@@ -6,6 +6,7 @@ import dataclasses
 import pytest
 
 from insta import cli
+from insta.align_config import AlignConfig
 from insta.eval_config import EvalConfig
 from insta.mixture import MixtureConfig
 from insta.train import TrainConfig
@@ -14,11 +15,12 @@ from insta.train import TrainConfig
 COMMANDS = {
     "train": (TrainConfig, ["--mixture", "m.jsonl", "--out", "o"], {"output_dir": "o"}),
     "evaluate": (EvalConfig, ["--task", "t"], {}),
+    "align": (AlignConfig, ["--out", "a"], {}),
     "mixture": (MixtureConfig, ["--tasks", "a", "--catalog", "c", "--out", "o.jsonl"], {}),
 }
 
 # fields a command sets through flags of its own (not generated one to one)
-OWN_FLAGS: dict[str, set[str]] = {"mixture": {"caps"}}
+OWN_FLAGS: dict[str, set[str]] = {"mixture": {"caps"}, "align": {"exclude_tasks", "exclude_families", "pool"}}
 
 
 def config_of(command: str, *argv: str):
@@ -129,3 +131,23 @@ def test_mixture_bad_config_file_is_one_line(tmp_path, capsys):
     code, _, err = run(["mixture", "--tasks", "a", "--catalog", "c", "--out", str(tmp_path / "o.jsonl"),
                         "--config", str(cfg)], capsys)
     assert code != 0 and "unknown key(s)" in err and "n_total" in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_align_config_file_lists_and_legacy_flags(tmp_path):
+    cfg = tmp_path / "align.yaml"
+    cfg.write_text("objective: mnrl\nexclude_tasks: [a]\nlearning_rate: 1e-5\nlearning_rate_effective: 1e-5\n")
+    config = config_of("align", "--config", str(cfg))
+    assert (config.objective, config.exclude_tasks, config.learning_rate) == ("mnrl", ["a"], 1e-5)
+    config = config_of("align", "--config", str(cfg), "--exclude", "b", "--lr", "3e-5", "-e", "enc", "--last-epoch",
+                       "--max-pairs-per-task", "10", "--no-default-exclusions", "--pool", "t0_train")
+    assert config.exclude_tasks == ["a", "b"] and config.learning_rate == 3e-5 and config.base_encoder == "enc"
+    assert not config.select_best and config.max_positive_pairs_per_unit == 10 and not config.default_exclusions
+    assert config.pool == "t0_train"
+    assert config_of("align", "--keep-checkpoints", "--no-progress").keep_checkpoints
+
+
+def test_align_bad_config_file_is_one_line(tmp_path, capsys):
+    cfg = tmp_path / "align.yaml"
+    cfg.write_text("epochs: five\n")
+    code, _, err = run(["align", "--out", str(tmp_path / "a"), "--config", str(cfg)], capsys)
+    assert code != 0 and "epochs must be an integer" in err and len(err.strip().splitlines()) == 1, err

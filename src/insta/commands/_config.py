@@ -58,14 +58,16 @@ def _argparse_type(tp: Any, minimum: float | None) -> Callable[[str], Any] | Non
 def add_config_flags(parser: argparse.ArgumentParser, cls: type, *, skip: Iterable[str] = (),
                      aliases: Mapping[str, Sequence[str]] | None = None,
                      types_: Mapping[str, Callable[[str], Any]] | None = None,
-                     required: Iterable[str] = (), help_: Mapping[str, str] | None = None) -> None:
+                     required: Iterable[str] = (), help_: Mapping[str, str] | None = None,
+                     groups: dict[str, Any] | None = None) -> None:
     """Add one flag per field of the dataclass ``cls`` (those not in ``skip``) to ``parser``, grouped by the
     fields' ``metadata["group"]``. ``aliases`` adds older flag names (``{"learning_rate": ["--lr"]}``);
     ``types_`` overrides the value parser of a field (``--lora-target-modules a,b``); ``required`` fields must
-    be given as flags; ``help_`` replaces a field's help for this command."""
+    be given as flags; ``help_`` replaces a field's help for this command; ``groups`` holds argument groups the
+    command already made (by title), to add to."""
     aliases, types_, help_, skip, required = aliases or {}, types_ or {}, help_ or {}, set(skip), set(required)
     hints = typing.get_type_hints(cls)
-    groups: dict[str, Any] = {}
+    groups = {} if groups is None else groups
     for f in dataclasses.fields(cls):
         if f.name in skip or not f.init:
             continue
@@ -114,9 +116,9 @@ def add_config_file_flag(parser: argparse.ArgumentParser, what: str) -> None:
                         "here override it, it overrides the defaults")
 
 
-def read_config_file(path: str, cls: type) -> dict[str, Any]:
+def read_config_file(path: str, cls: type, ignore: Iterable[str] = ()) -> dict[str, Any]:
     """The checked values of a ``--config`` file for the dataclass ``cls``: unknown keys (with the closest name)
-    and values of the wrong type are one error line naming the file."""
+    and values of the wrong type are one error line naming the file; keys in ``ignore`` are dropped."""
     from pathlib import Path
 
     from ..fileio import load_yaml
@@ -130,6 +132,7 @@ def read_config_file(path: str, cls: type) -> dict[str, Any]:
     if not isinstance(raw, dict):
         raise InstaError(f"config file {path} must hold a mapping of options (field: value)")
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    raw = {k: v for k, v in raw.items() if k not in set(ignore)}
     check_keys(raw, fields, f"config file {path}")
     hints = typing.get_type_hints(cls)
     values: dict[str, Any] = {}
@@ -151,13 +154,15 @@ def given_flags(args: argparse.Namespace, parser_dests: Iterable[str]) -> dict[s
 
 
 def build_config(cls: type[C], args: argparse.Namespace, what: str, *, extra: Mapping[str, Any] | None = None,
-                 merge: Callable[[dict[str, Any], dict[str, Any]], None] | None = None) -> C:
+                 merge: Callable[[dict[str, Any], dict[str, Any]], None] | None = None,
+                 ignore: Iterable[str] = ()) -> C:
     """``cls`` from its defaults, then ``args.config`` (if given), then the flags given and ``extra`` (values the
     command computed from its own flags); types are checked and ``validate()`` runs. ``merge(file_values,
-    flag_values)`` may combine the two (e.g. extend a file's list) before the flags win."""
+    flag_values)`` may combine the two (e.g. extend a file's list) before the flags win; ``ignore``: file keys
+    dropped (e.g. derived values a run's metadata records)."""
     from ..options import check_types
 
-    file_values = read_config_file(args.config, cls) if getattr(args, "config", None) else {}
+    file_values = read_config_file(args.config, cls, ignore) if getattr(args, "config", None) else {}
     names = [f.name for f in dataclasses.fields(cls) if f.init]
     flags = given_flags(args, names)
     flags.update(extra or {})
