@@ -151,3 +151,10 @@ def test_align_bad_config_file_is_one_line(tmp_path, capsys):
     cfg.write_text("epochs: five\n")
     code, _, err = run(["align", "--out", str(tmp_path / "a"), "--config", str(cfg)], capsys)
     assert code != 0 and "epochs must be an integer" in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_catalog_flags_left_out_do_not_override_the_file(tmp_path):
+    cfg = tmp_path / "align.yaml"
+    cfg.write_text("pool: t0_train\n")
+    assert config_of("align", "--config", str(cfg)).pool == "t0_train"
+    assert config_of("align", "--config", str(cfg), "--pool", "other").pool == "other"

@@ -17,6 +17,8 @@ from typing import Any, Callable, Iterable, Mapping, Sequence, TypeVar
 from ..errors import InstaError
 
 C = TypeVar("C")
+#: the namespace attribute naming the fields :func:`add_config_flags` made flags for
+FIELDS_ATTR = "_config_fields"
 
 def flag_name(name: str) -> str:
     """``lora_r`` -> ``--lora-r``."""
@@ -68,6 +70,7 @@ def add_config_flags(parser: argparse.ArgumentParser, cls: type, *, skip: Iterab
     aliases, types_, help_, skip, required = aliases or {}, types_ or {}, help_ or {}, set(skip), set(required)
     hints = typing.get_type_hints(cls)
     groups = {} if groups is None else groups
+    generated: list[str] = []
     for f in dataclasses.fields(cls):
         if f.name in skip or not f.init:
             continue
@@ -89,6 +92,7 @@ def add_config_flags(parser: argparse.ArgumentParser, cls: type, *, skip: Iterab
         if base is bool:
             kw["action"] = argparse.BooleanOptionalAction
             target.add_argument(*names, **kw)
+            generated.append(f.name)
             continue
         if f.name in required:
             kw["required"] = True
@@ -107,6 +111,9 @@ def add_config_flags(parser: argparse.ArgumentParser, cls: type, *, skip: Iterab
                 continue  # a mapping or another type without a flag: only the config file sets it
             kw["type"] = conv
         target.add_argument(*names, **kw)
+        generated.append(f.name)
+    generated += [n for n in (parser.get_default(FIELDS_ATTR) or ()) if n not in generated]
+    parser.set_defaults(**{FIELDS_ATTR: tuple(generated)})  # what given_flags may read
 
 
 def add_config_file_flag(parser: argparse.ArgumentParser, what: str) -> None:
@@ -148,9 +155,9 @@ def read_config_file(path: str, cls: type, ignore: Iterable[str] = ()) -> dict[s
     return values
 
 
-def given_flags(args: argparse.Namespace, parser_dests: Iterable[str]) -> dict[str, Any]:
+def given_flags(args: argparse.Namespace) -> dict[str, Any]:
     """The generated flags present on the command line (the others were suppressed)."""
-    return {name: getattr(args, name) for name in parser_dests if hasattr(args, name)}
+    return {name: getattr(args, name) for name in getattr(args, FIELDS_ATTR, ()) if hasattr(args, name)}
 
 
 def build_config(cls: type[C], args: argparse.Namespace, what: str, *, extra: Mapping[str, Any] | None = None,
@@ -164,7 +171,7 @@ def build_config(cls: type[C], args: argparse.Namespace, what: str, *, extra: Ma
 
     file_values = read_config_file(args.config, cls, ignore) if getattr(args, "config", None) else {}
     names = [f.name for f in dataclasses.fields(cls) if f.init]
-    flags = given_flags(args, names)
+    flags = given_flags(args)
     flags.update(extra or {})
     if getattr(args, "quiet", False) and "progress" in names:
         flags["progress"] = False  # --quiet means --no-progress
