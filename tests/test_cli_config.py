@@ -1,6 +1,7 @@
 """Flags generated from the stage dataclasses and ``--config FILE.yaml`` (precedence flags > file > defaults)."""
 from __future__ import annotations
 
+import argparse
 import dataclasses
 
 import pytest
@@ -158,3 +159,42 @@ def test_catalog_flags_left_out_do_not_override_the_file(tmp_path):
     cfg.write_text("pool: t0_train\n")
     assert config_of("align", "--config", str(cfg)).pool == "t0_train"
     assert config_of("align", "--config", str(cfg), "--pool", "other").pool == "other"
+
+
+# every flag these commands had before their flags were generated (none may disappear)
+LEGACY_FLAGS = {
+    "align": (
+        "--allow-outside-examples --batch-size --catalog --config --data-dir --dev-fraction --device "
+        "--encoder --epochs --exclude --exclude-family --heldout-fraction --json --keep-checkpoints "
+        "--last-epoch --log-level --lr --max-negative-reuse --max-pairs-per-task --max-seq-length "
+        "--mnrl-scale --negative-threshold --no-default-exclusions --no-progress --objective --out "
+        "--overwrite --pool --positive-fraction --quiet --seed --threads --unit --verbose --warmup-ratio "
+        "--weight-decay -c -e -o -q -v "
+    ).split(),
+    "evaluate": (
+        "--allow-outside-examples --batch-size --calibration --catalog --data-dir --json --limit "
+        "--limit-per-template --log-level --max-new-tokens --max-source-length --mode --model --no-progress "
+        "--no-samples --out --pool --primary-metric --quiet --stop --task --verbose -c -o -q -t -v "
+    ).split(),
+    "mixture": (
+        "--allow-empty --cap --catalog --data-dir --dedup-ngram --exclude-target --format --json --log-level "
+        "--max-scan --mixing --no-dedup --no-shuffle --out --per-task --quiet --seed --selection "
+        "--target-catalog --tasks --total --verbose -c -n -o -q -s -t -v "
+    ).split(),
+    "train": (
+        "--batch-size --bf16 --deepspeed --epochs --fsdp --fsdp-config --grad-accum --gradient-checkpointing "
+        "--group-by-length --json --log-level --logging-steps --lora --lora-alpha --lora-dropout --lora-r "
+        "--lora-targets --lr --max-source-length --max-steps --max-target-length --merge-lora --mixture "
+        "--model --no-group-by-length --no-padding-free --no-progress --no-resume --no-target-logits-only "
+        "--out --overwrite --packing-row-tokens --padding-free --quiet --report-to --save-steps "
+        "--save-total-limit --scheduler --seed --target-logits-only --verbose --warmup-ratio --weight-decay "
+        "-m -o -q -v "
+    ).split(),
+}
+
+
+@pytest.mark.parametrize("command", sorted(LEGACY_FLAGS))
+def test_every_earlier_flag_still_exists(command):
+    sub = next(a for a in cli.build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    have = {s for a in sub.choices[command]._actions for s in a.option_strings}
+    assert not set(LEGACY_FLAGS[command]) - have
