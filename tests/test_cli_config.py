@@ -46,16 +46,28 @@ def test_cli_defaults_are_the_dataclass_defaults(command):
 
 
 @pytest.mark.parametrize("command", sorted(COMMANDS))
-def test_help_lists_every_generated_flag_with_help(command, capsys):
-    cls = COMMANDS[command][0]
+def test_help_lists_every_generated_flag_with_help(command, capsys, monkeypatch):
+    cls, _, set_by_base = COMMANDS[command]
+    monkeypatch.setenv("COLUMNS", "1000")  # no wrapping inside a help text
     with pytest.raises(SystemExit):
         cli.main([command, "--help"])
-    out = capsys.readouterr().out
-    assert "--config" in out
+    blocks: list[str] = []  # one per option: its flags, then its help (on the same line or the next)
+    for line in capsys.readouterr().out.splitlines():
+        if line.startswith("  -"):
+            blocks.append(line.strip())
+        elif line.startswith("    ") and blocks:
+            blocks[-1] += " " + line.strip()
+    assert any(b.startswith("--config") for b in blocks)
     for f in dataclasses.fields(cls):
-        assert f.metadata.get("help"), f"{cls.__name__}.{f.name} has no help text"
-        if f.name not in OWN_FLAGS.get(command, ()):
-            assert "--" + f.name.replace("_", "-") in out, f.name
+        help_text = f.metadata.get("help")
+        assert help_text, f"{cls.__name__}.{f.name} has no help text"
+        if f.name in OWN_FLAGS.get(command, ()):
+            continue
+        flag = "--" + f.name.replace("_", "-")
+        block = next((b for b in blocks if b.startswith((flag + " ", flag + ","))), "")
+        assert help_text in block, f.name
+        if getattr(cls(), f.name) is not None and f.name not in set_by_base and "(default" not in help_text:
+            assert "(default: " in block, f.name
 
 
 def test_train_config_file_sets_values_and_flags_override_it(tmp_path):
