@@ -2,10 +2,11 @@
 of the files an alignment writes."""
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, fields
 from typing import Any, Mapping
 
 from .errors import InstaError
+from .options import option
 
 METADATA_FILE = "insta_alignment.json"
 WORK_DIR = ".insta-align"
@@ -16,6 +17,9 @@ UNITS = ("family", "task")
 EVAL_POOLS = ("t0_eval", "eval", "test")
 
 
+_GUARD = "leakage guard"
+
+
 @dataclass
 class AlignConfig:
     """Every knob of an alignment run; the defaults are the authors' recipe (METHOD.md §2).
@@ -24,37 +28,43 @@ class AlignConfig:
     (the usual contrastive fine-tuning rate; 1e-6 barely moves the model in a few dozen steps).
     """
 
-    base_encoder: str = "all-MiniLM-L6-v2"
-    objective: str = "cosine"
+    base_encoder: str = option("all-MiniLM-L6-v2", "base encoder: name, hub id or directory")
+    objective: str = option("cosine", "cosine: the authors' CosineSimilarityLoss on labelled pairs; mnrl: "
+                            "MultipleNegativesRankingLoss with a task-aware batch sampler", choices=OBJECTIVES)
     # data
-    pool: str | None = None  # restrict the catalog to this pool first (e.g. t0_train)
-    unit: str = "family"  # what counts as "one task": a family (dataset, BIG-bench parent) or a task id
-    default_exclusions: bool = True  # drop evaluation pools (+ BBH parents for BIG-bench)
-    exclude_tasks: list[str] = field(default_factory=list)
-    exclude_families: list[str] = field(default_factory=list)
-    heldout_fraction: float = 0.2  # instructions kept out for the identification test
-    dev_fraction: float = 0.1  # instructions kept out for the dev Pearson (best-epoch choice)
+    pool: str | None = option(None, "restrict the catalog to this pool first (e.g. t0_train)")
+    unit: str = option("family", "what one task is: a family (P3 dataset, BIG-bench parent + subtasks) or a task "
+                       "id", choices=UNITS)
+    default_exclusions: bool = option(True, "drop evaluation pools and BBH parents (--no-default-exclusions leaks "
+                                      "targets into the encoder)", _GUARD)
+    exclude_tasks: list[str] = option([], "task ids to keep out of alignment (--exclude, repeatable)", _GUARD)
+    exclude_families: list[str] = option([], "families to keep out (--exclude-family, repeatable)", _GUARD)
+    heldout_fraction: float = option(0.2, "instructions held out for eval-selection", _GUARD)
+    dev_fraction: float = option(0.1, "instructions held out for the dev Pearson (best-epoch choice)", _GUARD)
     # pairs (authors' recipe)
-    positive_fraction: float = 0.4
-    negative_threshold: float = 0.3
-    max_negative_reuse: int = 4
-    max_positive_pairs_per_unit: int | None = None  # cap for huge families (BIG-bench list_functions ...)
+    positive_fraction: float = option(0.4, "share of same-task pairs kept", "pairs")
+    negative_threshold: float = option(0.3, "negatives have base cosine below this", "pairs")
+    max_negative_reuse: int = option(4, "times one text may serve as a negative", "pairs")
+    max_positive_pairs_per_unit: int | None = option(None, "cap on positive pairs per task before sampling (default "
+                                                     "none; use e.g. 100 for BIG-bench)", "pairs")
     # training
-    epochs: int = 5
-    batch_size: int = 16
-    learning_rate: float | None = None
-    warmup_ratio: float = 0.1  # of one epoch's steps
-    weight_decay: float = 0.01
-    max_grad_norm: float = 1.0
-    max_seq_length: int | None = 128  # tokens, during training only (the saved model keeps its own)
-    mnrl_scale: float = 20.0
-    select_best: bool = True  # keep the epoch with the best dev Pearson (else the last)
-    seed: int = 42
+    epochs: int = option(5, "training epochs", "training")
+    batch_size: int = option(16, "pairs per batch", "training")
+    learning_rate: float | None = option(None, "learning rate (default 1e-6 for cosine, 2e-5 for mnrl)", "training")
+    warmup_ratio: float = option(0.1, "warm-up steps as a share of one epoch", "training")
+    weight_decay: float = option(0.01, "AdamW weight decay", "training")
+    max_grad_norm: float = option(1.0, "gradient clipping norm", "training")
+    max_seq_length: int | None = option(128, "token limit while training (the saved model keeps its own)",
+                                        "training")
+    mnrl_scale: float = option(20.0, "MNRL similarity scale", "training")
+    select_best: bool = option(True, "keep the epoch with the best dev Pearson (--no-select-best or --last-epoch: "
+                               "the last)", "training")
+    seed: int = option(42, "random seed", "training")
     # runtime (not part of the run's identity)
-    threads: int | None = None
-    device: str | None = None
-    progress: bool = True
-    keep_checkpoints: bool = False
+    threads: int | None = option(None, "torch CPU threads (default: torch's choice)", "training")
+    device: str | None = option(None, "torch device (default cpu)", "training")
+    progress: bool = option(True, "progress bars (--no-progress: none; also --quiet)")
+    keep_checkpoints: bool = option(False, "keep the Trainer's epoch checkpoints (DIR/.insta-align/) after finishing")
 
     RUNTIME_FIELDS = ("threads", "device", "progress", "keep_checkpoints")
 

@@ -13,6 +13,16 @@ from .errors import InstaError
 C = TypeVar("C")
 
 
+def option(default: Any, help: str, group: str | None = None, **meta: Any) -> Any:
+    """A dataclass field with its help text and, for the generated CLI (:mod:`insta.commands._config`), its
+    ``--help`` group and optional ``choices``, ``minimum`` and ``metavar``; a list or dict default is copied per
+    instance."""
+    metadata = {"help": help, "group": group, **meta}
+    if isinstance(default, (list, dict, set)):
+        return dataclasses.field(default_factory=lambda: type(default)(default), metadata=metadata)
+    return dataclasses.field(default=default, metadata=metadata)
+
+
 def apply_overrides(config: C, overrides: dict[str, Any], what: str) -> C:
     """A copy of ``config`` with each override set (an unknown name is a user error), its types checked and its
     ``validate()`` run; the caller's ``config`` is left as it was."""

@@ -5,7 +5,9 @@ import argparse
 
 
 def add_parser(sub) -> None:
-    from ._common import add_catalog_args, add_output_args, positive_int
+    from ..eval_config import EvalConfig
+    from ._common import add_catalog_args, add_output_args
+    from ._config import add_config_file_flag, add_config_flags
 
     p = sub.add_parser(
         "evaluate",
@@ -21,39 +23,29 @@ def add_parser(sub) -> None:
     add_catalog_args(p)
     p.add_argument("--task", "-t", action="append", required=True, help="target task id (repeatable)")
     p.add_argument("--out", "-o", default=None, help="results folder (default: print only)")
-    p.add_argument("--limit", type=positive_int, default=None, help="first N examples of each task")
-    p.add_argument("--limit-per-template", type=positive_int, default=None, help="first N examples of each template")
-    p.add_argument("--mode", choices=["auto", "rank", "generate"], default="auto")
-    p.add_argument("--primary-metric", default=None,
-                   help="headline metric (default acc; rouge_l / exact_match for generation)")
-    p.add_argument("--calibration", choices=["auto", "fixed", "unconditional", "none"], default="auto",
-                   help="content-free prompt for acc_calibrated (default auto; unconditional = lm-eval's "
-                   "acc_mutual_info)")
-    p.add_argument("--batch-size", type=positive_int, default=8)
-    p.add_argument("--max-source-length", type=positive_int, default=1024)
-    p.add_argument("--max-new-tokens", type=positive_int, default=32)
-    p.add_argument("--stop", action="append", default=None,
-                   help="stop string for generation (repeatable; default newline)")
-    p.add_argument("--no-samples", action="store_true", help="do not write samples.jsonl")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars (also --quiet)")
+    add_config_file_flag(p, "evaluation (EvalConfig)")
+    add_config_flags(p, EvalConfig)
     add_output_args(p, json_help="write the summary (per task: primary metric, all metrics, timings) as JSON")
     p.set_defaults(func=run)
 
 
+def config_from_args(args: argparse.Namespace):
+    """EvalConfig from its defaults, ``--config`` and the flags given."""
+    from ..eval_config import EvalConfig
+    from ._config import build_config
+
+    return build_config(EvalConfig, args, "evaluation")
+
+
 def run(args: argparse.Namespace) -> int:
-    from ..evaluate import EvalConfig, simple_evaluate
+    from ..evaluate import simple_evaluate
     from ..fileio import check_output_dir
     from ..textsafe import safe_text
     from ._common import emit_json, open_catalog
 
     if args.out:
         check_output_dir(args.out, "--out")
-    config = EvalConfig(
-        mode=args.mode, limit=args.limit, limit_per_template=args.limit_per_template, batch_size=args.batch_size,
-        primary_metric=args.primary_metric, calibration=args.calibration, max_source_length=args.max_source_length,
-        max_new_tokens=args.max_new_tokens, stop=tuple(args.stop) if args.stop else ("\n",),
-        samples=not args.no_samples, progress=not args.no_progress,
-    )
+    config = config_from_args(args)
     out = simple_evaluate(args.model, args.task, catalog=open_catalog(args), out_dir=args.out, config=config)
     emit_json(args, out)
     if args.quiet or args.json_out == "-":

@@ -5,7 +5,8 @@ import argparse
 
 
 def add_parser(sub) -> None:
-    from ._common import positive_int
+    from ..mixture.build import MixtureConfig
+    from ._config import add_config_file_flag, add_config_flags
 
     p = sub.add_parser(
         "mixture",
@@ -21,23 +22,13 @@ def add_parser(sub) -> None:
     p.add_argument("--data-dir", default=None,
                    help="upstream data folder (default: the selection's, $INSTA_DATA_DIR, ./data)")
     p.add_argument("--out", "-o", required=True, help="output JSONL path")
-    p.add_argument("--per-task", "-n", type=positive_int, default=100, help="instances per task, at most (default 100)")
-    p.add_argument("--cap", action="append", default=[], metavar="TASK=N", help="per-task cap override (repeatable)")
-    p.add_argument("--mixing", choices=["proportional", "equal"], default="proportional",
-                   help="proportional: min(size, cap) per task; equal: exactly cap per task, small tasks repeated")
-    p.add_argument("--total", type=positive_int, default=None, help="total number of records (scaled over tasks)")
-    p.add_argument("--exclude-target", default=None, metavar="TASK",
-                   help="target task: dropped with its family, and its instances deduplicated against "
-                   "(default: the selection's target)")
-    p.add_argument("--target-catalog", default=None, help="catalog holding the target if not the source one (e.g. bbh)")
-    p.add_argument("--no-dedup", action="store_true", help="do not deduplicate against the target's instances")
-    p.add_argument("--dedup-ngram", type=int, default=8, help="word n-gram length for leak detection (default 8)")
-    p.add_argument("--max-scan", type=positive_int, default=None, help="read at most this many instances per task")
-    p.add_argument("--allow-empty", action="store_true", help="skip selected tasks without instances")
     p.add_argument("--format", choices=["insta", "alpaca", "messages", "trl"], default="insta",
                    help="record format (trl: prompt/completion, completion-only loss in TRL's SFTTrainer)")
-    p.add_argument("--no-shuffle", action="store_true", help="keep records grouped by task")
-    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--target-catalog", default=None, help="catalog holding the target if not the source one (e.g. bbh)")
+    add_config_file_flag(p, "mixture (MixtureConfig)")
+    p.add_argument("--cap", action="append", default=[], metavar="TASK=N",
+                   help="per-task cap override (repeatable; added to the config file's caps)")
+    add_config_flags(p, MixtureConfig, skip=("caps",), aliases={"per_task": ["-n"]})
     from ._common import add_output_args
 
     add_output_args(p, json_help="write the mixture's manifest (counts per task, leaks dropped, settings) as JSON")
@@ -59,9 +50,25 @@ def _caps(items: list[str]) -> dict[str, int]:
     return caps
 
 
+def _merge_caps(caps: dict[str, int]):
+    """``--cap`` flags on top of the config file's ``caps`` (one task's flag wins over its file entry)."""
+    def merge(file_values: dict, flags: dict) -> None:
+        if caps:
+            flags["caps"] = {**file_values.get("caps", {}), **caps}
+    return merge
+
+
+def config_from_args(args: argparse.Namespace):
+    """MixtureConfig from its defaults, ``--config`` and the flags given (``--cap`` added to the file's caps)."""
+    from ..mixture import MixtureConfig
+    from ._config import build_config
+
+    return build_config(MixtureConfig, args, "mixture", merge=_merge_caps(_caps(args.cap)))
+
+
 def run(args: argparse.Namespace) -> int:
     from ..errors import InstaError
-    from ..mixture import MixtureConfig, mixture_from_selection
+    from ..mixture import mixture_from_selection
     from ..textsafe import safe_text
 
     if bool(args.selection) == bool(args.tasks):
@@ -73,11 +80,7 @@ def run(args: argparse.Namespace) -> int:
 
     check_output_file(args.out, "--out")
     check_output_file(manifest_path(args.out), "--out's manifest")
-    config = MixtureConfig(
-        per_task=args.per_task, caps=_caps(args.cap), mixing=args.mixing, total=args.total, seed=args.seed,
-        shuffle=not args.no_shuffle, exclude_target=args.exclude_target, dedup=not args.no_dedup,
-        dedup_ngram=args.dedup_ngram, max_scan=args.max_scan, allow_empty=args.allow_empty,
-    )
+    config = config_from_args(args)
     target_catalog = None
     if args.target_catalog:
         from ..catalogs import load_catalog

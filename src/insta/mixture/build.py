@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import random
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any, Iterable, Sequence
 
 from ..errors import InstaError
 from ..helpers import progress_bar, timestamp
+from ..options import option
 from ..records import Example, Task
 from .leakage import LeakFilter
 from .records import Mixture, make_record
@@ -21,17 +22,19 @@ MIXINGS = ("proportional", "equal")
 class MixtureConfig:
     """Every knob of the mixture builder."""
 
-    per_task: int = 100  # up to N instances per task
-    caps: dict[str, int] = field(default_factory=dict)  # per-task overrides of per_task
-    mixing: str = "proportional"  # "proportional" | "equal"
-    total: int | None = None  # optional total size of the mixture
-    seed: int = 42
-    shuffle: bool = True  # shuffle the records (seeded); else grouped by task in selection order
-    exclude_target: str | None = None  # target task id (its evaluation instances are deduplicated against)
-    dedup: bool = True  # drop source instances that leak target instances (needs exclude_target)
-    dedup_ngram: int = 8
-    max_scan: int | None = None  # read at most this many examples per task (None: all)
-    allow_empty: bool = False  # skip selected tasks without instances instead of failing
+    per_task: int = option(100, "instances per task, at most", minimum=1)
+    caps: dict[str, int] = option({}, "per-task overrides of per_task (--cap TASK=N, repeatable)")
+    mixing: str = option("proportional", "proportional: min(size, cap) per task; equal: exactly cap per task, small "
+                         "tasks repeated", choices=MIXINGS)
+    total: int | None = option(None, "total number of records (scaled over tasks)", minimum=1)
+    seed: int = option(42, "random seed of the samples and the shuffle")
+    shuffle: bool = option(True, "shuffle the records (seeded); --no-shuffle keeps them grouped by task")
+    exclude_target: str | None = option(None, "target task: dropped with its family, and its instances deduplicated "
+                                        "against (default: the selection's target)", metavar="TASK")
+    dedup: bool = option(True, "deduplicate against the target's instances (needs a target)")
+    dedup_ngram: int = option(8, "word n-gram length for leak detection")
+    max_scan: int | None = option(None, "read at most this many instances per task", minimum=1)
+    allow_empty: bool = option(False, "skip selected tasks without instances instead of failing")
 
     def validate(self) -> None:
         if self.mixing not in MIXINGS:
