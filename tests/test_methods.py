@@ -544,3 +544,10 @@ def test_per_pool_caches_never_serve_another_pool():
     assert cache.get(b, lambda: "for b") == "for b"
     assert cache.get(a, lambda: "a afresh") == "a afresh"  # one pool is kept at a time
     assert cache.get(a, lambda: "other key", key=1) == "other key" and cache.get(a, lambda: "?") == "a afresh"
+    import pickle
+
+    copy = pickle.loads(pickle.dumps(cache))  # methods travel to other processes (Ray): the cache goes empty
+    assert copy.get(a, lambda: "rebuilt") == "rebuilt"
+    method = make_method("insta-mean", encoder="hashing")
+    method.select(["x"], a, 1)
+    assert pickle.loads(pickle.dumps(method)).select(["x"], a, 1).task_ids == ["t"]

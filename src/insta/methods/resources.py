@@ -40,6 +40,10 @@ class PoolCache(Generic[T]):
         self._switch(pool)
         self._values[key] = value
 
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickled empty (a method sent to another process, e.g. a Ray worker, rebuilds what it needs there)."""
+        return {"_pool": None, "_ids": (), "_values": {}}
+
     def _switch(self, pool: Catalog) -> None:
         ids = tuple(pool.ids)
         if self._pool is None or self._pool() is not pool or self._ids != ids:
