@@ -52,10 +52,6 @@ def require_transformers() -> None:
         raise InstaError(f"models need torch and transformers ({err.name} missing): {_INSTALL_HINT}") from err
 
 
-#: The name of earlier versions (train.py imports it).
-_require_transformers = require_transformers
-
-
 def builtin_name(name: str) -> str | None:
     """The canonical built-in name for ``name`` (``"smollm2"``), or ``None`` when it is a path or hub id."""
     key = BUILTIN_ALIASES.get(name, name)
