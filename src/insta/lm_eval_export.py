@@ -109,6 +109,55 @@ def _write_jsonl(path: Path, docs: list[dict[str, Any]]) -> None:
     atomic_write_text(path, "".join(json.dumps(d, ensure_ascii=False) + "\n" for d in docs))
 
 
+def _examples_to_export(task: Task | Sequence[Example], limit: int | None, limit_per_template: int | None
+                        ) -> tuple[str, str, list[Example]]:
+    """(task id, catalog, the examples picked as ``EvalConfig``'s limits pick them); none is an error."""
+    from .evaluate import limit_examples
+
+    if isinstance(task, Task):
+        task_id, catalog = task.id, task.catalog
+        examples = task.examples(limit if limit_per_template is None else None)
+    else:
+        examples = list(task)
+        task_id = (examples[0].provenance or {}).get("task", "task") if examples else "task"
+        catalog = ""
+    examples = limit_examples(examples, limit, limit_per_template)
+    if not examples:
+        raise InstaError(f"task {task_id} has no instances to export")
+    return task_id, catalog, examples
+
+
+def _output_mode(examples: Sequence[Example], mode: str, task_id: str) -> str:
+    """``rank`` or ``generate``: ``auto`` reads it from the examples (all with options, or none)."""
+    if mode == "auto":
+        with_options = sum(1 for ex in examples if ex.options)
+        if 0 < with_options < len(examples):
+            raise InstaError(f"task {task_id} mixes examples with and without answer options: an lm-eval task has "
+                             "one output type (choose --mode rank or --mode generate)")
+        mode = "rank" if with_options else "generate"
+    if mode not in OUTPUT_TYPES:
+        raise InstaError(f"unknown mode {mode!r} (choose from auto, {', '.join(OUTPUT_TYPES)})")
+    return mode
+
+
+def _write_part(out: Path, sub: str, exs: Sequence[Example], template_id: str, mode: str, task_id: str,
+                stop: Sequence[str], max_new_tokens: int, src: dict[str, Any], header: str) -> list[str]:
+    """One lm-eval task (data JSONL + YAML) for ``exs``; returns the two paths."""
+    if mode == "rank":
+        delim = _delimiter(exs, task_id)
+        docs = [_mc_doc(ex, delim, task_id) for ex in exs]
+    else:
+        delim = ""
+        docs = [_gen_doc(ex, task_id) for ex in exs]
+    for d in docs:
+        if template_id:
+            d["template_id"] = template_id
+    data = out / f"{sub}.jsonl"
+    _write_jsonl(data, docs)
+    _write_yaml(out / f"{sub}.yaml", _task_yaml(sub, data, mode, delim, stop, max_new_tokens, src), header)
+    return [str(data), str(out / f"{sub}.yaml")]
+
+
 def export_lm_eval_task(
     task: Task | Sequence[Example],
     out_dir: str | os.PathLike,
@@ -128,26 +177,10 @@ def export_lm_eval_task(
     ``mode`` is ``auto`` (rank classification when every example has options, generation when none has),
     ``rank`` or ``generate``.
     """
-    from .evaluate import limit_examples, template_of
+    from .evaluate import template_of
 
-    if isinstance(task, Task):
-        task_id, catalog = task.id, task.catalog
-        examples = task.examples(limit if limit_per_template is None else None)
-    else:
-        examples = list(task)
-        task_id = (examples[0].provenance or {}).get("task", "task") if examples else "task"
-        catalog = ""
-    examples = limit_examples(examples, limit, limit_per_template)
-    if not examples:
-        raise InstaError(f"task {task_id} has no instances to export")
-    if mode == "auto":
-        with_options = sum(1 for ex in examples if ex.options)
-        if 0 < with_options < len(examples):
-            raise InstaError(f"task {task_id} mixes examples with and without answer options: an lm-eval task has "
-                             "one output type (choose --mode rank or --mode generate)")
-        mode = "rank" if with_options else "generate"
-    if mode not in OUTPUT_TYPES:
-        raise InstaError(f"unknown mode {mode!r} (choose from auto, {', '.join(OUTPUT_TYPES)})")
+    task_id, catalog, examples = _examples_to_export(task, limit, limit_per_template)
+    mode = _output_mode(examples, mode, task_id)
     name = name or lm_eval_task_name(task_id)
     if not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]*", name):
         raise InstaError(f"lm-eval task name {name!r}: use letters, digits, '_', '.', '-'")
@@ -165,20 +198,8 @@ def export_lm_eval_task(
     files, task_names = [], []
     for i, (tid, exs) in enumerate(parts):
         sub = name if not per_template else f"{name}__t{i}"
-        if mode == "rank":
-            delim = _delimiter(exs, task_id)
-            docs = [_mc_doc(ex, delim, task_id) for ex in exs]
-        else:
-            delim = ""
-            docs = [_gen_doc(ex, task_id) for ex in exs]
-        for d in docs:
-            if tid:
-                d["template_id"] = tid
-        data = out / f"{sub}.jsonl"
-        _write_jsonl(data, docs)
         src = {**source, "n": len(exs), **({"template_id": tid} if tid else {})}
-        _write_yaml(out / f"{sub}.yaml", _task_yaml(sub, data, mode, delim, stop, max_new_tokens, src), header)
-        files += [str(data), str(out / f"{sub}.yaml")]
+        files += _write_part(out, sub, exs, tid, mode, task_id, stop, max_new_tokens, src, header)
         task_names.append(sub)
     if per_template:
         metrics = ["acc", "acc_norm"] if mode == "rank" else ["exact_match"]
