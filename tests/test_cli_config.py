@@ -210,3 +210,51 @@ def test_every_earlier_flag_still_exists(command):
     sub = next(a for a in cli.build_parser()._actions if isinstance(a, argparse._SubParsersAction))
     have = {s for a in sub.choices[command]._actions for s in a.option_strings}
     assert not set(LEGACY_FLAGS[command]) - have
+
+
+# ---------------------------------------------------------------- --config on commands whose options are flags
+
+def _select_json(tmp_path, capsys, *argv: str) -> dict:
+    import json
+
+    code = cli.main(["select", *argv, "--json", "-", "-q"])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    return json.loads(out)
+
+
+def test_select_config_file_sets_options_and_flags_override_it(tmp_path, capsys):
+    from pathlib import Path
+
+    tasks = Path(__file__).parent / "fixtures" / "user" / "tasks.yaml"
+    cfg = tmp_path / "select.yaml"
+    cfg.write_text(f"catalog: {tasks}\ninstruction: ['Is this review positive?']\nencoder: hashing\nk: 2\n"
+                   "ties: include\nno_cache: true\n")
+    from_file = _select_json(tmp_path, capsys, "--config", str(cfg))
+    assert len(from_file["selected"]) == 2
+    overridden = _select_json(tmp_path, capsys, "--config", str(cfg), "-k", "1")
+    assert len(overridden["selected"]) == 1
+    assert overridden["selected"][0]["task"] == from_file["selected"][0]["task"]
+
+
+@pytest.mark.parametrize("content, msg", [
+    ("colour: red\n", "unknown option 'colour'"),
+    ("k_min: abc\n", "k_min"),
+    ("ties: maybe\n", "must be one of first, include"),
+    ("no_cache: 'yes'\n", "must be true or false"),
+    ("instruction: {a: 1}\n", "instruction"),
+    ("- a\n- b\n", "must hold a mapping"),
+])
+def test_bad_select_config_file_is_one_line(tmp_path, capsys, content, msg):
+    cfg = tmp_path / "select.yaml"
+    cfg.write_text(content)
+    code = cli.main(["select", "--config", str(cfg), "-i", "x", "--encoder", "hashing"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and msg in err and len(err.splitlines()) == 1 and "Traceback" not in err
+
+
+@pytest.mark.parametrize("command", ["select", "eval-selection", "export-lm-eval"])
+def test_option_commands_take_a_config_file(command, capsys):
+    with pytest.raises(SystemExit):
+        cli.main([command, "--help"])
+    assert "--config FILE.yaml" in capsys.readouterr().out

@@ -110,6 +110,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help(sys.stderr)
         return 2
+    if getattr(args, "options_file", None):  # --config of a command whose options are its flags: file < flags
+        from .commands._config import apply_options_file
+
+        try:
+            apply_options_file(_innermost_parser(parser, args), args.options_file)
+        except InstaError as err:
+            print(f"{_command_name(args)}: error: {_one_line(str(err))}", file=sys.stderr)
+            return 2
+        args = parser.parse_args(argv)
     from .commands._common import configure_output
 
     configure_output(args)

@@ -192,3 +192,81 @@ def build_config(cls: type[C], args: argparse.Namespace, what: str, *, extra: Ma
     if callable(validate):
         validate()
     return config
+
+
+# ---------------------------------------------------------------- --config for commands without a stage dataclass
+
+#: Set on a subparser whose ``--config`` file is applied generically (:func:`apply_options_file`).
+OPTIONS_FILE_ATTR = "_insta_options_file"
+
+
+def add_options_file_flag(parser: argparse.ArgumentParser, what: str) -> None:
+    """``--config FILE.yaml`` for a command whose options are its flags: keys are the flags' long names
+    (``target_examples`` or ``target-examples``); flags given on the command line override the file."""
+    parser.add_argument("--config", metavar="FILE.yaml", default=None, dest="options_file",
+                        help=f"YAML/JSON mapping of {what} options (the long flag names, - or _); the flags given "
+                        "here override it, it overrides the defaults")
+    setattr(parser, OPTIONS_FILE_ATTR, True)
+
+
+def _file_value(action: argparse.Action, value: Any, where: str) -> Any:
+    """One option's value from a config file, checked as argparse would check the flag's."""
+    if action.nargs == 0 or isinstance(action, (argparse._StoreTrueAction, argparse._StoreFalseAction)):
+        if not isinstance(value, bool):
+            raise InstaError(f"{where} must be true or false (got {value!r})")
+        return value
+    many = isinstance(action, argparse._AppendAction)
+    items = value if many and isinstance(value, list) else [value]
+    if many and not isinstance(value, list):
+        items = [value]
+    out = []
+    for item in items:
+        if isinstance(item, (dict, list)) or item is None or isinstance(item, bool):
+            raise InstaError(f"{where} must be {'a list of values' if many else 'a single value'} (got {item!r})")
+        if action.type is not None:
+            try:
+                item = action.type(str(item))
+            except (argparse.ArgumentTypeError, TypeError, ValueError) as err:
+                raise InstaError(f"{where}: {err or 'invalid value'} (got {item!r})") from None
+        elif not isinstance(item, str):
+            item = str(item)
+        if action.choices is not None and item not in action.choices:
+            raise InstaError(f"{where} must be one of {', '.join(map(str, action.choices))} (got {item!r})")
+        out.append(item)
+    return out if many else out[0]
+
+
+def apply_options_file(parser: argparse.ArgumentParser, path: str) -> None:
+    """Make the options in ``path`` the defaults of ``parser`` (re-parsing then lets the flags override them)."""
+    from pathlib import Path
+
+    from ..fileio import load_yaml
+
+    if not Path(path).is_file():
+        raise InstaError(f"config file {path!r} does not exist")
+    raw = load_yaml(path, "config file")
+    if raw is None:
+        return
+    if not isinstance(raw, dict) or not all(isinstance(k, str) for k in raw):
+        raise InstaError(f"config file {path} must hold a mapping of options (option: value)")
+    by_name = {}
+    for action in parser._actions:
+        for opt in action.option_strings:
+            if opt.startswith("--") and action.dest not in ("help", "options_file"):
+                by_name[opt[2:].replace("-", "_")] = action
+        if action.option_strings and action.dest not in ("help", "options_file"):
+            by_name.setdefault(action.dest, action)  # e.g. -k (no long name): its dest "k"
+    defaults = {}
+    for key, value in raw.items():
+        action = by_name.get(key.replace("-", "_"))
+        if action is None:
+            import difflib
+
+            close = difflib.get_close_matches(key.replace("-", "_"), list(by_name), n=1)
+            hint = f" (did you mean {close[0]}?)" if close else ""
+            raise InstaError(f"config file {path}: unknown option {key!r}{hint}")
+        value = _file_value(action, value, f"config file {path}: {key}")
+        if isinstance(action, argparse._StoreFalseAction):
+            value = not value if key.replace("-", "_") == action.option_strings[0][2:].replace("-", "_") else value
+        defaults[action.dest] = value
+    parser.set_defaults(**defaults)

@@ -52,6 +52,9 @@ def add_parser(sub) -> None:
     t.add_argument("--reliability-min", type=float, default=0.5, help="leave out targets whose split-half "
                    "reliability across seeds is below this (0.5)")
     t.add_argument("--include-unreliable", action="store_true", help="score unreliable targets too")
+    from ._config import add_options_file_flag
+
+    add_options_file_flag(p, "eval-selection")
     p.set_defaults(func=run)
 
 

@@ -27,6 +27,9 @@ def add_parser(sub) -> None:
                    "newline)")
     p.add_argument("--max-new-tokens", type=int, default=32, help="generation length (default 32)")
     add_output_args(p, json_help="write what was exported (files, task names, the lm-eval command) as JSON")
+    from ._config import add_options_file_flag
+
+    add_options_file_flag(p, "export")
     p.set_defaults(func=run)
 
 

@@ -49,6 +49,9 @@ def add_parser(sub) -> None:
     p.add_argument("--exclude-family", action="append", default=[], help="task family to leave out (repeatable)")
     p.add_argument("--no-cache", action="store_true", help="do not read or write the embedding cache")
     add_output_args(p, json_help="write the selection as JSON to this path")
+    from ._config import add_options_file_flag
+
+    add_options_file_flag(p, "selection")
     p.set_defaults(func=run)
 
 
