@@ -23,7 +23,8 @@ when they change; examples are read from the task file when asked for.
 """
 from __future__ import annotations
 
-import sys
+import logging
+
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -32,6 +33,8 @@ from ..helpers import stable_rng
 from ..records import Example, Task
 from .base import Catalog, read_json_file
 from .index_cache import cached_parse
+
+logger = logging.getLogger(__name__)
 
 INDEX_VERSION = 2  # bump whenever the cached per-file summary changes shape or content
 DEFAULTS = {
@@ -179,8 +182,8 @@ def _make_loader(task_id: str, path: Path, shuffle: bool, summary: dict[str, Any
         if summary.get("n_skipped") and str(path) not in _WARNED:  # once per file and process: never silent
             _WARNED.add(str(path))
             first = summary["skipped"][0]
-            print(f"insta: warning: BIG-bench task {task_id}: {summary['n_skipped']} of {summary['n_in_file']} "
-                  f"examples are unusable and skipped (example {first['index']}: {first['problem']})", file=sys.stderr)
+            logger.warning(f"BIG-bench task {task_id}: {summary['n_skipped']} of {summary['n_in_file']} "
+                           f"examples are unusable and skipped (example {first['index']}: {first['problem']})")
         fmt = {k: d[k] for k in DEFAULTS if k in d}
         for i, ex in enumerate(d.get("examples") or []):
             out = make_example(task_id, i, ex, fmt, shuffle, str(path)) if example_problem(ex) is None else None

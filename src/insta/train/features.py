@@ -2,14 +2,17 @@
 digest."""
 from __future__ import annotations
 
+import logging
+
 import hashlib
 import os
-import sys
 from pathlib import Path
 from typing import Any, Sequence
 
 from ..errors import InstaError
 from .config import TrainConfig
+
+logger = logging.getLogger(__name__)
 
 
 def build_features(records: Sequence[dict[str, Any]], tokenizer, kind: str,
@@ -73,8 +76,8 @@ def choose_batching(config: TrainConfig, kind: str, model, tokenizer, feats: lis
         if (config.padding_free and not out["padding_free"]) or (config.target_logits_only
                                                                  and not out["target_logits_only"]):
             out["fallback"] = check["why"]
-            print(f"insta train: note: {check['why']}; using "
-                  f"{'padded batches' if not out['padding_free'] else 'full logits'}", file=sys.stderr)
+            logger.warning(f"{check['why']}; using "
+                           f"{'padded batches' if not out['padding_free'] else 'full logits'}")
     if out["padding_free"]:
         if getattr(model.config, "use_cache", None):
             model.config.use_cache = False  # a cache object would hide the packed sequences from the mask builder

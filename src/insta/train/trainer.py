@@ -2,8 +2,9 @@
 arguments, resume point, final save, metrics)."""
 from __future__ import annotations
 
+import logging
+
 import shutil
-import sys
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -14,6 +15,8 @@ from ..options import apply_overrides
 from .checkpoints import find_resume_checkpoint, refuse_foreign_outputs, refuse_sentence_encoder, run_fingerprint
 from .config import MODEL_MARKER, TrainConfig, TrainResult
 from .features import ListDataset, base_for_metadata, build_features, choose_batching, mixture_digest, records_of
+
+logger = logging.getLogger(__name__)
 
 
 def trainer_class():
@@ -165,8 +168,8 @@ def _load_base(config: TrainConfig) -> tuple[str, str, Any, Any, float]:
                          f"{', ...' if len(missing) > 3 else ''})")
     unused = sorted(loading.get("unexpected_keys") or [])
     if unused:
-        print(f"insta train: warning: {len(unused)} weight(s) of {config.model!r} are not used by "
-              f"{type(model).__name__} ({', '.join(unused[:3])}{', ...' if len(unused) > 3 else ''})", file=sys.stderr)
+        logger.warning(f"{len(unused)} weight(s) of {config.model!r} are not used by {type(model).__name__} "
+                       f"({', '.join(unused[:3])}{', ...' if len(unused) > 3 else ''})")
     if getattr(model.config, "pad_token_id", None) is None:
         model.config.pad_token_id = tokenizer.pad_token_id
     return location, kind, tokenizer, model, time.perf_counter() - t_load
@@ -262,9 +265,8 @@ def _resume_point(trainer: Any, config: TrainConfig, out: Path, record: dict[str
         resume_from, broken = find_resume_checkpoint(ckpt_dir)
     if trainer.is_world_process_zero():
         for path, problem in broken:  # a kill while saving: never resumable, and in the way of the rotation
-            print(f"insta train: warning: checkpoint {path} is incomplete ({problem}); removed"
-                  + (f", resuming from {Path(resume_from).name}" if resume_from else ", starting over"),
-                  file=sys.stderr)
+            logger.warning(f"checkpoint {path} is incomplete ({problem}); removed"
+                           + (f", resuming from {Path(resume_from).name}" if resume_from else ", starting over"))
             shutil.rmtree(path, ignore_errors=True)
         out.mkdir(parents=True, exist_ok=True)
         atomic_write_json(out / "train_config.json", record)
