@@ -48,15 +48,11 @@ def build_features(records: Sequence[dict[str, Any]], tokenizer, kind: str,
                    "n_truncated": truncated}
 
 
-class ListDataset:
-    def __init__(self, items: list[dict]):
-        self.items = items
+def training_dataset(feats: list[dict]) -> Any:
+    """The features as a ``datasets.Dataset`` (what the Trainer's dataloader reads; columns kept as they are)."""
+    import datasets
 
-    def __len__(self) -> int:
-        return len(self.items)
-
-    def __getitem__(self, i: int) -> dict:
-        return self.items[i]
+    return datasets.Dataset.from_list(feats)
 
 def choose_batching(config: TrainConfig, kind: str, model, tokenizer, feats: list[dict]) -> dict[str, Any]:
     """The collator and what it does: padding-free and target-only logits where the model was checked to

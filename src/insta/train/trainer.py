@@ -14,7 +14,8 @@ from ..errors import InstaError
 from ..options import apply_overrides
 from .checkpoints import find_resume_checkpoint, refuse_foreign_outputs, refuse_sentence_encoder, run_fingerprint
 from .config import MODEL_MARKER, TrainConfig, TrainResult
-from .features import ListDataset, base_for_metadata, build_features, choose_batching, mixture_digest, records_of
+from .features import (base_for_metadata, build_features, choose_batching, mixture_digest, records_of,
+                       training_dataset)
 
 logger = logging.getLogger(__name__)
 
@@ -245,7 +246,7 @@ def _make_trainer(config: TrainConfig, args: Any, model: Any, tokenizer: Any, ki
 
         lengths = [len(f["input_ids"]) + (len(f["labels"]) if kind == "seq2seq" else 0) for f in feats]
         sampler = LengthGroupedSampler(lengths, config.batch_size, seed=config.seed)
-    trainer = trainer_class()(model=model, args=args, train_dataset=ListDataset(feats), data_collator=collator,
+    trainer = trainer_class()(model=model, args=args, train_dataset=training_dataset(feats), data_collator=collator,
                               processing_class=tokenizer, callbacks=insta_callbacks(config, timer) + list(callbacks),
                               target_logits=batching["target_logits_only"], sampler=sampler)
     if not config.progress:  # without bars the Trainer prints each log dict to stdout instead: no progress at all
