@@ -123,21 +123,28 @@ def add_config_file_flag(parser: argparse.ArgumentParser, what: str) -> None:
                         "here override it, it overrides the defaults")
 
 
-def read_config_file(path: str, cls: type, ignore: Iterable[str] = ()) -> dict[str, Any]:
-    """The checked values of a ``--config`` file for the dataclass ``cls``: unknown keys (with the closest name)
-    and values of the wrong type are one error line naming the file; keys in ``ignore`` are dropped."""
+def _config_mapping(path: str, what: str) -> dict[str, Any]:
+    """A ``--config`` file's mapping (empty for an empty file); a missing or non-mapping file is one line."""
     from pathlib import Path
 
     from ..fileio import load_yaml
-    from ..options import check_keys, checked, value_matches
 
     if not Path(path).is_file():
         raise InstaError(f"config file {path!r} does not exist")
     raw = load_yaml(path, "config file")
     if raw is None:
         return {}
-    if not isinstance(raw, dict):
-        raise InstaError(f"config file {path} must hold a mapping of options (field: value)")
+    if not isinstance(raw, dict) or not all(isinstance(k, str) for k in raw):
+        raise InstaError(f"config file {path} must hold a mapping of options ({what}: value)")
+    return raw
+
+
+def read_config_file(path: str, cls: type, ignore: Iterable[str] = ()) -> dict[str, Any]:
+    """The checked values of a ``--config`` file for the dataclass ``cls``: unknown keys (with the closest name)
+    and values of the wrong type are one error line naming the file; keys in ``ignore`` are dropped."""
+    from ..options import check_keys, checked, value_matches
+
+    raw = _config_mapping(path, "field")
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
     raw = {k: v for k, v in raw.items() if k not in set(ignore)}
     check_keys(raw, fields, f"config file {path}")
@@ -217,8 +224,6 @@ def _file_value(action: argparse.Action, value: Any, where: str) -> Any:
         return value
     many = isinstance(action, argparse._AppendAction)
     items = value if many and isinstance(value, list) else [value]
-    if many and not isinstance(value, list):
-        items = [value]
     out = []
     for item in items:
         if isinstance(item, (dict, list)) or item is None or isinstance(item, bool):
@@ -238,17 +243,7 @@ def _file_value(action: argparse.Action, value: Any, where: str) -> Any:
 
 def apply_options_file(parser: argparse.ArgumentParser, path: str) -> None:
     """Make the options in ``path`` the defaults of ``parser`` (re-parsing then lets the flags override them)."""
-    from pathlib import Path
-
-    from ..fileio import load_yaml
-
-    if not Path(path).is_file():
-        raise InstaError(f"config file {path!r} does not exist")
-    raw = load_yaml(path, "config file")
-    if raw is None:
-        return
-    if not isinstance(raw, dict) or not all(isinstance(k, str) for k in raw):
-        raise InstaError(f"config file {path} must hold a mapping of options (option: value)")
+    raw = _config_mapping(path, "option")
     by_name = {}
     for action in parser._actions:
         for opt in action.option_strings:
