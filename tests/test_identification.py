@@ -20,7 +20,7 @@ from insta.identification import (
     leave_one_out_ranks,
     make_queries,
 )
-from insta.records import Task
+from insta.records import Example, Task
 from insta.selection import Selector
 
 FIX = Path(__file__).parent / "fixtures" / "align"
@@ -203,3 +203,59 @@ def test_cli_eval_selection(tmp_path, capsys, tasks):
     assert "task identification" in capsys.readouterr().out
     rc = main(["eval-selection", "-c", str(FIX / "single.yaml"), "-e", str(enc)])
     assert rc == 2 and "two or more" in capsys.readouterr().err
+
+
+def _twins_catalog() -> Catalog:
+    """Two tasks with word-for-word the same instructions but different answer formats (yes/no vs true/false),
+    and a free-text task: plain instructions cannot tell the twins apart, their output spaces can."""
+    def task(tid, options):
+        exs = [Example(str(i), f"x{i}", [options[0]], list(options), 0) for i in range(4)]
+        return Task(id=tid, instructions=["Answer.", "Reply."],
+                    catalog="toy", loader=lambda: iter(exs))
+
+    free = [Example(str(i), f"x{i}", ["a long free text answer of many words"]) for i in range(4)]
+    return Catalog("toy", [task("yesno", ("yes it is", "no it is not")),
+                           task("truefalse", ("correct statement", "wrong statement")),
+                           Task(id="summary",
+                                instructions=["Summarise the article in few words.", "Summarise the article briefly."],
+                                catalog="toy", loader=lambda: iter(free))])
+
+
+def test_format_aware_and_output_space_identification_tell_twins_apart():
+    cat = _twins_catalog()
+    enc = HashingEncoder()
+    plain = evaluate_identification(cat, [enc], unit="task", aggregations=["mean"])
+    fmt = evaluate_identification(cat, [enc], unit="task", aggregations=["mean"], format_aware=True)
+    space = evaluate_identification(cat, [enc], unit="task", aggregations=["mean"], output_space_weight=1.0)
+    zero = evaluate_identification(cat, [enc], unit="task", aggregations=["mean"], output_space_weight=0.0)
+
+    def top1(res, g="all"):
+        (by_encoder,) = res["groups"][g]["by_encoder"].values()
+        return by_encoder["mean"]["top1"]
+
+    # the twins' 4 queries are ambiguous: plain instructions tie them (a miss); the summary's 2 are found
+    assert plain["n_queries"] == fmt["n_queries"] == space["n_queries"] == 6
+    assert plain["n_ambiguous"] == 4 and fmt["n_ambiguous"] == 4  # decided on the plain texts either way
+    assert top1(plain) == pytest.approx(2 / 6)
+    assert top1(fmt) == 1.0 and top1(space) == 1.0
+    assert zero["groups"] == plain["groups"]
+    assert fmt["format_aware"] is True and space["output_space_weight"] == 1.0
+
+
+def test_output_space_weight_must_be_a_non_negative_number():
+    with pytest.raises(InstaError, match="output_space_weight"):
+        evaluate_identification(_twins_catalog(), [HashingEncoder()], output_space_weight=-1)
+
+
+def test_cli_format_aware_identification(tmp_path, monkeypatch):
+    import insta.commands._common as common
+
+    monkeypatch.setattr(common, "load_pool", lambda args: _twins_catalog())
+    out = tmp_path / "id.json"
+    rc = main(["eval-selection", "-c", "toy", "-e", "hashing", "--unit", "task", "--format-aware",
+               "--output-space-weight", "0.5", "--json", str(out), "-q"])
+    assert rc == 0
+    res = json.loads(out.read_text())
+    assert res["format_aware"] is True and res["output_space_weight"] == 0.5
+    (by_encoder,) = res["groups"]["all"]["by_encoder"].values()
+    assert by_encoder["mean"]["top1"] == 1.0

@@ -52,12 +52,15 @@ def leave_one_out_ranks(
     aggregations: Sequence[str] = AGGREGATIONS,
     vote_depth: int = 10,
     embeddings: np.ndarray | None = None,
+    unit_bonus: np.ndarray | None = None,
 ) -> dict[str, np.ndarray]:
     """Rank (1 = best) of each query's own unit, per aggregation, with the query's own text masked out.
 
     ``units`` maps a unit to its instructions (the candidates); every query's text must be one of its unit's
     instructions. ``embeddings`` (optional) are the normalised vectors of the flattened instructions, in order;
     otherwise the instructions are embedded by a :class:`~insta.selection.Selector` over the units.
+    ``unit_bonus`` (optional, queries x units in ``units`` order) is added to every aggregated score, as
+    ``output_space_weight`` adds the output-space cosine in :class:`insta.methods.InstaMethod`.
     """
     for agg in aggregations:
         if agg not in AGGREGATIONS:
@@ -94,6 +97,8 @@ def leave_one_out_ranks(
     sim[rows, qcols_arr] = np.nan  # the held-out text is not a candidate
     for agg in aggregations:
         scores = aggregate(sim, owner_arr, len(names), agg, vote_depth, per_row=True)
+        if unit_bonus is not None:
+            scores = scores + unit_bonus
         own = scores[rows, qunits][:, None]
         beats = (scores > own) | scores_close(scores, own)
         out[agg] = beats.sum(axis=1)  # every unit at least as good as the own unit, itself included
@@ -204,6 +209,8 @@ def evaluate_identification(
     vote_depth: int = 10,
     drop_ambiguous: bool = False,
     details: bool = False,
+    format_aware: bool = False,
+    output_space_weight: float = 0.0,
 ) -> dict[str, Any]:
     """Leave-one-instruction-out identification accuracy of each encoder on ``catalog``, side by side.
 
@@ -213,6 +220,13 @@ def evaluate_identification(
     (see :func:`make_queries`), so every encoder answers the same queries. Ambiguous queries count (a tie with
     another unit is a miss); each summary holds the same figures over the unambiguous queries alone under
     ``"unambiguous"``.
+
+    The variants of :class:`insta.methods.InstaMethod` are asked the same queries: ``format_aware=True`` embeds
+    every instruction, the held-out one included, with its task's output space (:mod:`insta.taskformat`);
+    ``output_space_weight=w`` adds ``w`` x the cosine between the query unit's output space and each unit's.
+    Both give the query its own task's answer format, as a target's is given in selection, so they measure
+    what the variant sees, not instruction understanding alone. Which queries are ambiguous is decided on the
+    plain instruction texts either way, so every variant answers the same queries.
     """
     if unit not in ("family", "task"):
         raise InstaError(f"unknown unit {unit!r} (choose family or task)")
@@ -220,6 +234,9 @@ def evaluate_identification(
         raise InstaError(f"catalog {catalog.name!r} has no tasks")
     if not encoders:
         raise InstaError("give at least one encoder")
+    if (isinstance(output_space_weight, bool) or not isinstance(output_space_weight, (int, float))
+            or not output_space_weight >= 0):
+        raise InstaError(f"output_space_weight must be a number >= 0 (got {output_space_weight!r})")
     for name, values in (("top-k", ks), ("vote depth", [vote_depth])):
         for v in values:
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
@@ -244,13 +261,21 @@ def evaluate_identification(
         **counts,
         "aggregations": list(aggregations),
         "vote_depth": vote_depth,
+        "format_aware": bool(format_aware),
+        "output_space_weight": float(output_space_weight),
         "encoders": [],
         "groups": {},
     }
+    candidates, asked = units, queries
+    if format_aware:
+        candidates, asked = _format_aware(catalog, unit, units, queries)
+    spaces = unit_output_spaces(catalog, unit) if output_space_weight else {}
     all_ranks = {}
     for label, enc in zip(labels, objs):
         t_enc = time.perf_counter()
-        all_ranks[label] = leave_one_out_ranks(units, enc, queries, aggregations, vote_depth)
+        bonus = (output_space_weight * _output_space_cosines(spaces, list(units), queries, enc)
+                 if output_space_weight else None)
+        all_ranks[label] = leave_one_out_ranks(candidates, enc, asked, aggregations, vote_depth, unit_bonus=bonus)
         result["encoders"].append({**_encoder_info(enc), "label": label,
                                    "seconds": round(time.perf_counter() - t_enc, 2)})
     for g in groups:
@@ -265,9 +290,59 @@ def evaluate_identification(
     return result
 
 
+def unit_output_spaces(catalog: Catalog, unit: str = "family") -> dict[str, str | None]:
+    """Unit -> the first known output space of its tasks' instructions (``None`` where none is known)."""
+    from .taskformat import output_spaces
+
+    out: dict[str, str | None] = {}
+    for task in catalog:
+        u = _unit_of_id(catalog, task.id, unit)
+        if out.get(u) is None:
+            out[u] = next((s for s in output_spaces(task) if s), None)
+    return out
+
+
+def _format_aware(catalog: Catalog, unit: str, units: Mapping[str, Sequence[str]], queries: Sequence[Query]
+                  ) -> tuple[dict[str, list[str]], list[Query]]:
+    """The candidates and the queries with every instruction carrying its task's output space."""
+    from .taskformat import format_aware_texts
+
+    formatted: dict[tuple[str, str], str] = {}
+    for task in catalog:
+        u = _unit_of_id(catalog, task.id, unit)
+        for plain, text in zip(task.instructions, format_aware_texts(task)):
+            if isinstance(plain, str) and plain.strip():
+                formatted.setdefault((u, plain.strip()), text.strip())
+    cands = {u: list(dict.fromkeys(formatted[(u, t)] for t in texts)) for u, texts in units.items()}
+    asked = [Query(q.unit, formatted[(q.unit, q.text)], q.group, q.ambiguous) for q in queries]
+    return cands, asked
+
+
+def _output_space_cosines(spaces: Mapping[str, str | None], names: Sequence[str], queries: Sequence[Query],
+                          encoder: Any) -> np.ndarray:
+    """Queries x units: cosine of the query unit's output space and each unit's, as the method computes it (an
+    unknown unit space gets the mean over the known ones; a query with an unknown space gets zeros)."""
+    from .selection import unit_rows
+
+    texts = sorted({s for s in spaces.values() if s})
+    out = np.zeros((len(queries), len(names)))
+    if not texts:
+        return out
+    emb = dict(zip(texts, unit_rows(np.asarray(encoder.encode(texts)))))
+    for i, q in enumerate(queries):
+        own = spaces.get(q.unit)
+        if not own:
+            continue
+        cos = np.array([float(emb[own] @ emb[spaces[u]]) if spaces.get(u) else np.nan for u in names])
+        known = ~np.isnan(cos)
+        out[i] = np.where(known, cos, cos[known].mean())
+    return out
+
+
 def _load_encoders(encoders: Sequence[Any]) -> tuple[list[dict], list[str], list[Any]]:
     """The alignment metadata of the aligned ones, a unique label per encoder, and the encoder objects."""
-    from .encoder import Encoder, as_text_encoder
+    from .encoder import as_text_encoder
+    from .methods.resources import get_encoder
 
     metas, labels, objs = [], [], []
     for enc in encoders:
@@ -275,7 +350,7 @@ def _load_encoders(encoders: Sequence[Any]) -> tuple[list[dict], list[str], list
             meta = alignment_info(str(enc))
             if meta is not None:
                 metas.append(meta)
-            objs.append(Encoder(str(enc)))
+            objs.append(get_encoder(str(enc)))  # "hashing" is the dependency-free test encoder, as in select
             labels.append(encoder_label(str(enc)))
         else:
             enc = as_text_encoder(enc)

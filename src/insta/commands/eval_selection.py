@@ -33,6 +33,12 @@ def add_parser(sub) -> None:
                    help="do not ask instructions whose exact text belongs to another task too (by default they are "
                         "asked and count as misses when tied; the unambiguous queries alone are a second column)")
     p.add_argument("--keep-ambiguous", action="store_true", help=argparse.SUPPRESS)  # the default now
+    p.add_argument("--format-aware", action="store_true",
+                   help="identification for format-aware INSTA: every instruction, the held-out one too, is "
+                        "embedded with its task's output space")
+    p.add_argument("--output-space-weight", type=float, default=0.0, metavar="W",
+                   help="identification for INSTA with output_space_weight W: add W x the cosine between the query "
+                        "task's output space and each task's (0 = off)")
     p.add_argument("--details", action="store_true", help="include every query's ranks in the JSON")
     p.add_argument("--markdown", help="write the table as Markdown to this path")
     add_output_args(p, json_help="write the result as JSON to this path")
@@ -73,7 +79,8 @@ def run(args: argparse.Namespace) -> int:
     aggs = list(dict.fromkeys(args.aggregation)) or ["mean", "max", "topk-vote"]
     result = evaluate_identification(
         catalog, encoders, unit=args.unit, aggregations=aggs, ks=ks, vote_depth=args.vote_depth,
-        drop_ambiguous=args.drop_ambiguous, details=args.details,
+        drop_ambiguous=args.drop_ambiguous, details=args.details, format_aware=args.format_aware,
+        output_space_weight=args.output_space_weight,
     )
     result.update({"data_dir": args.data_dir, "pool": args.pool, "catalog_arg": args.catalog})
     if args.json_out:
