@@ -46,6 +46,7 @@ def identification_by_label(methods: list[dict], data_dir: str, catalog_name: st
 
     catalog = load_catalog(catalog_name, data_dir)
     variants: dict[str, tuple] = {}
+    others = []  # instructions-only methods that are not INSTA (lexical): asked through the general path
     for m in methods:
         if m["label"] == "random":
             continue
@@ -53,11 +54,18 @@ def identification_by_label(methods: list[dict], data_dir: str, catalog_name: st
         if isinstance(built, InstaMethod):
             variants[m["label"]] = (str(built.encoder_name or "all-MiniLM-L6-v2"), built.aggregation,
                                     built.format_aware, built.output_space_weight)
+        elif tuple(built.consumes) == INSTRUCTIONS_ONLY:
+            others.append(built)
     encoders = sorted({v[0] for v in variants.values()}, key=lambda e: (e != "all-MiniLM-L6-v2", e))
     out: dict[str, dict] = {}
     for fmt, weight in sorted({(v[2], v[3]) for v in variants.values()}):
         t0 = time.perf_counter()
-        res = evaluate_identification(catalog, encoders, format_aware=fmt, output_space_weight=weight)
+        plain = not fmt and not weight
+        res = evaluate_identification(catalog, encoders, format_aware=fmt, output_space_weight=weight,
+                                      methods=others if plain else ())
+        if plain:
+            for b in others:
+                variants[b.label] = (b.label, "mean", False, 0.0)
         print(f"identification format_aware={fmt} output_space_weight={weight}: {time.perf_counter() - t0:.0f} s",
               file=sys.stderr)
         group = res["groups"]["all"] if "all" in res["groups"] else next(iter(res["groups"].values()))
@@ -65,7 +73,7 @@ def identification_by_label(methods: list[dict], data_dir: str, catalog_name: st
         for label, (enc, agg, f, w) in variants.items():
             if (f, w) != (fmt, weight):
                 continue
-            col = labels[encoders.index(enc)]
+            col = enc if enc in labels else labels[encoders.index(enc)]
             s = group["by_encoder"][col][agg]
             out[label] = {"top1": s["top1"], "top5": s["top5"], "mrr": s["mrr"],
                           "top1_unambiguous": s["unambiguous"]["top1"], "n_queries": group["n_queries"],

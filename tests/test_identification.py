@@ -259,3 +259,43 @@ def test_cli_format_aware_identification(tmp_path, monkeypatch):
     assert res["format_aware"] is True and res["output_space_weight"] == 0.5
     (by_encoder,) = res["groups"]["all"]["by_encoder"].values()
     assert by_encoder["mean"]["top1"] == 1.0
+
+
+@pytest.mark.parametrize("aggregation", ["mean", "max"])
+def test_any_method_path_agrees_with_the_vectorised_ranks(tasks, aggregation):
+    from insta.identification import method_leave_one_out_ranks
+    from insta.methods import load_method
+
+    flat = Catalog("flat", [Task(t.id, t.instructions, t.catalog) for t in tasks])
+    units = catalog_units(flat, "task")
+    queries, _ = make_queries(flat, units, unit="task")
+    enc = DenseEncoder()
+    fast = leave_one_out_ranks(units, enc, queries, [aggregation])[aggregation]
+    slow = method_leave_one_out_ranks(load_method("insta-mean", encoder=enc, aggregation=aggregation), units, queries)
+    assert len(queries) > 5 and list(slow) == list(fast)
+
+
+def test_lexical_identification_counts_ties_against_and_refuses_sample_methods():
+    from insta.identification import method_leave_one_out_ranks
+    from insta.methods import load_method
+
+    cat = _twins_catalog()
+    res = evaluate_identification(cat, [], unit="task", aggregations=["mean"], methods=[load_method("lexical")])
+    # the twins' texts are word for word the same: BM25 ties them (4 misses); the summary's 2 queries are found
+    assert res["groups"]["all"]["by_encoder"]["lexical"]["mean"]["top1"] == pytest.approx(2 / 6)
+    units = catalog_units(cat, "task")
+    queries, _ = make_queries(cat, units, unit="task")
+    with pytest.raises(InstaError, match="instructions only"):
+        method_leave_one_out_ranks(load_method("roe", encoder="hashing"), units, queries)
+
+
+def test_cli_identification_with_a_method_column(tmp_path, monkeypatch):
+    import insta.commands._common as common
+
+    monkeypatch.setattr(common, "load_pool", lambda args: _twins_catalog())
+    out = tmp_path / "id.json"
+    assert main(["eval-selection", "-c", "toy", "-e", "hashing", "-m", "lexical", "--unit", "task",
+                 "--json", str(out), "-q"]) == 0
+    res = json.loads(out.read_text())
+    assert [e["label"] for e in res["encoders"]] == ["hashing", "lexical"]
+    assert main(["eval-selection", "-c", "toy", "-m", "no-such-method", "-q"]) != 0

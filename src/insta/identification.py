@@ -105,6 +105,34 @@ def leave_one_out_ranks(
     return out
 
 
+def method_leave_one_out_ranks(method: Any, units: Mapping[str, Sequence[str]], queries: Sequence[Query]
+                               ) -> np.ndarray:
+    """Rank (1 = best) of each query's own unit under any instructions-only selection method.
+
+    Per query, the method sees a pool of the units as tasks (the query's text removed from its own unit) and a
+    target whose one instruction is the query, and ranks the whole pool as ``insta select --method`` would; a
+    unit tied with the own unit ranks above it. The general (slower) path that :func:`leave_one_out_ranks`
+    computes in one matrix product for INSTA; it gives lexical BM25 (or a user's method) the same queries.
+    """
+    from .transfer.methods_vs_matrix import method_scores
+
+    if tuple(getattr(method, "consumes", ())) != ("instructions",):
+        raise InstaError(f"identification asks instructions only; method {getattr(method, 'label', method)!r} "
+                         f"reads {', '.join(getattr(method, 'consumes', ())) or 'something else'}")
+    names = list(units)
+    ranks = np.zeros(len(queries), dtype=np.int64)
+    for i, q in enumerate(queries):
+        if q.text not in units.get(q.unit, ()):
+            raise InstaError(f"query {q.text[:60]!r} is not an instruction of unit {q.unit!r}")
+        tasks = [Task(u, [t for t in units[u] if not (u == q.unit and t == q.text)], "units") for u in names]
+        pool = Catalog("units", [t for t in tasks if t.instructions])
+        target = Task("\x00identification-query", [q.text], "query")
+        scores = method_scores(method, target, pool, [])
+        own = scores.get(q.unit, float("-inf"))
+        ranks[i] = sum(1 for u, v in scores.items() if v >= own and u != q.unit) + 1
+    return ranks
+
+
 def _summarise(ranks: np.ndarray, units: Sequence[str], ks: Sequence[int]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     if len(ranks) == 0:
@@ -211,6 +239,7 @@ def evaluate_identification(
     details: bool = False,
     format_aware: bool = False,
     output_space_weight: float = 0.0,
+    methods: Sequence[Any] = (),
 ) -> dict[str, Any]:
     """Leave-one-instruction-out identification accuracy of each encoder on ``catalog``, side by side.
 
@@ -227,13 +256,17 @@ def evaluate_identification(
     Both give the query its own task's answer format, as a target's is given in selection, so they measure
     what the variant sees, not instruction understanding alone. Which queries are ambiguous is decided on the
     plain instruction texts either way, so every variant answers the same queries.
+
+    ``methods`` are further instructions-only selection methods (e.g. ``load_method("lexical")``), each a column
+    asked the same queries through :func:`method_leave_one_out_ranks` (plain instructions; the aggregation
+    rows repeat its one figure).
     """
     if unit not in ("family", "task"):
         raise InstaError(f"unknown unit {unit!r} (choose family or task)")
     if len(catalog) == 0:
         raise InstaError(f"catalog {catalog.name!r} has no tasks")
-    if not encoders:
-        raise InstaError("give at least one encoder")
+    if not encoders and not methods:
+        raise InstaError("give at least one encoder or method")
     if (isinstance(output_space_weight, bool) or not isinstance(output_space_weight, (int, float))
             or not output_space_weight >= 0):
         raise InstaError(f"output_space_weight must be a number >= 0 (got {output_space_weight!r})")
@@ -278,6 +311,15 @@ def evaluate_identification(
         all_ranks[label] = leave_one_out_ranks(candidates, enc, asked, aggregations, vote_depth, unit_bonus=bonus)
         result["encoders"].append({**_encoder_info(enc), "label": label,
                                    "seconds": round(time.perf_counter() - t_enc, 2)})
+    for method in methods:
+        t_enc = time.perf_counter()
+        label = str(getattr(method, "label", None) or method.name)
+        if label in all_ranks:
+            raise InstaError(f"two columns are labelled {label!r}")
+        ranks = method_leave_one_out_ranks(method, units, queries)
+        all_ranks[label] = {agg: ranks for agg in aggregations}
+        result["encoders"].append({"name": method.name, "label": label, "method": method.name,
+                                   "params": method.params(), "seconds": round(time.perf_counter() - t_enc, 2)})
     for g in groups:
         result["groups"][g] = _group_summary(g, queries, all_ranks, aggregations, ks)
     if details:

@@ -39,6 +39,8 @@ def add_parser(sub) -> None:
     p.add_argument("--output-space-weight", type=float, default=0.0, metavar="W",
                    help="identification for INSTA with output_space_weight W: add W x the cosine between the query "
                         "task's output space and each task's (0 = off)")
+    p.add_argument("--method", "-m", action="append", default=[], metavar="NAME",
+                   help="also ask an instructions-only selection method as a column, e.g. lexical (repeatable)")
     p.add_argument("--details", action="store_true", help="include every query's ranks in the JSON")
     p.add_argument("--markdown", help="write the table as Markdown to this path")
     add_output_args(p, json_help="write the result as JSON to this path")
@@ -74,13 +76,16 @@ def run(args: argparse.Namespace) -> int:
 
     check_output_files(json_out=args.json_out, markdown=args.markdown)
     catalog = load_pool(args)
-    encoders = args.encoder or [DEFAULT_ENCODER]
+    from ..methods import load_method
+
+    methods = [load_method(name) for name in args.method]
+    encoders = args.encoder or ([] if methods else [DEFAULT_ENCODER])
     ks = sorted(set(args.top)) or [1, 5]
     aggs = list(dict.fromkeys(args.aggregation)) or ["mean", "max", "topk-vote"]
     result = evaluate_identification(
         catalog, encoders, unit=args.unit, aggregations=aggs, ks=ks, vote_depth=args.vote_depth,
         drop_ambiguous=args.drop_ambiguous, details=args.details, format_aware=args.format_aware,
-        output_space_weight=args.output_space_weight,
+        output_space_weight=args.output_space_weight, methods=methods,
     )
     result.update({"data_dir": args.data_dir, "pool": args.pool, "catalog_arg": args.catalog})
     if args.json_out:
