@@ -327,3 +327,21 @@ def test_spread_sources_cover_keywords():
     chosen = spread_sources(Catalog("c", tasks), 3, seed=0)
     assert set(chosen) >= {"b1", "c1"} and len(chosen) == 3
     assert spread_sources(Catalog("c", tasks), 3, seed=0) == chosen
+
+
+def test_report_answers_the_questions_from_the_paired_differences():
+    from insta.transfer.report import _answers
+
+    def row(mean, lo, hi):
+        return {"ndcg": {"mean": mean, "lo": lo, "hi": hi}}
+
+    sc = {"summary": {m: {"ndcg": {"mean": v, "lo": v - 0.1, "hi": v + 0.1}}
+                      for m, v in (("insta-mean", 0.4), ("insta-max", 0.5), ("random", 0.36), ("roe", 0.55))},
+          "paired": {"insta-mean - random": row(0.04, -0.01, 0.09), "insta-mean - roe": row(-0.15, -0.25, -0.05),
+                     "insta-max - insta-mean": row(0.1, 0.02, 0.2)},
+          "reliability": {"a": {"reliability": 0.97, "reliable": True}, "b": {"reliability": 0.3, "reliable": False}}}
+    text = " ".join(_answers(sc))
+    assert "random +0.040 [-0.010, +0.090] (not separated)" in text
+    assert "roe -0.150 [-0.250, -0.050] (below)" in text
+    assert "The best is insta-max" in text and "+0.100 [+0.020, +0.200] (above)" in text
+    assert "1 of 2 targets" in text and "0.30 to 0.97" in text

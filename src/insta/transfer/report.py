@@ -114,7 +114,8 @@ def scoring_sections(sc: dict[str, Any], image: str | None = None) -> list[dict[
             "tables": [_scoring_table(sc)], "details": ("per-target NDCG", _per_target_table(sc))}
     if image:
         main["images"] = [image]
-    return [main, {"title": "Paired differences", "level": 3, "tables": [_paired_table(sc)]}]
+    return [main, {"title": "Paired differences", "level": 3, "paragraphs": _answers(sc),
+                   "tables": [_paired_table(sc)]}]
 
 
 def _compute_line(results: dict[str, Any]) -> str:
@@ -139,11 +140,44 @@ def _scoring_paragraphs(sc: dict[str, Any]) -> list[str]:
     if best:
         d = sc["paired"].get(f"{best} - random", {}).get("ndcg")
         if d:
-            sig = "above" if d["lo"] > 0 else ("below" if d["hi"] < 0 else "not distinguishable from")
-            paras.append(f"Best NDCG: {best} ({_ci(summ[best]['ndcg'])}); against random "
-                         f"{_f(d['mean'], signed=True)} [{_f(d['lo'], signed=True)}, {_f(d['hi'], signed=True)}]: "
-                         f"{sig} random.")
+            sig = {"not separated": "not distinguishable from"}.get(_verdict(d), _verdict(d))
+            paras.append(f"Best NDCG: {best} ({_ci(summ[best]['ndcg'])}); against random {_diff(d)}: {sig} random.")
     return paras
+
+
+def _diff(d: dict[str, float]) -> str:
+    return f"{_f(d['mean'], signed=True)} [{_f(d['lo'], signed=True)}, {_f(d['hi'], signed=True)}]"
+
+
+def _verdict(d: dict[str, float]) -> str:
+    return "above" if d["lo"] > 0 else ("below" if d["hi"] < 0 else "not separated")
+
+
+def _answers(sc: dict[str, Any], reference: str = "insta-mean") -> list[str]:
+    """The report's questions answered from the paired differences: plain INSTA against each baseline, the best
+    INSTA variant (aggregation, encoder) against plain INSTA, and how many targets the seeds agree on."""
+    summ, paired = sc["summary"], sc["paired"]
+    out = []
+    if reference in summ:
+        parts = [f"{b} {_diff(paired[f'{reference} - {b}']['ndcg'])} ({_verdict(paired[f'{reference} - {b}']['ndcg'])})"
+                 for b in ("random", "all", "lexical", "roe", "dsir") if f"{reference} - {b}" in paired]
+        if parts:
+            out.append(f"Does INSTA ({reference}) rank sources closer to measured transfer than the others? NDCG "
+                       "difference, 95% CI over targets: " + "; ".join(parts) + ".")
+        variants = [m for m in summ if m.startswith("insta") and m != reference]
+        if variants:
+            top = max(variants, key=lambda m: summ[m]["ndcg"]["mean"])
+            d = paired.get(f"{top} - {reference}", {}).get("ndcg")
+            if d:
+                out.append(f"Which INSTA variant (aggregation, encoder, format)? The best is {top} "
+                           f"({_ci(summ[top]['ndcg'])}); against {reference} {_diff(d)} ({_verdict(d)}).")
+    rel = [r for r in (sc.get("reliability") or {}).values() if r.get("reliability") is not None]
+    if rel:
+        vals = [r["reliability"] for r in rel]
+        out.append(f"How reliable is the matrix? {sum(bool(r.get('reliable')) for r in rel)} of {len(rel)} targets "
+                   f"have seeds that agree (split-half reliability {_f(min(vals), 2)} to {_f(max(vals), 2)}; "
+                   "per target: the reliability section).")
+    return out
 
 
 def _scoring_table(sc):
