@@ -258,3 +258,24 @@ def test_option_commands_take_a_config_file(command, capsys):
     with pytest.raises(SystemExit):
         cli.main([command, "--help"])
     assert "--config FILE.yaml" in capsys.readouterr().out
+
+
+def test_config_file_supplies_required_flags_and_positionals(tmp_path, capsys):
+    """A generic --config may give what argparse requires (export-lm-eval's TASK and --out); the command line
+    still overrides it, and what neither gives is the usual one-line argparse error."""
+    from pathlib import Path
+
+    data = Path(__file__).parent / "fixtures" / "bigbench"
+    cfg = tmp_path / "export.yaml"
+    cfg.write_text(f"task: color_quiz\ncatalog: bigbench\ndata_dir: {data}\nout: {tmp_path / 'from-file'}\n")
+    assert cli.main(["export-lm-eval", "--config", str(cfg), "-q"]) == 0
+    assert (tmp_path / "from-file" / "insta_color_quiz.yaml").is_file()
+    assert cli.main(["export-lm-eval", "--config", str(cfg), "--out", str(tmp_path / "flag"), "-q"]) == 0
+    assert (tmp_path / "flag" / "insta_color_quiz.yaml").is_file()
+    capsys.readouterr()
+    partial = tmp_path / "partial.yaml"
+    partial.write_text("catalog: bigbench\n")
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["export-lm-eval", "--config", str(partial)])
+    err = capsys.readouterr().err.strip()
+    assert exc.value.code == 2 and "required: task, --out/-o" in err and len(err.splitlines()) == 1

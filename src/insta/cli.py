@@ -66,6 +66,29 @@ def _command_name(args: argparse.Namespace) -> str:
     return "insta " + " ".join(words)
 
 
+def _relax_required(parser: argparse.ArgumentParser) -> list[tuple[argparse.ArgumentParser, argparse.Action, str,
+                                                                    object]]:
+    """Make the required flags and positionals of the commands with a generic ``--config`` optional for a first
+    parse, so that the file may supply them; returns what to restore (see :func:`main`)."""
+    from .commands._config import OPTIONS_FILE_ATTR
+
+    out: list = []
+    todo = [parser]
+    while todo:
+        p = todo.pop()
+        for action in p._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                todo.extend(action.choices.values())
+            elif getattr(p, OPTIONS_FILE_ATTR, False):
+                if action.option_strings and action.required:
+                    out.append((p, action, "required", True))
+                    action.required = False
+                elif not action.option_strings and action.nargs is None:
+                    out.append((p, action, "nargs", None))
+                    action.nargs = "?"
+    return out
+
+
 def _innermost_parser(parser: argparse.ArgumentParser, args: argparse.Namespace) -> argparse.ArgumentParser:
     for attr in ("command", "catalog_command", "data_command"):
         name = getattr(args, attr, None)
@@ -104,6 +127,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     # idle machine. The command's own process only, before any torch import; OMP_WAIT_POLICY=ACTIVE overrides it.
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    relaxed = _relax_required(parser) if any(a == "--config" or a.startswith("--config=") for a in argv) else []
     args, extras = parser.parse_known_args(argv)
     if extras:  # reported by the subcommand's parser, so the line names the subcommand
         _innermost_parser(parser, args).error(f"unrecognized arguments: {' '.join(extras)}")
@@ -118,6 +143,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         except InstaError as err:
             print(f"{_command_name(args)}: error: {_one_line(str(err))}", file=sys.stderr)
             return 2
+    if relaxed:  # what the file did not supply is required again, and argparse says so as usual
+        for owner, action, attr, value in relaxed:
+            if owner.get_default(action.dest) is None:
+                setattr(action, attr, value)
         args = parser.parse_args(argv)
     from .commands._common import configure_output
 

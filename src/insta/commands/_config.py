@@ -249,8 +249,8 @@ def apply_options_file(parser: argparse.ArgumentParser, path: str) -> None:
         for opt in action.option_strings:
             if opt.startswith("--") and action.dest not in ("help", "options_file"):
                 by_name[opt[2:].replace("-", "_")] = action
-        if action.option_strings and action.dest not in ("help", "options_file"):
-            by_name.setdefault(action.dest, action)  # e.g. -k (no long name): its dest "k"
+        if action.dest not in ("help", "options_file") and not isinstance(action, argparse._SubParsersAction):
+            by_name.setdefault(action.dest, action)  # e.g. -k (no long name): its dest "k"; a positional's name
     defaults = {}
     for key, value in raw.items():
         action = by_name.get(key.replace("-", "_"))
