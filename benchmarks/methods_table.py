@@ -57,7 +57,7 @@ def identification_by_label(methods: list[dict], data_dir: str, catalog_name: st
     for m in methods:
         if m["label"] == "random":
             continue
-        built = make_method(m["method"], label=m["label"], **_options(m))
+        built = make_method(m["method"], label=m["label"], **m.get("options", {}))
         if isinstance(built, InstaMethod):
             variants[m["label"]] = (str(built.encoder_name or "all-MiniLM-L6-v2"), built.aggregation,
                                     built.format_aware, built.output_space_weight)
@@ -87,11 +87,6 @@ def identification_by_label(methods: list[dict], data_dir: str, catalog_name: st
                           "n_ambiguous": group["n_ambiguous"], "encoder": col, "aggregation": agg,
                           "format_aware": f, "output_space_weight": w}
     return out
-
-
-def _options(m: dict) -> dict:
-    """The options a scored method was built with, from the methods file (the JSON keeps params, not options)."""
-    return m.get("options", {})
 
 
 def loto(per_target: dict, candidates: list[str], targets: list[str]) -> dict:

@@ -32,7 +32,7 @@ from .align_data import catalog_units
 from .catalogs.base import Catalog
 from .errors import InstaError
 from .records import Task
-from .selection import AGGREGATIONS, Selector, aggregate, scores_close
+from .selection import AGGREGATIONS, Selector, aggregate, ranking_scores, scores_close
 
 GROUPS = ("all", "heldout", "excluded", "unseen", "mixed")
 
@@ -114,8 +114,6 @@ def method_leave_one_out_ranks(method: Any, units: Mapping[str, Sequence[str]], 
     unit tied with the own unit ranks above it. The general (slower) path that :func:`leave_one_out_ranks`
     computes in one matrix product for INSTA; it gives lexical BM25 (or a user's method) the same queries.
     """
-    from .transfer.methods_vs_matrix import method_scores
-
     if tuple(getattr(method, "consumes", ())) != ("instructions",):
         raise InstaError(f"identification asks instructions only; method {getattr(method, 'label', method)!r} "
                          f"reads {', '.join(getattr(method, 'consumes', ())) or 'something else'}")
@@ -127,7 +125,7 @@ def method_leave_one_out_ranks(method: Any, units: Mapping[str, Sequence[str]], 
         tasks = [Task(u, [t for t in units[u] if not (u == q.unit and t == q.text)], "units") for u in names]
         pool = Catalog("units", [t for t in tasks if t.instructions])
         target = Task("\x00identification-query", [q.text], "query")
-        scores = method_scores(method, target, pool, [])
+        scores = ranking_scores(method, target, pool)
         own = scores.get(q.unit, float("-inf"))
         ranks[i] = sum(1 for u, v in scores.items() if v >= own and u != q.unit) + 1
     return ranks
@@ -362,22 +360,15 @@ def _format_aware(catalog: Catalog, unit: str, units: Mapping[str, Sequence[str]
 
 def _output_space_cosines(spaces: Mapping[str, str | None], names: Sequence[str], queries: Sequence[Query],
                           encoder: Any) -> np.ndarray:
-    """Queries x units: cosine of the query unit's output space and each unit's, as the method computes it (an
-    unknown unit space gets the mean over the known ones; a query with an unknown space gets zeros)."""
-    from .selection import unit_rows
+    """Queries x units: cosine of the query unit's output space and each unit's, as the method computes it
+    (:func:`insta.taskformat.output_space_cosines`); a query with an unknown space gets zeros."""
+    from .taskformat import embed_output_spaces, output_space_cosines
 
-    texts = sorted({s for s in spaces.values() if s})
+    vectors = embed_output_spaces(spaces.values(), encoder)
     out = np.zeros((len(queries), len(names)))
-    if not texts:
-        return out
-    emb = dict(zip(texts, unit_rows(np.asarray(encoder.encode(texts)))))
     for i, q in enumerate(queries):
-        own = spaces.get(q.unit)
-        if not own:
-            continue
-        cos = np.array([float(emb[own] @ emb[spaces[u]]) if spaces.get(u) else np.nan for u in names])
-        known = ~np.isnan(cos)
-        out[i] = np.where(known, cos, cos[known].mean())
+        if spaces.get(q.unit):
+            out[i] = output_space_cosines(spaces[q.unit], [spaces.get(u) for u in names], vectors)
     return out
 
 

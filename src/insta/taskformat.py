@@ -17,7 +17,7 @@ A target whose output space is unknown is scored on plain instructions against p
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, Iterable, Mapping, Sequence
 
 from .errors import InstaError
 from .records import Task
@@ -93,3 +93,26 @@ def format_aware_texts(task: Task) -> list[str]:
 def known(task: Task) -> bool:
     """Whether any instruction of ``task`` has a known output space."""
     return any(s is not None for s in output_spaces(task))
+
+
+def embed_output_spaces(spaces: Iterable[str | None], encoder: Any) -> dict[str, Any]:
+    """Output space text -> its unit vector, each known space embedded on its own (for ``output_space_weight``)."""
+    import numpy as np
+
+    from .selection import unit_rows
+
+    texts = sorted({s for s in spaces if s})
+    return dict(zip(texts, unit_rows(np.asarray(encoder.encode(texts))))) if texts else {}
+
+
+def output_space_cosines(space: str, sources: Sequence[str | None], vectors: Mapping[str, Any],
+                         allowed: Any = None) -> Any:
+    """Cosine between the output space ``space`` and each source's (``vectors`` from :func:`embed_output_spaces`);
+    a source whose space is unknown gets the mean over the known ones (the ``allowed`` ones, when given), so it is
+    pushed neither way."""
+    import numpy as np
+
+    cos = np.array([float(vectors[space] @ vectors[s]) if s else np.nan for s in sources])
+    known = ~np.isnan(cos) if allowed is None else ~np.isnan(cos) & np.asarray(allowed, bool)
+    neutral = float(cos[known].mean()) if known.any() else 0.0
+    return np.where(np.isnan(cos), neutral, cos)

@@ -128,20 +128,15 @@ class InstaMethod(SelectionMethod):
     def _with_output_space(self, sc: Scores, target: Task, pool: Catalog, samples: Sequence[Example],
                            allowed: np.ndarray) -> Scores:
         """``sc`` with ``output_space_weight`` x the output-space cosine added to every allowed source's score."""
-        from ..selection import unit_rows
-        from ..taskformat import output_spaces
+        from ..taskformat import embed_output_spaces, output_space_cosines, output_spaces
 
         space = self._target_space(target, samples)
         if space is None:
             sc.info["output_space"] = "the target's output space is unknown: instructions alone"
             return sc
         sources = [next((s for s in output_spaces(t) if s), None) for t in pool]
-        texts = sorted({space, *(s for s in sources if s)})
-        emb = dict(zip(texts, unit_rows(np.asarray(get_encoder(self.encoder_name).encode(texts)))))
-        cos = np.array([float(emb[space] @ emb[s]) if s else np.nan for s in sources])
-        known = ~np.isnan(cos) & np.asarray(allowed, bool)
-        neutral = float(cos[known].mean()) if known.any() else 0.0
-        cos = np.where(np.isnan(cos), neutral, cos)
+        vectors = embed_output_spaces([space, *sources], get_encoder(self.encoder_name))
+        cos = output_space_cosines(space, sources, vectors, allowed)
         score = np.where(allowed, sc.score + self.output_space_weight * cos, sc.score)
         base_why = sc.why
 

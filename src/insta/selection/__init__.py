@@ -29,7 +29,7 @@ function scores leave-one-out identification (:mod:`insta.identification`).
 from __future__ import annotations
 
 from .aggregation import AGGREGATIONS, TIE_TOLERANCE, aggregate, scores_close, topk_vote_weights
-from .method import SelectionMethod
+from .method import SelectionMethod, ranking_scores
 from .ranking import K_RULES, TIE_MODES, KRule, Scores, choose_k, parse_k, rank_candidates
 from .result import CONSUMPTIONS, Selection, TaskScore
 from .selector import Selector, TextEncoder, select, unit_rows
@@ -45,6 +45,6 @@ from .target import (
 __all__ = [
     "AGGREGATIONS", "CONSUMPTIONS", "FREE_TEXT_TARGET", "KRule", "K_RULES", "Scores", "Selection", "SelectionMethod",
     "Selector", "TIE_MODES", "TIE_TOLERANCE", "TaskScore", "TextEncoder", "aggregate", "as_target", "choose_k",
-    "clean_instructions", "leakage_guard", "parse_k", "rank_candidates", "scores_close", "select", "target_from_task",
-    "topk_vote_weights", "unit_rows", "with_instructions",
+    "clean_instructions", "leakage_guard", "parse_k", "rank_candidates", "ranking_scores", "scores_close", "select",
+    "target_from_task", "topk_vote_weights", "unit_rows", "with_instructions",
 ]

@@ -167,3 +167,25 @@ class SelectionMethod:
     def _score(self, target: Task, pool: Catalog, samples: list[Example], allowed: np.ndarray) -> Scores:
         """Scores of every pool task; ``allowed`` marks the candidates (excluded tasks must not influence them)."""
         raise NotImplementedError
+
+
+def ranking_scores(method: Any, target: Task, pool: Catalog, samples: Sequence[Example] = ()) -> dict[str, float]:
+    """Scores that reproduce ``method``'s own ranking of the whole pool (its target's relatives left out), equal
+    only within a tie group.
+
+    A method ranks by its score, then by its secondary signal (INSTA: mean or best-pair cosine); tasks equal on
+    both form a tie group (:class:`~insta.selection.result.Selection`), which it orders by a fixed rule, not by
+    relevance: they stay tied here. Scoring against a transfer matrix and identification both read rankings so.
+    """
+    n = len(pool) - len(leakage_guard(pool, target))
+    if n < 2:
+        return {}
+    res = method.select(target, pool, n, target_samples=list(samples))
+    out: dict[str, float] = {}
+    rank, prev = -1, None
+    for s in res.selected:
+        if not (s.tie_group and s.tie_group == prev):
+            rank += 1
+        prev = s.tie_group
+        out[s.task] = float(-rank)
+    return out

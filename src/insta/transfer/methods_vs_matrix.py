@@ -11,7 +11,7 @@ from typing import Any, Callable, Sequence
 from ..catalogs.base import Catalog
 from ..errors import InstaError
 from ..methods import unlabelled_samples  # noqa: F401  (was defined here)
-from ..records import Example, Task
+from ..selection import ranking_scores
 from .cells import METRICS, PRIMARY
 from .matrix import TransferMatrix, reliability
 from .scoring import score_rankings
@@ -97,29 +97,6 @@ def read_method_specs(path: str) -> list[tuple[str, str, dict[str, Any]]]:
     if isinstance(raw, dict) and set(raw) == {"methods"}:
         raw = raw["methods"]
     return parse_method_specs(raw, where=str(path))
-
-
-def method_scores(method: Any, target: Task, pool: Catalog, samples: Sequence[Example]) -> dict[str, float]:
-    """Scores that reproduce the method's own ranking of the whole pool, equal only within a tie group.
-
-    A method ranks by its score, then by its secondary signal (INSTA: mean or best-pair cosine); tasks equal on
-    both form a tie group (:class:`insta.selection.Selection`), which it orders by a fixed rule, not by
-    relevance: they stay tied here (scored as a random order).
-    """
-    from ..methods import relatives
-
-    n = len(pool) - len(relatives(target, pool))
-    if n < 2:
-        return {}
-    res = method.select(target, pool, n, target_samples=list(samples))
-    out: dict[str, float] = {}
-    rank, prev = -1, None
-    for s in res.selected:
-        if not (s.tie_group and s.tie_group == prev):
-            rank += 1
-        prev = s.tie_group
-        out[s.task] = float(-rank)
-    return out
 
 
 def _source_pool(matrix: TransferMatrix, catalogs: Callable[[str], Catalog], source_catalog: str | None,
@@ -218,7 +195,7 @@ def evaluate_methods_on_matrix(
             if "target_samples" in m.consumes and not samples:
                 log(f"{label}: no unlabelled instances of {t}: not scored there")
                 continue
-            scores[label][t] = method_scores(m, task, pool, samples)
+            scores[label][t] = ranking_scores(m, task, pool, samples)
         log(f"ranked {len(pool)} sources for {t} with {len(built)} method(s)")
     result = score_rankings(gold, perf, scores, k=k, draws=draws, n_boot=n_boot, seed=seed)
     result.update({"metric": metric, "reliability": rel, "targets_scored": kept, "targets_left_out": left_out,
