@@ -45,8 +45,8 @@ from .errors import InstaError
 
 #: rank-classification rules: the suffix each adds to a metric name (``acc`` + suffix, ``bal_acc`` + suffix, ...)
 RANK_RULES = {"sum": "", "norm": "_norm", "norm_token": "_norm_token", "calibrated": "_calibrated"}
-RANK_METRICS = tuple(f"{kind}{suffix}" for kind in ("acc", "bal_acc", "macro_f1") for suffix in RANK_RULES.values()) \
-    + ("gold_logprob", "gold_nll_per_token")
+RANK_METRICS = (tuple(f"{kind}{suffix}" for kind in ("acc", "bal_acc", "macro_f1") for suffix in RANK_RULES.values())
+                + ("gold_logprob", "gold_nll_per_token"))
 #: names used before the lm-evaluation-harness naming -> today's names (the old ``*_norm`` divided by tokens)
 LEGACY_RANK_METRICS = {
     "acc_sum": "acc", "bal_acc_sum": "bal_acc", "macro_f1_sum": "macro_f1",

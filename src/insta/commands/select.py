@@ -81,8 +81,8 @@ def run(args: argparse.Namespace) -> int:
     else:
         target = list(args.instruction)
     if args.n_target_instructions is not None:
-        target = with_instructions(target, args.n_target_instructions) if args.task else \
-            target[: args.n_target_instructions]
+        target = (with_instructions(target, args.n_target_instructions) if args.task else
+                  target[: args.n_target_instructions])
     encoder = None
     takes_encoder = "encoder" in _accepted(METHODS[name]) if name in METHODS else False
     if takes_encoder and name != "insta-aligned" and "encoder" not in options:

@@ -37,8 +37,8 @@ def _with_defaults(name: str, opts: dict[str, Any], top: dict[str, Any]) -> dict
     """A method's options with the experiment's encoder and library size where the method takes them."""
     if name in SHARED_ENCODER_METHODS and top.get("encoder") and "encoder" not in opts:
         opts["encoder"] = top["encoder"]
-    if name in METHODS and "source_instances" in METHODS[name].consumes and "library_size" not in opts \
-            and top.get("library_size"):
+    if (name in METHODS and "source_instances" in METHODS[name].consumes and "library_size" not in opts
+            and top.get("library_size")):
         opts["library_size"] = top["library_size"]
     if name == "insta-aligned" and opts.get("encoder"):
         opts["encoder"] = str(Path(opts["encoder"]).expanduser())

@@ -113,8 +113,8 @@ class Experiment:
             enc = Path(spec.options["encoder"])
             if enc.is_dir() and (enc / "modules.json").is_file():
                 continue
-            recipe = {k: v for k, v in explicit_options(spec.align, ()).items() if k != "progress"} \
-                if spec.align else None
+            recipe = ({k: v for k, v in explicit_options(spec.align, ()).items() if k != "progress"}
+                      if spec.align else None)
             self.log(f"insta-aligned: training the aligned encoder into {enc} (align: {recipe})")
             from ..align import align_for_targets
 

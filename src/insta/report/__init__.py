@@ -13,8 +13,8 @@ from __future__ import annotations
 from .document import FIGURES, NOTES_FILE, build_sections, load_results, notes_section, write_report
 from .render import markdown_to_html, render_html, render_markdown
 from .summary import DEFAULT_BASELINES, NORMALISATIONS, metric_on, primary_metric_of, selection_overlap, summarize
-from .tables import METRIC_NAMES, SECONDARY, comparison_table, compute_line, main_table, primary_definition, \
-    verdict_table
+from .tables import (METRIC_NAMES, SECONDARY, comparison_table, compute_line, main_table, primary_definition,
+                     verdict_table)
 
 __all__ = ["DEFAULT_BASELINES", "FIGURES", "METRIC_NAMES", "NORMALISATIONS", "NOTES_FILE", "SECONDARY",
            "build_sections", "comparison_table", "compute_line", "load_results", "main_table", "markdown_to_html",

@@ -133,8 +133,8 @@ class _Grid:
         return np.mean(vals, axis=0), float(np.mean(point))
 
     def same_models(self, tid: str, a: dict[str, Any], b: dict[str, Any]) -> bool:
-        return [self.cells[(tid, x)]["eval_key"] for x in a["labels"]] == \
-            [self.cells[(tid, x)]["eval_key"] for x in b["labels"]]
+        return ([self.cells[(tid, x)]["eval_key"] for x in a["labels"]]
+                == [self.cells[(tid, x)]["eval_key"] for x in b["labels"]])
 
     def seed_sd(self, tid: str, g: dict[str, Any], metric: str) -> float | None:
         if len(g["labels"]) < 2:
@@ -295,8 +295,8 @@ def _method_intervals(grid: _Grid, groups: list[dict[str, Any]], metric_of: dict
             points.append(point)
         if boots and len(boots) == len(grid.targets):
             mean = float(np.mean(points))
-            jack_avg = None if opts["interval"] != "bca" else \
-                [mean + (j - p) / len(jacks) for j, p in zip(jacks, points)]
+            jack_avg = (None if opts["interval"] != "bca" else
+                        [mean + (j - p) / len(jacks) for j, p in zip(jacks, points)])
             ci = interval(np.mean(boots, axis=0), mean, opts["confidence"], opts["interval"], jack_avg)
             out.setdefault("average", {})[g["group"]] = [ci["low"], ci["high"]]
     return out

@@ -132,8 +132,8 @@ class SelectionMethod:
                 raise InstaError(f"method {self.name!r} does not score by relevance: give a fixed k, not {kk.rule!r}")
             n_sel, why = choose_k(ranked_scores, kk)
             k_choice = {**kk.to_dict(), "k": n_sel, "why": why}
-        if ties == "include" and 0 < n_sel < len(group_of) and group_of[n_sel - 1] \
-                and group_of[n_sel] == group_of[n_sel - 1]:
+        if (ties == "include" and 0 < n_sel < len(group_of) and group_of[n_sel - 1]
+                and group_of[n_sel] == group_of[n_sel - 1]):
             end = n_sel
             while end < len(group_of) and group_of[end] == group_of[n_sel - 1]:
                 end += 1
