@@ -24,7 +24,7 @@ def main() -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from insta.catalogs import load_catalog
     from insta.encoder import Encoder
-    from insta.selection import Selector
+    from insta.methods import Selector
 
     results: dict = {"command": COMMAND, "machine": f"{platform.machine()}, {os.cpu_count()} cores", "catalogs": {}}
     t = time.perf_counter()

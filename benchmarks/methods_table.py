@@ -48,7 +48,7 @@ def identification_by_label(methods: list[dict], data_dir: str, catalog_name: st
     """Top-1 / top-5 identification of each INSTA variant (label -> figures), every variant on the same queries."""
     from insta.catalogs import load_catalog
     from insta.identification import evaluate_identification
-    from insta.methods import make_method
+    from insta.methods import load_method
     from insta.methods.insta import InstaMethod
 
     catalog = load_catalog(catalog_name, data_dir)
@@ -57,7 +57,7 @@ def identification_by_label(methods: list[dict], data_dir: str, catalog_name: st
     for m in methods:
         if m["label"] == "random":
             continue
-        built = make_method(m["method"], label=m["label"], **m.get("options", {}))
+        built = load_method(m["method"], label=m["label"], **m.get("options", {}))
         if isinstance(built, InstaMethod):
             variants[m["label"]] = (str(built.encoder_name or "all-MiniLM-L6-v2"), built.aggregation,
                                     built.format_aware, built.output_space_weight)

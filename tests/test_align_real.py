@@ -55,7 +55,7 @@ def test_real_tiny_alignment_and_identification(data_dir, tmp_path):
     assert base >= 0.5 and aligned >= 0.5  # 8 well separated datasets: both encoders find most of them
 
     from insta.encoder import Encoder
-    from insta.selection import Selector
+    from insta.methods import Selector
 
     top = Selector(sub, Encoder(str(out))).select(["Is this movie review positive or negative?"], k=3).task_ids[0]
     assert top in {"imdb", "rotten_tomatoes", "yelp_review_full", "amazon_polarity", "app_reviews"}

@@ -121,7 +121,7 @@ def test_a_loaded_sentence_transformer_is_used_as_it_is():
     from insta.identification import evaluate_identification
     from insta.methods import load_method
     from insta.records import Task
-    from insta.selection import Selector
+    from insta.methods import Selector
 
     fake = FakeST()
     enc = as_text_encoder(fake)

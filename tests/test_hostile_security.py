@@ -337,7 +337,7 @@ def test_catalog_list_and_show_escape_terminal_controls(tmp_path, capsys):
 def test_select_table_escapes_terminal_controls(tmp_path, capsys):
     from insta.commands.select import print_selection
     from insta.encoder import HashingEncoder
-    from insta.selection import Selector
+    from insta.methods import Selector
 
     cat = load_catalog(str(_escape_catalog(tmp_path / "c")))
     result = Selector(cat, HashingEncoder()).select(["Classify the review."], 2)

@@ -21,7 +21,7 @@ from insta.identification import (
     make_queries,
 )
 from insta.records import Example, Task
-from insta.selection import Selector
+from insta.methods import Selector
 
 FIX = Path(__file__).parent / "fixtures" / "align"
 

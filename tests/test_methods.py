@@ -13,7 +13,7 @@ from insta.methods import (
     METHODS,
     Selection,
     allocate_budget,
-    make_method,
+    load_method,
     ngram_counts_builtin,
     relatives,
 )
@@ -51,7 +51,7 @@ def test_each_method_returns_k_distinct_pool_tasks_never_a_relative(catalogs, na
     bigbench, bbh = catalogs
     cat, tid = target_ref.split(":")
     target = (bigbench if cat == "bigbench" else bbh).get(tid)
-    method = make_method(name, **opts)
+    method = load_method(name, **opts)
     res = method.select(target, bigbench, 3, target_samples=_samples(target))
     ids = res.task_ids
     assert len(ids) == 3 and len(set(ids)) == 3
@@ -78,21 +78,21 @@ def test_bbh_target_excludes_its_bigbench_parent(catalogs):
 def test_all_returns_every_pool_task_but_the_relatives(catalogs):
     bigbench, _ = catalogs
     target = bigbench.get("animal_facts")
-    res = make_method("all").select(target, bigbench, 2)
+    res = load_method("all").select(target, bigbench, 2)
     assert set(res.task_ids) == set(bigbench.ids) - {"animal_facts"}
     assert res.consumed == ["nothing"]
 
 
 def test_random_is_reproducible_per_seed_and_ignores_the_target(catalogs):
     bigbench, bbh = catalogs
-    a = make_method("random", seed=1).select(bigbench.get("animal_facts"), bigbench, 3).task_ids
-    b = make_method("random", seed=1).select(bigbench.get("animal_facts"), bigbench, 3).task_ids
+    a = load_method("random", seed=1).select(bigbench.get("animal_facts"), bigbench, 3).task_ids
+    b = load_method("random", seed=1).select(bigbench.get("animal_facts"), bigbench, 3).task_ids
     assert a == b
     pool = bigbench.without(["animal_facts", "sports_understanding"])
-    x = make_method("random", seed=1).select(bigbench.get("animal_facts"), pool, 3).task_ids
-    y = make_method("random", seed=1).select(bbh.get("sports_understanding"), pool, 3).task_ids
+    x = load_method("random", seed=1).select(bigbench.get("animal_facts"), pool, 3).task_ids
+    y = load_method("random", seed=1).select(bbh.get("sports_understanding"), pool, 3).task_ids
     assert x == y  # same pool, same seed: the same draw whatever the target
-    draws = {tuple(make_method("random", seed=s).select(bigbench.get("animal_facts"), pool, 3).task_ids)
+    draws = {tuple(load_method("random", seed=s).select(bigbench.get("animal_facts"), pool, 3).task_ids)
              for s in range(6)}
     assert len(draws) > 1
 
@@ -129,7 +129,7 @@ def test_roe_majority_vote_on_a_constructed_case(monkeypatch):
     target = Task(id="T", instructions=["x"], catalog="toy")
     samples = [Example(id=f"t{i}", input=x, references=[], options=["a", "b"]) for i, x in
                enumerate(["qb first", "qb second", "qa third"])]
-    res = make_method("roe", encoder="table", library_size=10).select(target, pool, 3, target_samples=samples)
+    res = load_method("roe", encoder="table", library_size=10).select(target, pool, 3, target_samples=samples)
     assert res.task_ids == ["B", "A", "C"]
     votes = {r.task: r.why["votes"] for r in res.selected}
     assert votes == {"B": 2, "A": 1, "C": 0}
@@ -140,9 +140,9 @@ def test_roe_majority_vote_on_a_constructed_case(monkeypatch):
 def test_roe_and_dsir_need_target_samples(catalogs):
     bigbench, _ = catalogs
     with pytest.raises(InstaError, match="unlabelled target instances"):
-        make_method("roe", encoder="hashing").select(bigbench.get("animal_facts"), bigbench, 2)
+        load_method("roe", encoder="hashing").select(bigbench.get("animal_facts"), bigbench, 2)
     with pytest.raises(InstaError, match="unlabelled target instances"):
-        make_method("dsir").select(bigbench.get("animal_facts"), bigbench, 2, target_samples=[])
+        load_method("dsir").select(bigbench.get("animal_facts"), bigbench, 2, target_samples=[])
 
 
 def test_lexical_bm25_prefers_shared_words():
@@ -152,7 +152,7 @@ def test_lexical_bm25_prefers_shared_words():
         Task(id="maths", instructions=["Add two numbers."], catalog="toy"),
     ])
     target = Task(id="t", instructions=["Are these statements about plants true?"], catalog="toy")
-    res = make_method("lexical").select(target, pool, 2)
+    res = load_method("lexical").select(target, pool, 2)
     assert res.task_ids[0] == "plants"
     assert res.params["scorer"].startswith("BM25")
 
@@ -203,7 +203,7 @@ def test_dsir_ranks_the_task_whose_ngrams_match_the_target():
     samples = [Example(id=f"s{i}", input=x, references=[]) for i, x in
                enumerate(["what is one plus one", "what is nine plus two"])]
     for agg in ("per-ngram", "mean", "topk-share"):
-        res = make_method("dsir", library_size=10, num_buckets=4096, aggregation=agg).select(
+        res = load_method("dsir", library_size=10, num_buckets=4096, aggregation=agg).select(
             target, pool, 2, target_samples=samples)
         assert res.task_ids[0] == "sums", agg
 
@@ -218,7 +218,7 @@ def test_insta_aligned_plumbing(tmp_path, catalogs, monkeypatch):
     enc_dir.mkdir()
     (enc_dir / "config.json").write_text("{}")
     monkeypatch.setitem(m.resources._ENCODERS, str(enc_dir), HashingEncoder(64))
-    method = make_method("insta-aligned", encoder=str(enc_dir))
+    method = load_method("insta-aligned", encoder=str(enc_dir))
     res = method.select(bigbench.get("animal_facts"), bigbench, 3)
     assert method.aggregation == "topk-vote" and res.params["vote_depth"] == 10
     assert len(set(res.task_ids)) == 3 and "animal_facts" not in res.task_ids
@@ -233,25 +233,25 @@ def test_insta_aligned_with_a_real_sentence_transformers_dir(tmp_path, catalogs)
     texts = [i for t in bigbench for i in t.instructions]
     enc_dir = tmp_path / "aligned"
     make_tiny_encoder(enc_dir, texts)
-    method = make_method("insta-aligned", encoder=str(enc_dir))
+    method = load_method("insta-aligned", encoder=str(enc_dir))
     assert method.aggregation == "topk-vote"
     res = method.select(bigbench.get("animal_facts"), bigbench, 3)
     assert len(set(res.task_ids)) == 3 and "animal_facts" not in res.task_ids
     assert res.params["encoder"].startswith("aligned-")
     with pytest.raises(InstaError, match="needs an encoder"):
-        make_method("insta-aligned")
+        load_method("insta-aligned")
     with pytest.raises(InstaError, match="does not exist"):
-        make_method("insta-aligned", encoder=str(tmp_path / "missing")).params()
+        load_method("insta-aligned", encoder=str(tmp_path / "missing")).params()
 
 
 def test_k_larger_than_the_pool_and_unknown_methods(catalogs):
     bigbench, _ = catalogs
     with pytest.raises(InstaError, match="larger than the pool"):
-        make_method("lexical").select(bigbench.get("animal_facts"), bigbench, 99)
+        load_method("lexical").select(bigbench.get("animal_facts"), bigbench, 99)
     with pytest.raises(InstaError, match="unknown selection method 'insta-man'.*insta-mean"):
-        make_method("insta-man")
+        load_method("insta-man")
     with pytest.raises(InstaError, match="unknown option"):
-        make_method("lexical", depth=3)
+        load_method("lexical", depth=3)
     assert set(METHODS) == {"insta-mean", "insta-max", "insta-topk-vote", "insta-aligned", "insta-format", "hybrid",
                             "all", "random", "roe", "lexical", "dsir"}
 
@@ -270,7 +270,7 @@ def test_insta_topk_vote_breaks_zero_vote_ties_by_mean_cosine_like_the_selector(
     """With vote depth 1 only one task gets a vote; the rest tie at 0 and must rank by mean cosine (as
     ``insta select`` does), not alphabetically."""
     import insta.methods as m
-    from insta.selection import Selector
+    from insta.methods import Selector
 
     enc = TableEncoder({"target": [1, 0, 0], "near": [0.9, 0.1, 0], "mid": [0.6, 0.8, 0], "far": [0.1, 0.2, 0.97]})
     monkeypatch.setitem(m.resources._ENCODERS, "table", enc)
@@ -278,7 +278,7 @@ def test_insta_topk_vote_breaks_zero_vote_ties_by_mean_cosine_like_the_selector(
                            Task(id="b_mid", instructions=["mid"], catalog="toy"),
                            Task(id="c_near", instructions=["near"], catalog="toy")])
     target = Task(id="T", instructions=["target"], catalog="toy")
-    res = make_method("insta-topk-vote", encoder="table", vote_depth=1).select(target, pool, 3)
+    res = load_method("insta-topk-vote", encoder="table", vote_depth=1).select(target, pool, 3)
     assert res.task_ids == ["c_near", "b_mid", "a_far"]
     assert [r.score for r in res.selected][1:] == [0.0, 0.0]
     assert res.selected[1].why["mean_cosine"] > res.selected[2].why["mean_cosine"]
@@ -306,7 +306,7 @@ def test_describe_of_the_existing_methods_is_unchanged():
                                         "text": "instance input (with its answer options)"}),
     ]
     for name, opts, params in expected:
-        d = make_method(name, **opts).describe()
+        d = load_method(name, **opts).describe()
         assert d["method"] == name and d["params"] == params, name
         assert set(d) == {"method", "label", "consumes", "depends_on_target", "params"}
 
@@ -330,7 +330,7 @@ def test_load_method_k_option_and_k_rules(catalogs):
 
 def test_all_and_random_order_and_ties(catalogs):
     bigbench, _ = catalogs
-    res = make_method("all").select(bigbench.get("animal_facts"), bigbench)
+    res = load_method("all").select(bigbench.get("animal_facts"), bigbench)
     assert res.k_choice["rule"] == "all" and res.ties == []
     assert {s.tie_group for s in res.selected} == {1}  # nothing tells them apart (scored as ties downstream)
 
@@ -388,8 +388,8 @@ def test_roe_excluded_task_cannot_take_a_vote(monkeypatch):
     pool = Catalog("toy", [_task("A", ["alpha one"]), _task("B", ["beta one"]), _task("C", ["gamma one"])])
     target = Task(id="T", instructions=["x"], catalog="toy")
     samples = [Example(id="s", input="q", references=[])]
-    free = make_method("roe", encoder="table").select(target, pool, 2, target_samples=samples)
-    guarded = make_method("roe", encoder="table").select(target, pool, 2, target_samples=samples, exclude=["A"])
+    free = load_method("roe", encoder="table").select(target, pool, 2, target_samples=samples)
+    guarded = load_method("roe", encoder="table").select(target, pool, 2, target_samples=samples, exclude=["A"])
     assert free.task_ids[0] == "A" and guarded.task_ids[0] == "B"
     assert guarded.selected[0].why["votes"] == 1
 
@@ -422,7 +422,7 @@ def test_dsir_sparse_features_equal_the_dense_counts_and_scores():
     target = Task(id="t", instructions=["x"], catalog="toy")
     samples = [Example(id=f"s{i}", input=x, references=[]) for i, x in
                enumerate(["what is one plus one", "what is nine plus two"])]
-    res = make_method("dsir", library_size=10, num_buckets=512).select(target, pool, 3, target_samples=samples)
+    res = load_method("dsir", library_size=10, num_buckets=512).select(target, pool, 3, target_samples=samples)
     lib = [(i, ex.input) for i, t in enumerate(pool) for ex in t.iter_examples()]
     ref = _dense_dsir_reference([x for _, x in lib], np.array([i for i, _ in lib]), [s.input for s in samples], 3, 512)
     got = {s.task: s.score for s in res.selected}
@@ -438,9 +438,9 @@ def test_lexical_statistics_come_from_the_candidates_only():
         Task(id="plants2", instructions=["Are statements about plants true?"], catalog="toy"),
     ])
     target = Task(id="t", instructions=["Are these statements about plants true?"], catalog="toy")
-    guarded = make_method("lexical").select(target, pool, 2, exclude=["plants2"])
-    never = make_method("lexical").select(target, Catalog("toy", list(pool)[:3]), 2)
-    with_it = make_method("lexical").select(target, pool, 4)  # plants2 shares the rare words: their idf drops
+    guarded = load_method("lexical").select(target, pool, 2, exclude=["plants2"])
+    never = load_method("lexical").select(target, Catalog("toy", list(pool)[:3]), 2)
+    with_it = load_method("lexical").select(target, pool, 4)  # plants2 shares the rare words: their idf drops
     assert {s.task: s.score for s in with_it.selected}["plants"] < guarded.selected[0].score
     assert [(s.task, s.score) for s in guarded.selected] == [(s.task, s.score) for s in never.selected]
     assert "plants" in guarded.selected[0].why["shared_words"]
@@ -462,18 +462,18 @@ def test_hybrid_weight_zero_is_insta_and_one_is_the_instance_signal(monkeypatch)
                            task("C", "instr C", ["gamma 1"])])
     target = Task(id="T", instructions=["target"], catalog="toy")
     samples = [Example(id="s", input="qq", references=[])]
-    insta = make_method("insta-mean", encoder="table").select(target, pool, 3).task_ids
+    insta = load_method("insta-mean", encoder="table").select(target, pool, 3).task_ids
     assert insta == ["A", "B", "C"]
-    assert make_method("hybrid", encoder="table", weight=0.0).select(target, pool, 3, target_samples=samples
+    assert load_method("hybrid", encoder="table", weight=0.0).select(target, pool, 3, target_samples=samples
                                                                     ).task_ids == insta
-    by_inputs = make_method("hybrid", encoder="table", weight=1.0).select(target, pool, 3, target_samples=samples)
+    by_inputs = load_method("hybrid", encoder="table", weight=1.0).select(target, pool, 3, target_samples=samples)
     assert by_inputs.task_ids == ["C", "B", "A"]  # the target input is nearest to C's instance, then B's
-    mid = make_method("hybrid", encoder="table", weight=0.5).select(target, pool, 3, target_samples=samples)
+    mid = load_method("hybrid", encoder="table", weight=0.5).select(target, pool, 3, target_samples=samples)
     why = mid.selected[0].why
     assert mid.selected[0].score == pytest.approx(0.5 * why["z_instruction"] + 0.5 * why["z_instance"], abs=2e-3)
     assert {"best_source_instruction", "instance_score"} <= set(why)
     with pytest.raises(InstaError, match="weight"):
-        make_method("hybrid", weight=1.5)
+        load_method("hybrid", weight=1.5)
 
 
 def test_insta_format_ranks_the_task_with_the_target_output_space_first():
@@ -487,12 +487,12 @@ def test_insta_format_ranks_the_task_with_the_target_output_space_first():
     pool = Catalog("toy", [task("wordy", "Read the passage and answer the question.", None),
                            task("yesno", "Decide about the passage.", ["yes", "no"])])
     target = task("target", "Read the passage and answer.", ["yes", "no"])
-    plain = make_method("insta-mean", encoder="hashing").select(target, pool, 2)
-    fmt = make_method("insta-format", encoder="hashing").select(target, pool, 2)
+    plain = load_method("insta-mean", encoder="hashing").select(target, pool, 2)
+    fmt = load_method("insta-format", encoder="hashing").select(target, pool, 2)
     assert plain.task_ids == ["wordy", "yesno"] and fmt.task_ids == ["yesno", "wordy"]
     assert fmt.selected[0].why["best_source_instruction"].endswith("Answer options: no | yes.")
     assert fmt.config["format_aware"] == "instructions with their output space"
-    free = make_method("insta-format", encoder="hashing").select(["Read the passage and answer."], pool, 2)
+    free = load_method("insta-format", encoder="hashing").select(["Read the passage and answer."], pool, 2)
     assert free.task_ids == plain.task_ids and "unknown" in free.config["format_aware"]
 
 
@@ -510,10 +510,10 @@ def test_output_space_weight_adds_the_answer_format_as_a_separate_signal():
                            task("free", "Write about the passage.", None, refs=["a long free text answer here"]),
                            Task(id="blank", instructions=["Passage task."], catalog="toy", loader=lambda: iter([]))])
     target = task("target", "Read the passage and answer.", ["yes", "no"])
-    plain = make_method("insta-mean", encoder="hashing").select(target, pool, 4)
-    zero = make_method("insta-mean", encoder="hashing", output_space_weight=0).select(target, pool, 4)
+    plain = load_method("insta-mean", encoder="hashing").select(target, pool, 4)
+    zero = load_method("insta-mean", encoder="hashing", output_space_weight=0).select(target, pool, 4)
     assert zero.task_ids == plain.task_ids and plain.task_ids[0] == "wordy"
-    spaced = make_method("insta-mean", encoder="hashing", output_space_weight=1.0).select(target, pool, 4)
+    spaced = load_method("insta-mean", encoder="hashing", output_space_weight=1.0).select(target, pool, 4)
     assert spaced.task_ids[0] == "yesno"
     assert spaced.config["output_space"] == "Answer options: no | yes."
     by_id = {s.task: s for s in spaced.selected}
@@ -523,12 +523,12 @@ def test_output_space_weight_adds_the_answer_format_as_a_separate_signal():
     known = [by_id[t].why["output_space_cosine"] for t in ("wordy", "yesno", "free")]
     assert by_id["blank"].why["output_space"] is None
     assert by_id["blank"].why["output_space_cosine"] == pytest.approx(sum(known) / 3, abs=1e-4)
-    unknown = make_method("insta-mean", encoder="hashing", output_space_weight=1.0).select(
+    unknown = load_method("insta-mean", encoder="hashing", output_space_weight=1.0).select(
         ["Read the passage and answer."], pool, 3)
-    assert unknown.task_ids == make_method("insta-mean", encoder="hashing").select(
+    assert unknown.task_ids == load_method("insta-mean", encoder="hashing").select(
         ["Read the passage and answer."], pool, 3).task_ids and "unknown" in unknown.config["output_space"]
     with pytest.raises(InstaError, match="output_space_weight"):
-        make_method("insta-mean", output_space_weight=-1)
+        load_method("insta-mean", output_space_weight=-1)
 
 
 def test_per_pool_caches_never_serve_another_pool():
@@ -548,6 +548,6 @@ def test_per_pool_caches_never_serve_another_pool():
 
     copy = pickle.loads(pickle.dumps(cache))  # methods travel to other processes (Ray): the cache goes empty
     assert copy.get(a, lambda: "rebuilt") == "rebuilt"
-    method = make_method("insta-mean", encoder="hashing")
+    method = load_method("insta-mean", encoder="hashing")
     method.select(["x"], a, 1)
     assert pickle.loads(pickle.dumps(method)).select(["x"], a, 1).task_ids == ["t"]

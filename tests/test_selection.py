@@ -8,7 +8,8 @@ from insta.catalogs.base import Catalog
 from insta.encoder import HashingEncoder
 from insta.errors import InstaError
 from insta.records import Task
-from insta.selection import Selector, select, topk_vote_weights
+from insta.methods import Selector, select
+from insta.selection import topk_vote_weights
 
 
 class TableEncoder:

@@ -9,7 +9,7 @@ from insta.catalogs import load_catalog
 from insta.catalogs.base import Catalog
 from insta.encoder import Encoder
 from insta.records import Task
-from insta.selection import Selector
+from insta.methods import Selector
 
 pytestmark = pytest.mark.slow
 

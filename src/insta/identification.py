@@ -2,7 +2,7 @@
 
 For every query (an instruction of a unit that has at least two distinct instructions), the unit's other
 instructions and every other unit of the catalog are scored against the query exactly as INSTA scores source
-tasks against a target: the instructions are embedded by :class:`insta.selection.Selector` and aggregated by
+tasks against a target: the instructions are embedded by :class:`insta.methods.Selector` and aggregated by
 :func:`insta.selection.aggregate` (``mean`` / ``max`` / ``topk-vote``), with the query text itself masked out.
 Top-1 = the query's own unit ranks first; top-5 = among the first five. Ties count against the query (a unit
 tied with the right one is ranked above it).
@@ -32,7 +32,8 @@ from .align_data import catalog_units
 from .catalogs.base import Catalog
 from .errors import InstaError
 from .records import Task
-from .selection import AGGREGATIONS, Selector, aggregate, ranking_scores, scores_close
+from .methods import Selector
+from .selection import AGGREGATIONS, aggregate, ranking_scores, scores_close
 
 GROUPS = ("all", "heldout", "excluded", "unseen", "mixed")
 
@@ -58,7 +59,7 @@ def leave_one_out_ranks(
 
     ``units`` maps a unit to its instructions (the candidates); every query's text must be one of its unit's
     instructions. ``embeddings`` (optional) are the normalised vectors of the flattened instructions, in order;
-    otherwise the instructions are embedded by a :class:`~insta.selection.Selector` over the units.
+    otherwise the instructions are embedded by a :class:`~insta.methods.Selector` over the units.
     ``unit_bonus`` (optional, queries x units in ``units`` order) is added to every aggregated score, as
     ``output_space_weight`` adds the output-space cosine in :class:`insta.methods.InstaMethod`.
     """

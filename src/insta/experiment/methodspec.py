@@ -8,7 +8,7 @@ from typing import Any
 
 from ..align_data import AlignConfig
 from ..errors import InstaError
-from ..methods import METHODS, SHARED_ENCODER_METHODS, make_method
+from ..methods import METHODS, SHARED_ENCODER_METHODS, load_method
 from ..options import checked_mapping, read_section
 
 
@@ -53,7 +53,7 @@ def _random_specs(opts: dict[str, Any], label: str | None, seeds: Any) -> list[M
         raise InstaError("random: 'seeds' must be a non-empty list of integers")
     specs = []
     for s in seeds:
-        make_method("random", seed=s, **opts)  # validates the options
+        load_method("random", seed=s, **opts)  # validates the options
         specs.append(MethodSpec("random", f"{label or 'random'}-s{s}", {**opts, "seed": s}, seed=s,
                                 group=label or "random"))
     return specs
@@ -78,7 +78,7 @@ def _specs_of(i: int, item: Any, top: dict[str, Any]) -> list[MethodSpec]:
         return _random_specs(opts, label, seeds)
     if seeds is not None:
         raise InstaError(f"method {name!r} takes no 'seeds' (only random does)")
-    make_method(name, **opts)  # unknown name or option: a clear error now
+    load_method(name, **opts)  # unknown name or option: a clear error now
     lab = label or name
     return [MethodSpec(name, lab, opts, group=lab, align=align_config(align, f"{lab}.align"))]
 

@@ -1,4 +1,5 @@
-"""Every task-selection method behind one interface: ``load_method(name, **options).select(target, pool, k)``.
+"""Every task-selection method behind one interface: ``load_method(name, **options).select(target, pool, k)``,
+and :func:`select`, one-call INSTA, on top of them.
 
 Each method is a :class:`~insta.selection.SelectionMethod` and returns a :class:`~insta.selection.Selection`
 (ranked tasks, scores, the "why" of each pick, tie groups, how k was chosen, what it consumed, its config).
@@ -27,14 +28,16 @@ One module per method family: :mod:`.insta`, :mod:`.lexical`, :mod:`.roe`, :mod:
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Iterable, Sequence
 
+from ..catalogs.base import Catalog
 from ..errors import InstaError
-from ..selection import CONSUMPTIONS, Selection, SelectionMethod, TaskScore
+from ..records import Task
+from ..selection import CONSUMPTIONS, KRule, Selection, SelectionMethod, TaskScore, TextEncoder
 from .baselines import AllMethod, RandomMethod
 from .dsir import DSIRMethod, dsir_featurizer, ngram_buckets, ngram_counts_builtin, ngram_features, wordpunct_fallback
 from .hybrid import HybridMethod
-from .insta import InstaAlignedMethod, InstaFormatMethod, InstaMaxMethod, InstaMethod, InstaVoteMethod
+from .insta import InstaAlignedMethod, InstaFormatMethod, InstaMaxMethod, InstaMethod, InstaVoteMethod, Selector
 from .lexical import LexicalMethod
 from .resources import (
     allocate_budget,
@@ -48,9 +51,6 @@ from .resources import (
     unlabelled_samples,
 )
 from .roe import InstanceIndex, RoEMethod
-
-#: The result type of every method (the name of earlier versions).
-MethodResult = Selection
 
 METHODS: dict[str, type[SelectionMethod]] = {
     "insta-mean": InstaMethod,
@@ -83,15 +83,26 @@ def load_method(name: str, **options: Any) -> SelectionMethod:
         raise InstaError(f"method {name!r}: bad options ({err})") from None
 
 
-#: The name of earlier versions.
-make_method = load_method
+def select(
+    catalog: Catalog,
+    target: Sequence[str] | str | Task,
+    k: int | str | KRule = 5,
+    *,
+    encoder: TextEncoder | str | None = None,
+    aggregation: str = "mean",
+    exclude: Iterable[str] = (),
+    exclude_families: Iterable[str] = (),
+) -> Selection:
+    """One-call INSTA: the top ``k`` tasks of ``catalog`` for a target task (its relatives excluded) or text(s)."""
+    method = load_method("insta-mean", encoder=encoder, aggregation=aggregation)
+    return method.select(target, catalog, k, exclude=exclude, exclude_families=exclude_families)
 
 
 __all__ = [
     "AllMethod", "CONSUMPTIONS", "DSIRMethod", "HybridMethod", "InstaAlignedMethod", "InstaFormatMethod",
-    "InstaMaxMethod", "InstaMethod", "InstaVoteMethod", "InstanceIndex", "LexicalMethod", "METHODS", "MethodResult",
+    "InstaMaxMethod", "InstaMethod", "InstaVoteMethod", "InstanceIndex", "LexicalMethod", "METHODS",
     "RandomMethod", "RoEMethod", "SHARED_ENCODER_METHODS", "Selection", "SelectionMethod", "TaskScore",
     "allocate_budget", "dsir_featurizer", "encoder_name", "get_encoder", "instance_text", "library_texts",
-    "load_method", "make_method", "ngram_buckets", "ngram_counts_builtin", "ngram_features", "read_target_examples",
-    "relatives", "source_library", "unlabelled_samples", "wordpunct_fallback",
+    "load_method", "ngram_buckets", "ngram_counts_builtin", "ngram_features", "read_target_examples",
+    "relatives", "select", "Selector", "source_library", "unlabelled_samples", "wordpunct_fallback",
 ]

@@ -1,4 +1,6 @@
-"""Task selection: one interface for every method, and INSTA's instruction-similarity engine.
+"""Task selection, the bottom floor: the interface every method implements, ranking, ties, k rules and the result
+type. The methods (INSTA included) are registered above it in :mod:`insta.methods`, with :func:`insta.methods.select`
+on top; the evaluators of selection (identification, scoring against a transfer matrix) stand on the methods.
 
 **The interface.** Every selection method (INSTA and its variants, lexical BM25, RoE, DSIR, random, all: see
 :mod:`insta.methods`, ``load_method(name, **options)``) is a :class:`SelectionMethod`:
@@ -22,17 +24,16 @@ drop between consecutive scores), ``elbow`` (the knee of the sorted score curve)
 least ``z`` standard deviations above the candidates' mean), within ``[k_min, k_max]``; the Selection reports
 the chosen k and why.
 
-**INSTA** (:class:`Selector`): cosine similarity over every (target instruction, source instruction) pair,
+**INSTA** (:class:`insta.methods.Selector`): cosine similarity over every (target instruction, source instruction) pair,
 aggregated per source task by :func:`aggregate` (``mean``, ``max`` or ``topk-vote``, METHOD.md §1); the same
 function scores leave-one-out identification (:mod:`insta.identification`).
 """
 from __future__ import annotations
 
-from .aggregation import AGGREGATIONS, TIE_TOLERANCE, aggregate, scores_close, topk_vote_weights
+from .aggregation import AGGREGATIONS, TIE_TOLERANCE, TextEncoder, aggregate, scores_close, topk_vote_weights, unit_rows
 from .method import SelectionMethod, ranking_scores
 from .ranking import K_RULES, TIE_MODES, KRule, Scores, choose_k, parse_k, rank_candidates
 from .result import CONSUMPTIONS, Selection, TaskScore
-from .selector import Selector, TextEncoder, select, unit_rows
 from .target import (
     FREE_TEXT_TARGET,
     as_target,
@@ -44,7 +45,7 @@ from .target import (
 
 __all__ = [
     "AGGREGATIONS", "CONSUMPTIONS", "FREE_TEXT_TARGET", "KRule", "K_RULES", "Scores", "Selection", "SelectionMethod",
-    "Selector", "TIE_MODES", "TIE_TOLERANCE", "TaskScore", "TextEncoder", "aggregate", "as_target", "choose_k",
-    "clean_instructions", "leakage_guard", "parse_k", "rank_candidates", "ranking_scores", "scores_close", "select",
+    "TIE_MODES", "TIE_TOLERANCE", "TaskScore", "TextEncoder", "aggregate", "as_target", "choose_k",
+    "clean_instructions", "leakage_guard", "parse_k", "rank_candidates", "ranking_scores", "scores_close",
     "target_from_task", "topk_vote_weights", "unit_rows", "with_instructions",
 ]

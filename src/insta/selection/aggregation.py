@@ -1,6 +1,9 @@
 """INSTA's one aggregation of (query x source instruction) cosines into per-task scores, shared by selection and
-leave-one-out identification (:mod:`insta.identification`), and the float tolerance under which scores tie."""
+leave-one-out identification (:mod:`insta.identification`), the float tolerance under which scores tie, and the
+unit-length rows every cosine is taken over (with the encoder protocol that produces them)."""
 from __future__ import annotations
+
+from typing import Protocol, Sequence
 
 import numpy as np
 
@@ -106,3 +109,18 @@ def _topk_vote(sim, valid, owner, n_tasks, vote_depth, per_row) -> np.ndarray:
         shared = np.bincount(gid, weights=pos_w) / np.bincount(gid)
         np.add.at(out[r if per_row else 0], owner[cols[cand]], shared[gid])
     return out / weights.sum() / (1 if per_row else n_rows)
+
+
+class TextEncoder(Protocol):
+    def encode(self, texts: Sequence[str]) -> np.ndarray: ...
+
+    def describe(self) -> dict: ...
+
+
+def unit_rows(emb: np.ndarray) -> np.ndarray:
+    """Rows scaled to unit length (left as they are when they already are, so cached vectors stay bit-equal)."""
+    emb = np.asarray(emb, dtype=np.float32)
+    norms = np.linalg.norm(emb, axis=1, keepdims=True)
+    if emb.size and np.all(np.abs(norms - 1.0) < 1e-4):
+        return emb
+    return emb / np.maximum(norms, 1e-12)

@@ -165,7 +165,7 @@ def evaluate_methods_on_matrix(
 ) -> dict[str, Any]:
     """Rank the matrix's sources with every method for every (reliable) target and score the rankings."""
     from ..experiment.pool import parse_target
-    from ..methods import make_method
+    from ..methods import load_method
 
     meta = matrix.meta or {}
     pool, cat_name, unit = _source_pool(matrix, catalogs, source_catalog, unit)
@@ -177,7 +177,7 @@ def evaluate_methods_on_matrix(
     for label, name, opts in specs:
         if name in ("roe", "dsir", "hybrid") and "library_size" not in opts:
             opts = {**opts, "library_size": library_size}
-        built[label] = make_method(name, label=label, **opts)
+        built[label] = load_method(name, label=label, **opts)
     higher = METRICS.get(metric, True)
     gold, perf, scores = {}, {}, {lab: {} for lab in built}
     eval_ids = meta.get("eval_ids") or {}
