@@ -1,7 +1,8 @@
 """The import graph of ``src/insta``, read with :mod:`ast` (no module is imported), and the figures that describe
 the package's shape: used by ``tests/test_architecture.py``; ``python tests/_import_graph.py`` prints the figures.
 
-Every ``import`` / ``from ... import`` counts, those inside functions included (they run too, only later).
+Every ``import`` / ``from ... import`` counts, those inside functions included (they run too, only later); only
+those under ``if TYPE_CHECKING:`` are left out (they never run: annotations only).
 ``from pkg import name`` is an edge to ``pkg.name`` when that is a module, else to ``pkg`` (its ``__init__``).
 Two graphs are drawn: between modules, and between *units* (a top-level module, or a top-level package with
 everything under it), where the cycles a reader trips over show up (``selection -> methods -> selection``).
@@ -34,12 +35,21 @@ def _resolve(current: str, is_pkg: bool, level: int, name: str | None) -> str:
     return ".".join(base + ([name] if name else []))
 
 
+def _is_type_checking(test: ast.expr) -> bool:
+    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
+        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING")
+
+
 def imports_of(mod: str, path: Path, modules: set[str]) -> set[str]:
     """The insta modules that ``mod`` imports anywhere in its file."""
     tree = ast.parse(path.read_text(), str(path))
     is_pkg = path.name == "__init__.py"
     found: set[str] = set()
+    type_only = {id(n) for block in ast.walk(tree) if isinstance(block, ast.If) and _is_type_checking(block.test)
+                 for stmt in block.body for n in ast.walk(stmt)}
     for node in ast.walk(tree):
+        if id(node) in type_only:
+            continue
         if isinstance(node, ast.Import):
             targets = [a.name for a in node.names]
         elif isinstance(node, ast.ImportFrom):
@@ -86,7 +96,6 @@ def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
     on: set[str] = set()
     out: list[list[str]] = []
     counter = [0]
-    sys.setrecursionlimit(max(10000, sys.getrecursionlimit()))
 
     def visit(v: str) -> None:
         index[v] = low[v] = counter[0]

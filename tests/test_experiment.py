@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from insta.errors import InstaError
+from insta.engine import DryRunBackend
 from insta.experiment import (
-    DryRunBackend,
     Experiment,
     config_from_dict,
     load_config,
@@ -148,7 +148,7 @@ def test_pool_rules_and_target_split(tmp_path):
     assert set(pool.get("arith").instructions) >= {"Add the numbers.", "Subtract the numbers."}
     for t in exp.targets:
         assert all(s.label is None and not s.references for s in t.samples)
-        assert len(t.eval_examples) == min(cfg.n_eval, t.n_available)
+        assert len(t.eval_examples) == min(cfg.eval.n, t.n_available)
     sports = next(t for t in exp.targets if t.task.id == "sports_understanding")
     assert not sports.samples_overlap_eval  # 20 examples: 10 eval + 4 held-out samples
     assert not {s.id for s in sports.samples} & {e.id for e in sports.eval_examples}
@@ -260,7 +260,7 @@ def test_shipped_real_config_is_valid():
 def test_cli_overrides_for_a_smoke_run(tmp_path):
     cfg = load_config(TINY, {"data_dir": str(DATA), "out": str(tmp_path / "o"), "eval.n": 4, "mixture.n_total": 6,
                              "targets": ["bbh:sports_understanding"]}, only_methods=["insta-mean", "random"])
-    assert cfg.n_eval == 4 and cfg.n_total == 6 and cfg.targets == ["bbh:sports_understanding"]
+    assert cfg.eval.n == 4 and cfg.n_total == 6 and cfg.targets == ["bbh:sports_understanding"]
     assert [m.label for m in cfg.methods] == ["insta-mean", "random-s0", "random-s1", "random-s2"]
     res = run_experiment(cfg, backend=DryRunBackend(), log=quiet, report=False)
     assert len(res["cells"]) == 5 and all(len(s["ids"]) == 4 for s in res["samples"].values())
@@ -298,7 +298,7 @@ def test_p3_table_aligned_encoder_is_trained_when_missing(tmp_path, monkeypatch)
     target = tmp_path / "p3-aligned"
     cfg = load_config(TINY, {"data_dir": str(REPO / "tests" / "fixtures" / "p3"),
                              "p3_table.aligned_encoder": str(target), "p3_table.align": {"objective": "mnrl"}})
-    assert ensure_p3_aligned_encoder(cfg) == str(target)
+    assert ensure_p3_aligned_encoder(cfg) == target
     (name, config, out), = calls
     assert name == "p3" and config.objective == "mnrl" and config.pool == "t0_train" and out == str(target)
     target.mkdir()
@@ -330,7 +330,7 @@ def test_cache_keys_hash_the_sections_as_written():
     option changed after loading; the sections themselves are typed."""
     cfg = load_config(REPO / "configs" / "bigbench-smollm2.yaml", {"data_dir": str(DATA)})
     assert cfg.key_options("train") == cfg.raw["train"] and cfg.train.epochs == 1 and cfg.train.lora is False
-    assert cfg.key_options("eval") == cfg.raw["eval"] and cfg.eval.calibration == "fixed" and cfg.n_eval == 60
+    assert cfg.key_options("eval") == cfg.raw["eval"] and cfg.eval.calibration == "fixed" and cfg.eval.n == 60
     assert cfg.key_options("mixture") == {"dedup": True} and cfg.n_total == 100
     assert cfg.p3_table.align.objective == "mnrl" and cfg.p3_table.align.pool == "t0_train"
     cfg.train.epochs = 2

@@ -516,7 +516,8 @@ def test_remove_stale_tmp_removes_only_old_temp_files(tmp_path):
 
 
 def test_experiment_run_cleans_temp_files_a_killed_run_left(tmp_path):
-    from insta.experiment import DryRunBackend, load_config, run_experiment
+    from insta.engine import DryRunBackend
+    from insta.experiment import load_config, run_experiment
 
     repo = Path(__file__).resolve().parents[1]
     cfg = load_config(repo / "configs" / "tiny.yaml", {"data_dir": str(FIX / "experiment" / "data"),

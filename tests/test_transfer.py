@@ -8,7 +8,7 @@ import pytest
 
 from insta import cli
 from insta.errors import InstaError
-from insta.experiment import DryRunBackend
+from insta.engine import DryRunBackend
 from insta.transfer import (
     TransferMatrix,
     config_from_dict,
@@ -139,7 +139,7 @@ def test_a_seed_changes_sample_and_training_seed(tmp_path):
     a, b = run.records(src, 0), run.records(src, 1)
     assert [r["id"] for r in a] != [r["id"] for r in b]
     assert run.records(src, 0) == a  # deterministic
-    assert run.job(src, 0).seed == 0 and run.job(src, 1).seed == 1
+    assert run.job(src, 0).train["seed"] == 0 and run.job(src, 1).train["seed"] == 1
     assert run.model_key(src, 0) != run.model_key(src, 1)
 
 

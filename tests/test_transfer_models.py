@@ -63,7 +63,8 @@ def test_ray_and_sequential_produce_the_same_cells(models, tmp_path):
 def test_experiment_grid_runs_on_the_same_executor(tmp_path):
     import ray
 
-    from insta.experiment import DryRunBackend, load_config, run_experiment
+    from insta.engine import DryRunBackend
+    from insta.experiment import load_config, run_experiment
 
     def grid(out, **over):
         return load_config(REPO / "configs" / "tiny.yaml", {"data_dir": str(DATA), "out": str(tmp_path / out),

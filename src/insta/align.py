@@ -407,3 +407,32 @@ def align_for_targets(source: Catalog, targets: Sequence[Task], out: str | os.Pa
         opts["exclude_families"] = sorted(set(opts.get("exclude_families", [])) | set(extra))
     opts.setdefault("progress", False)
     return align_encoder(source, AlignConfig(**opts), out, log=log)
+
+
+def ensure_aligned_encoder(out: str | os.PathLike | None, source: Callable[[], Catalog], options: Any,
+                           targets: Sequence[Task] = (), log: Callable[[str], None] = lambda m: None,
+                           what: str = "insta-aligned") -> bool:
+    """Train the aligned encoder ``out`` when it is missing and ``options`` (an :class:`AlignConfig` or its
+    mapping) say how: on ``source()`` with every target's family kept out (:func:`align_for_targets`), or as
+    ``insta align`` does when there are no targets. Returns whether the encoder is there afterwards."""
+    from dataclasses import asdict, fields
+
+    from .encoder import is_encoder_dir
+
+    if not out or is_encoder_dir(out):
+        return bool(out)
+    if options is None:
+        return False
+    if isinstance(options, AlignConfig):
+        defaults = AlignConfig()
+        shown = {f.name: getattr(options, f.name) for f in fields(options)
+                 if f.name != "progress" and getattr(options, f.name) != getattr(defaults, f.name)}
+        options = asdict(options)
+    else:
+        shown = dict(options)
+    log(f"{what}: training the aligned encoder into {out} (align: {shown})")
+    if targets:
+        align_for_targets(source(), targets, out, options, log=lambda m: log(f"align: {m}"))
+    else:
+        align_encoder(source(), AlignConfig(**options), out, log=lambda m: log(f"align: {m}"))
+    return is_encoder_dir(out)

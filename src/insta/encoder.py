@@ -82,6 +82,11 @@ def _assemble_mpnet() -> Path:
     return _single_model_dir(target)
 
 
+def is_encoder_dir(path: str | os.PathLike) -> bool:
+    """Whether ``path`` holds a sentence-transformers encoder (its ``modules.json``): a trained aligned encoder."""
+    return (Path(path) / "modules.json").is_file()
+
+
 def _single_model_dir(root: Path) -> Path:
     if (root / "config.json").exists() and (root / "modules.json").exists():
         return root

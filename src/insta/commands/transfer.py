@@ -2,13 +2,13 @@
 from __future__ import annotations
 
 import argparse
-import shlex
-import sys
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser(
-        "transfer",
+    from ._run import add_run_parser
+
+    p = add_run_parser(
+        sub, "transfer",
         help="measure transfer: train one model per (source, seed), evaluate it on every target, write the matrix",
         description="Build a source-to-target transfer matrix from a config (configs/transfer-*.yaml): each "
         "(source, seed) model is trained on that source alone and evaluated zero-shot on every target; transfer "
@@ -16,37 +16,24 @@ def add_parser(sub) -> None:
         "cell is cached: an interrupted run resumes where it stopped. Writes matrix.csv, matrix.json, "
         "results.json, report.md and report.html (with the seeds' reliability and every selection method scored "
         "against the matrix).",
-    )
-    p.add_argument("config", help="transfer config (YAML)")
-    p.add_argument("--out", help="output folder (default: the config's 'out', else experiments/<name>)")
-    p.add_argument("--data-dir", help="upstream data folder (default: the config's data_dir, $INSTA_DATA_DIR)")
-    p.add_argument("--plan", action="store_true", help="print the sources, the work, the cells done and an ETA; "
-                   "train nothing")
-    p.add_argument("--executor", choices=["sequential", "ray"], help="where units run (default: the config's, "
-                   "else sequential); ray joins $RAY_ADDRESS or starts a local instance")
-    p.add_argument("--report-only", action="store_true", help="rewrite the matrix and the report from the cells "
-                   "finished so far (no training; safe while a run is going on)")
+        config_help="transfer config (YAML)",
+        plan_help="print the sources, the work, the cells done and an ETA; train nothing",
+        report_only_help="rewrite the matrix and the report from the cells finished so far (no training; safe "
+        "while a run is going on)",
+        json_help="write the plan or the results as JSON here")
     p.add_argument("--no-report", action="store_true", help="write the matrix but not the report and scoring")
-    p.add_argument("--dry-run", action="store_true", help="dry-run backend (no model; fake numbers)")
-    from ._common import add_output_args
-
-    add_output_args(p, json_help="write the plan or the results as JSON here")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..fileio import check_output_dir
     from ..helpers import Log
     from ..transfer import load_transfer_config, plan_transfer, run_transfer
-    from ._common import write_json
-
-    overrides = {"out": args.out, "data_dir": args.data_dir, "executor": args.executor}
-    if args.dry_run:
-        overrides["backend"] = "dry-run"
-    from ..fileio import check_output_dir
-    from ._common import check_output_files
+    from ._common import check_output_files, write_json
+    from ._run import command_line, run_overrides
 
     check_output_files(json_out=args.json_out if args.json_out != "-" else None)
-    cfg = load_transfer_config(args.config, overrides)
+    cfg = load_transfer_config(args.config, run_overrides(args))
     if not args.plan:
         check_output_dir(cfg.out, "output folder")
     log = Log(quiet=args.quiet)
@@ -57,11 +44,8 @@ def run(args: argparse.Namespace) -> int:
         if args.json_out != "-" and not args.quiet:
             _print_plan(plan)
         return 0
-    command = None
-    if sys.argv[1:2] == ["transfer"]:
-        command = "insta transfer " + " ".join(shlex.quote(a) for a in sys.argv[2:])
     results = run_transfer(cfg, log=log, progress=not args.quiet, report=not args.no_report,
-                           run_cells=not args.report_only, command=command)
+                           run_cells=not args.report_only, command=command_line("transfer"))
     if args.json_out:
         write_json(args.json_out, results)
     return 0

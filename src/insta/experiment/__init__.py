@@ -25,46 +25,37 @@
    evaluations are written (unless ``keep_models``).
 7. **Report** (:mod:`insta.report`): ``results.json``, ``results.md``, plots and ``report.html`` in ``<out>``.
 
-The backend that trains and evaluates is pluggable (:class:`Backend`): ``transformers`` (insta.train /
-insta.evaluate) for real runs, ``dry-run`` (no model; deterministic pseudo-predictions) to test a configuration.
+The grid stands on the run engine (:mod:`insta.engine`: targets and pool, backends, executors, the one job, the
+cell format); it says *what* to run. The backend that trains and evaluates is pluggable
+(:class:`insta.engine.Backend`): ``transformers`` (insta.train / insta.evaluate) for real runs, ``dry-run`` (no
+model; deterministic pseudo-predictions) to test a configuration.
 
 Modules, one concern each: :mod:`~insta.experiment.config` (the YAML schema, typed sections) and
-:mod:`~insta.experiment.methodspec` (the ``methods`` list), :mod:`~insta.experiment.pool` (targets and pool),
-:mod:`~insta.experiment.backends`, :mod:`~insta.experiment.runner` (plan, keys, run),
-:mod:`~insta.experiment.jobs` (one model's job), :mod:`~insta.experiment.samples` (a cell's per-example arrays),
-:mod:`~insta.experiment.results` (``results.json``), :mod:`~insta.experiment.p3_table` (the report's P3 table).
+:mod:`~insta.experiment.methodspec` (the ``methods`` list), :mod:`~insta.experiment.runner` (plan, keys, run,
+report), :mod:`~insta.experiment.results` (``results.json``), :mod:`~insta.experiment.p3_table` (the report's P3
+table).
 """
 from __future__ import annotations
 
-from ..helpers import Log, content_hash
-from .backends import Backend, DryRunBackend, TransformersBackend, make_backend
 from .config import (
-    CACHE_VERSION,
     EVAL_OWN_KEYS,
     ExperimentConfig,
     GridEvalConfig,
     MixtureSettings,
     P3TableSettings,
-    PoolConfig,
     ReportSettings,
     config_from_dict,
     load_config,
 )
-from .jobs import GridEval, GridModelJob, execute_grid_model, trained_record
 from .methodspec import MethodSpec
 from .p3_table import cached_p3_table, ensure_p3_aligned_encoder, p3_selection_table
-from .pool import PoolInfo, TargetInfo, build_pool, merge_families, parse_target, prepare_targets, task_format_stats
 from .results import assemble_results, machine_info
-from .runner import Experiment, GridEntry, run_experiment
-from .samples import PRED_KEYS, SAMPLES_FORMAT, compact_samples, upgrade_cell, upgrade_results, upgrade_samples
+from .runner import Experiment, GridEntry, report_existing, report_results, run_experiment
 
 __all__ = [
-    "CACHE_VERSION", "EVAL_OWN_KEYS", "PRED_KEYS", "SAMPLES_FORMAT",
-    "Backend", "DryRunBackend", "Experiment", "ExperimentConfig", "GridEntry", "GridEval", "GridEvalConfig",
-    "GridModelJob", "Log", "MethodSpec", "MixtureSettings", "P3TableSettings", "PoolConfig", "PoolInfo",
-    "ReportSettings", "TargetInfo", "TransformersBackend",
-    "assemble_results", "build_pool", "cached_p3_table", "compact_samples", "config_from_dict", "content_hash",
-    "ensure_p3_aligned_encoder", "execute_grid_model", "load_config", "machine_info", "make_backend",
-    "merge_families", "p3_selection_table", "parse_target", "prepare_targets", "run_experiment",
-    "task_format_stats", "trained_record", "upgrade_cell", "upgrade_results", "upgrade_samples",
+    "EVAL_OWN_KEYS", "Experiment", "ExperimentConfig", "GridEntry", "GridEvalConfig", "MethodSpec", "MixtureSettings",
+    "P3TableSettings", "ReportSettings", "assemble_results", "cached_p3_table", "config_from_dict",
+    "ensure_p3_aligned_encoder", "load_config", "machine_info", "p3_selection_table", "report_existing",
+    "report_results",
+    "run_experiment",
 ]

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
 from ..catalogs.base import Catalog
+from ..encoder import is_encoder_dir
 from ..helpers import content_hash
 from ..methods import load_method
 from ..paths import atomic_write_json
@@ -24,7 +25,7 @@ def _variants(encoder: str | None, aligned_encoder: str | None, encoders: dict[s
     if not aligned_encoder:
         return variants, ("no aligned P3 encoder configured (p3_table.aligned_encoder): train one with "
                           "`insta align --catalog p3 --pool t0_train` to fill the INSTA-aligned column")
-    if not ((Path(aligned_encoder) / "modules.json").is_file() or "aligned" in encoders):
+    if not (is_encoder_dir(aligned_encoder) or "aligned" in encoders):
         return variants, (f"aligned encoder {aligned_encoder} not found (or not finished): INSTA-aligned column "
                           "left out")
     variants.append(("insta-aligned", load_method("insta-aligned", encoder=encoders.get("aligned")
@@ -70,17 +71,16 @@ def ensure_p3_aligned_encoder(cfg: ExperimentConfig, log: Callable[[str], None] 
     It is aligned on the P3 ``t0_train`` pool by default, with the T0 evaluation datasets left out as
     ``insta align`` always does, so a fresh checkout reproduces the report's INSTA-aligned column.
     """
+    from ..align import ensure_aligned_encoder
+    from ..catalogs import load_catalog
+    from ..encoder import is_encoder_dir
+
     p3 = cfg.p3_table
     target, config = p3.aligned_encoder, p3.align
-    if not target or config is None or (Path(target) / "modules.json").is_file():
+    if not target or config is None or is_encoder_dir(target):
         return None
-    from ..align import align_encoder
-    from ..catalogs import load_catalog
-    from .config import explicit_options
-
-    shown = {k: v for k, v in explicit_options(config, ()).items() if k != "progress"}
-    log(f"p3 table: training the aligned encoder into {target} (align: {shown})")
-    return align_encoder(load_catalog("p3", cfg.data_dir), config, target, log=lambda m: log(f"align: {m}"))
+    ensure_aligned_encoder(target, lambda: load_catalog("p3", cfg.data_dir), config, log=log, what="p3 table")
+    return Path(target)
 
 
 def cached_p3_table(cfg: ExperimentConfig, out: Path, log: Callable[[str], None] = lambda m: None) -> dict | None:
@@ -92,7 +92,7 @@ def cached_p3_table(cfg: ExperimentConfig, out: Path, log: Callable[[str], None]
     p3_path = Path(out) / "p3_table.json"
     aligned = p3.aligned_encoder
     key = content_hash({"k": p3.k, "enc": p3.encoder or cfg.encoder, "aligned": aligned,
-                        "aligned_present": bool(aligned and (Path(aligned) / "modules.json").is_file())})
+                        "aligned_present": bool(aligned and is_encoder_dir(aligned))})
     table = json.loads(p3_path.read_text()) if p3_path.is_file() else None
     if not table or table.get("key") != key:
         table = p3_selection_table(cfg.data_dir, p3.k, p3.encoder or cfg.encoder, aligned, log=log)

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..helpers import timestamp
-from .samples import upgrade_cell
+from ..engine.cells import upgrade_cell
 
 if TYPE_CHECKING:  # pragma: no cover
     from .runner import Experiment, GridEntry

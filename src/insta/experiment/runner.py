@@ -1,27 +1,27 @@
-"""The grid runner: :class:`Experiment` validates and plans (pool, selections, model and cell keys), then runs
-every missing cell, one job per model (:mod:`insta.experiment.jobs`); :func:`run_experiment` adds the results
-and the report. Cache keys hash everything a selection, a model or a cell depends on."""
+"""The grid runner: :class:`Experiment` (an :class:`insta.engine.EngineRun`) validates and plans (pool,
+selections, model and cell keys), then runs every missing cell, one engine job per model
+(:mod:`insta.engine.jobs`); :func:`run_experiment` adds the results and the report. Cache keys hash everything
+a selection, a model or a cell depends on."""
 from __future__ import annotations
 
 import json
 import os
-import shutil
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
 from ..catalogs.base import Catalog
+from ..engine import CACHE_VERSION, EngineRun, ModelJob, TargetInfo
+from ..engine.backends import Backend
+from ..engine.cells import score_evaluation
 from ..errors import InstaError
-from ..helpers import Log, content_hash
+from ..helpers import content_hash
 from ..methods import allocate_budget, load_method
-from ..paths import atomic_write_json, remove_stale_tmp
+from ..paths import atomic_write_json
 from ..selection import Selection, SelectionMethod
-from .backends import Backend, TransformersBackend, make_backend
-from .config import CACHE_VERSION, ExperimentConfig, MethodSpec, explicit_options
-from .jobs import GridEval, GridModelJob, execute_grid_model, trained_record
+from .config import ExperimentConfig, MethodSpec
 from .p3_table import cached_p3_table
-from .pool import PoolInfo, TargetInfo, build_pool, parse_target, prepare_targets
 from .results import assemble_results, record_working_run
 
 
@@ -40,66 +40,35 @@ class GridEntry:
     eval_key: str
 
 
-class Experiment:
+class Experiment(EngineRun):
     """Plans and runs a grid; see :mod:`insta.experiment`. ``backend`` and ``log`` are hooks for tests."""
+
+    STATE_DIRS = ("", "cells", "trained", "selections")
 
     def __init__(self, cfg: ExperimentConfig, *, out: str | os.PathLike | None = None, backend: Backend | None = None,
                  log: Callable[[str], None] | None = None, catalogs: dict[str, Catalog] | None = None,
                  pool_encoder=None):
-        self.cfg = cfg
-        self.out = Path(out or cfg.out)
-        self.backend = backend or make_backend(cfg.backend)
-        self.log = log or Log()
-        self._catalogs = catalogs or {}
-        self.pool_encoder = pool_encoder
-        self.targets: list[TargetInfo] = []
-        self.pool: PoolInfo | None = None
+        super().__init__(cfg, out=out, backend=backend, log=log, catalogs=catalogs, pool_encoder=pool_encoder)
+        self.cfg: ExperimentConfig = cfg
         self.methods: dict[str, SelectionMethod] = {}
         self.entries: list[GridEntry] = []
         self.stats = {"trained": 0, "evaluated": 0, "cells_cached": 0, "selections_cached": 0}
         self.timings: dict[str, float] = {}
         self._selected_once: set[str] = set()
-        self._base_id: str | None = None
-
-    # -- paths
-    def cell_path(self, key: str) -> Path:
-        return self.out / "cells" / f"{key}.json"
-
-    def model_dir(self, key: str) -> Path:
-        return self.out / "models" / key
-
-    def train_record_path(self, key: str) -> Path:
-        return self.out / "trained" / f"{key}.json"
 
     def selection_path(self, key: str) -> Path:
         return self.out / "selections" / f"{key}.json"
-
-    # -- catalogs
-    def catalog(self, name: str) -> Catalog:
-        if name not in self._catalogs:
-            from ..catalogs import load_catalog
-
-            self._catalogs[name] = load_catalog(name, self.cfg.data_dir)
-        return self._catalogs[name]
 
     # -- phase 1: validation and planning (no training, no evaluation)
     def prepare(self) -> None:
         """Targets, methods, the base model's location and the pool; every config problem fails here."""
         t0 = time.perf_counter()
         cfg = self.cfg
-        cats = {cfg.pool.catalog: self.catalog(cfg.pool.catalog)}
-        for spec in cfg.targets:
-            cat, _ = parse_target(spec, cfg.pool.catalog)
-            cats[cat] = self.catalog(cat)
-        self.targets = prepare_targets(cfg, cats)
+        self.load_targets(n_samples=cfg.target_samples)
         for spec in cfg.methods:
             self.methods[spec.label] = load_method(spec.name, label=spec.label, **spec.options)
-        if isinstance(self.backend, TransformersBackend):
-            from ..lm import builtin_name, resolve_model
-
-            if not builtin_name(cfg.model):
-                resolve_model(cfg.model)  # a missing model directory is an error now, not after the selections
-        self.pool = build_pool(cfg, cats[cfg.pool.catalog], self.targets, encoder=self.pool_encoder, log=self.log)
+        self.check_base_model()
+        self.load_pool()
         for spec in cfg.methods:
             self.methods[spec.label].check(self.pool.catalog, cfg.k)
         if cfg.n_total < 1:
@@ -107,20 +76,16 @@ class Experiment:
         self.timings["prepare"] = time.perf_counter() - t0
 
     def _ensure_aligned_encoders(self) -> None:
-        for spec in self.cfg.methods:
-            if spec.name != "insta-aligned":
-                continue
-            enc = Path(spec.options["encoder"])
-            if enc.is_dir() and (enc / "modules.json").is_file():
-                continue
-            recipe = ({k: v for k, v in explicit_options(spec.align, ()).items() if k != "progress"}
-                      if spec.align else None)
-            self.log(f"insta-aligned: training the aligned encoder into {enc} (align: {recipe})")
-            from ..align import align_for_targets
+        from ..align import ensure_aligned_encoder
+        from ..encoder import is_encoder_dir
 
+        for spec in self.cfg.methods:
+            if spec.name != "insta-aligned" or is_encoder_dir(spec.options["encoder"]):
+                continue
             t0 = time.perf_counter()
-            align_for_targets(self.catalog(self.cfg.pool.catalog), [t.task for t in self.targets], enc,
-                              asdict(spec.align) if spec.align else None, log=lambda m: self.log(f"align: {m}"))
+            ensure_aligned_encoder(spec.options["encoder"], lambda: self.catalog(self.cfg.pool.catalog),
+                                   spec.align if spec.align is not None else {}, [t.task for t in self.targets],
+                                   log=self.log)
             self.timings["align"] = time.perf_counter() - t0
 
     def _pool_fingerprint(self) -> str:
@@ -156,14 +121,9 @@ class Experiment:
         atomic_write_json(path, res.to_dict())
         return res
 
-    def _base_identity(self) -> str:
-        if self._base_id is None:
-            self._base_id = self.backend.base_identity(self.cfg.model)
-        return self._base_id
-
     def _model_key(self, allocation: dict[str, int]) -> str:
         return content_hash({
-            "v": CACHE_VERSION, "kind": "model", "base": self._base_identity(),
+            "v": CACHE_VERSION, "kind": "model", "base": self.base_identity(),
             "backend": self.backend.name, "allocation": sorted(allocation.items()),
             "mixture": self.cfg.key_options("mixture"),
             "dedup_against": sorted(t.id for t in self.targets), "train": self.cfg.key_options("train"),
@@ -173,7 +133,7 @@ class Experiment:
     def _eval_key(self, model_key: str, target: TargetInfo) -> str:
         return content_hash({
             "v": CACHE_VERSION, "kind": "eval", "model": model_key,
-            "base": self._base_identity() if model_key == "base" else None,
+            "base": self.base_identity() if model_key == "base" else None,
             "backend": self.backend.name, "target": target.id,
             "eval_ids": [ex.id for ex in target.eval_examples], "eval": self.cfg.key_options("eval"),
         })
@@ -228,30 +188,17 @@ class Experiment:
             raise InstaError(f"mixture holds {len(mix)} records, not the budget {self.cfg.n_total}")
         return mix.records
 
-    def _job(self, mkey: str, group: list[GridEntry]) -> GridModelJob | None:
-        """The job of one model: its missing cells, and the records to train it on unless it is trained."""
+    def _job(self, mkey: str, group: list[GridEntry]) -> ModelJob | None:
+        """The engine job of one model: its missing cells, and the records to train it on unless it is trained."""
         target_by_id = {t.id: t for t in self.targets}
-        missing: dict[str, GridEntry] = {}
-        for e in group:
-            if not self.cell_path(e.eval_key).is_file():
-                missing.setdefault(e.eval_key, e)
-        if not missing:
+        keys = list({e.eval_key: target_by_id[e.target] for e in group}.items())
+        evals = self.missing_evals(mkey, keys)
+        if not evals:
             return None
-        evals = [GridEval(k, e.target, target_by_id[e.target].task.id, target_by_id[e.target].catalog,
-                          list(target_by_id[e.target].eval_examples)) for k, e in missing.items()]
-        job = GridModelJob(model_key=mkey, model=self.cfg.model, backend=self.backend.name, out=str(self.out),
-                           labels=sorted({e.label for e in group}), allocation=group[0].allocation,
-                           train=self.cfg.key_options("train"), eval=self.cfg.key_options("eval"), evals=evals,
-                           keep_model=self.cfg.keep_models)
-        if mkey != "base":
-            done = trained_record(self.out, mkey)
-            if done is not None:
-                job.trained_dir, job.train_record = done
-            else:
-                t0 = time.perf_counter()
-                job.records = self._records(group[0].allocation)
-                job.mixture_seconds = time.perf_counter() - t0
-        return job
+        labels = sorted({e.label for e in group})
+        return self.model_job(mkey, evals, lambda: self._records(group[0].allocation), score=score_evaluation,
+                              train=self.cfg.key_options("train"), eval=self.cfg.key_options("eval"),
+                              record_fields={"labels": labels, "allocation": group[0].allocation})
 
     def _models_to_run(self, by_model: dict[str, list[GridEntry]]) -> list[str]:
         """Models with a missing cell: the base model first, then shared models (several targets), then
@@ -272,55 +219,30 @@ class Experiment:
         return (f"base model {self.cfg.model}" if mkey == "base" else
                 f"{'/'.join(labels)}{' (shared by all targets)' if shared else ''} ({mkey})")
 
-    def _report(self, info: dict[str, Any]) -> None:
+    def _report(self, info: dict[str, Any], labels: list[str]) -> None:
         self.stats["trained"] += int(bool(info.get("trained")))
         self.stats["evaluated"] += len(info.get("cells", []))
         for c in info.get("cells", []):
-            self.log(f"  {'/'.join(info['labels']) or 'base'} on {c['target']}: {_quick_primary(c['samples'])} "
+            self.log(f"  {'/'.join(labels) or 'base'} on {c['target']}: {_quick_primary(c['samples'])} "
                      f"({c['seconds']:.1f} s)")
 
     def run(self, executor: str | None = None) -> dict[str, Any]:
-        """Run every missing cell (one job per model, see :mod:`insta.experiment.jobs`), then assemble the
+        """Run every missing cell (one engine job per model, see :mod:`insta.engine.jobs`), then assemble the
         results (see :func:`insta.experiment.results.assemble_results`)."""
-        from ..executors import run_jobs
-
         t_run = time.perf_counter()
         if not self.entries:
             self.plan()
-        self._clean_stale()
+        self.clean_stale()
         by_model: dict[str, list[GridEntry]] = {}
         for e in self.entries:
             by_model.setdefault(e.model_key, []).append(e)
         todo = self._models_to_run(by_model)
-        executor = executor or self.cfg.executor
-        sequential = executor == "sequential"
-
-        def work(job, backend=None):
-            info = execute_grid_model(job, backend)
-            if sequential:
-                self._report(info)
-            return info
-
-        infos = run_jobs(work, todo, lambda m: self._job(m, by_model[m]), executor,
-                         backend=self.backend if sequential else None,
-                         describe=lambda m: self._describe(m, by_model[m]), log=self.log, progress=False)
-        if not sequential:
-            for info in infos:
-                self._report(info)
+        labels = {m: sorted({e.label for e in group}) for m, group in by_model.items()}
+        self.execute(todo, lambda m: self._job(m, by_model[m]), executor=executor,
+                     describe=lambda m: self._describe(m, by_model[m]),
+                     on_info=lambda info: self._report(info, labels[info["model_key"]]))
         self.timings["run"] = time.perf_counter() - t_run
         return assemble_results(self)
-
-    def _clean_stale(self) -> None:
-        """Before anything runs: remove model dirs whose training did not finish (no record) and the temp files
-        of atomic writes that a killed run left in the output folders."""
-        for sub in ("", "cells", "trained", "selections"):
-            remove_stale_tmp(self.out / sub)
-        root = self.out / "models"
-        if not root.is_dir():
-            return
-        for d in root.iterdir():
-            if d.is_dir() and not self.train_record_path(d.name).is_file():
-                shutil.rmtree(d, ignore_errors=True)
 
 
 def _quick_primary(samples: dict[str, Any]) -> str:
@@ -349,18 +271,12 @@ def run_experiment(cfg: ExperimentConfig, *, out: str | os.PathLike | None = Non
     exp.plan()
     if plan_only:
         return assemble_results(exp)
-    results = exp.run()
-    table = cached_p3_table(cfg, exp.out, log=exp.log)
-    if table is not None:
-        results["p3_table"] = table
+    results = _with_p3_table(exp.run(), cfg, exp.out, exp.log)
     results["command"] = command
     results["seconds_total"] = round(time.perf_counter() - t0, 1)
     record_working_run(results, exp.out, exp.stats, command)
     if report:
-        from ..report import summarize, write_report
-
-        results["summary"] = summarize(results)  # returned too: means, seed spreads, paired comparisons
-        write_report(results, exp.out, log=exp.log, summary=results["summary"])
+        results["summary"] = report_results(results, exp.out, exp.log)  # means, seed spreads, paired comparisons
     else:
         atomic_write_json(exp.out / "results.json", results)
     exp.log(f"done: trained {exp.stats['trained']}, evaluated {exp.stats['evaluated']}, "
@@ -368,4 +284,43 @@ def run_experiment(cfg: ExperimentConfig, *, out: str | os.PathLike | None = Non
     return results
 
 
-__all__ = ["Experiment", "GridEntry", "run_experiment"]
+def _with_p3_table(results: dict[str, Any], cfg: ExperimentConfig, out: Path, log: Callable[[str], None]
+                   ) -> dict[str, Any]:
+    table = cached_p3_table(cfg, out, log=log)
+    if table is not None:
+        results["p3_table"] = table
+    return results
+
+
+def report_results(results: dict[str, Any], out: str | os.PathLike, log: Callable[[str], None]) -> dict[str, Any]:
+    """The one summarise-and-report path: the summary of ``results`` (means, seed spreads, paired comparisons)
+    and the report written from it into ``out`` (results.json, results.md, figures, report.html)."""
+    from ..report import summarize, write_report
+
+    summary = summarize(results)
+    write_report(results, out, log=log, summary=summary)
+    return summary
+
+
+def report_existing(cfg: ExperimentConfig, *, partial: bool, log: Callable[[str], None]) -> dict[str, Any]:
+    """Rewrite the report without training or evaluating: from ``<out>/results.json`` with the config's current
+    report settings, or (``partial``) from the cells finished so far; returns the summary."""
+    if partial:
+        results = run_experiment(cfg, log=log, plan_only=True)
+        if not results.get("cells"):
+            raise InstaError(f"no finished cells under {cfg.out}: nothing to report yet")
+        results = _with_p3_table(results, cfg, Path(cfg.out), log)
+        results["partial"] = True
+    else:
+        from ..report import load_results
+
+        path = Path(cfg.out) / "results.json"
+        if not path.is_file():
+            raise InstaError(f"no results at {path}: run the experiment first")
+        results = load_results(path)
+        results.pop("summary", None)
+        results["config"] = {**(results.get("config") or {}), "report": cfg.raw.get("report") or {}}
+    return report_results(results, cfg.out, log)
+
+
+__all__ = ["Experiment", "GridEntry", "report_existing", "report_results", "run_experiment"]

@@ -152,8 +152,8 @@ def write_report(results: dict[str, Any], out_dir: str | Path, log: Callable[[st
 
 def load_results(path: str | Path) -> dict[str, Any]:
     """A results.json (one-line error when unreadable), with cells of earlier formats read in today's form
-    (:func:`insta.experiment.upgrade_results`)."""
-    from ..experiment import upgrade_results
+    (:func:`insta.engine.cells.upgrade_results`)."""
+    from ..engine.cells import upgrade_results
     from ..fileio import load_json
 
     return upgrade_results(load_json(path, "results file"))

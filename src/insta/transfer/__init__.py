@@ -2,18 +2,23 @@
 
     from insta.transfer import load_transfer_config, run_transfer, read_matrix, evaluate_methods_on_matrix
     result = run_transfer(load_transfer_config("configs/transfer-bigbench-smollm2.yaml"))
+
+The matrix stands on the run engine (:mod:`insta.engine`): :mod:`.runner` says what to run (one model per source
+and seed, its keys and jobs), :mod:`.measure` runs it and writes the outputs (:mod:`.results`, :mod:`.matrix`,
+:mod:`.report`); :mod:`.scoring` and :mod:`.methods_vs_matrix` score selection methods against the matrix.
 """
 from __future__ import annotations
 
 from .cells import METRICS, PRIMARY
 from .config import TransferConfig, config_from_dict, load_transfer_config
+from .runner import TransferRun
 from .matrix import TransferMatrix, read_matrix, reliability
 from .methods_vs_matrix import evaluate_methods_on_matrix
-from .run import plan_transfer, run_transfer
+from .measure import plan_transfer, run_transfer
 from .scoring import ndcg, regret_at_k, score_rankings
 
 __all__ = [
-    "METRICS", "PRIMARY", "TransferConfig", "TransferMatrix", "config_from_dict", "evaluate_methods_on_matrix",
-    "load_transfer_config", "ndcg", "plan_transfer", "read_matrix", "regret_at_k", "reliability", "run_transfer",
-    "score_rankings",
+    "METRICS", "PRIMARY", "TransferConfig", "TransferMatrix", "TransferRun", "config_from_dict",
+    "evaluate_methods_on_matrix", "load_transfer_config", "ndcg", "plan_transfer", "read_matrix", "regret_at_k",
+    "reliability", "run_transfer", "score_rankings",
 ]

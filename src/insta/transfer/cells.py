@@ -89,3 +89,11 @@ def per_example(s: dict[str, list], metric: str) -> list[float]:
     key = {"acc": "pred_sum", "acc_norm": "pred_norm", "acc_norm_token": "pred_norm_token",
            "acc_calibrated": "pred_calibrated", "bal_acc_norm": "pred_norm"}[metric]
     return [float(p == lab) if p is not None else float("nan") for p, lab in zip(s[key], s["label"])]
+
+
+def score_rank(result: dict[str, Any]) -> dict[str, Any]:
+    """A transfer cell's scored fields from an evaluation result: its per-example arrays
+    (:func:`compact_rank_samples`) and the metrics computed from them (:func:`cell_metrics`); what the run
+    engine's job writes into every cell of the matrix."""
+    samples = compact_rank_samples(result.get("samples") or [])
+    return {"metrics": cell_metrics(samples), "samples": samples}

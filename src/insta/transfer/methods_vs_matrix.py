@@ -102,7 +102,7 @@ def read_method_specs(path: str) -> list[tuple[str, str, dict[str, Any]]]:
 def _source_pool(matrix: TransferMatrix, catalogs: Callable[[str], Catalog], source_catalog: str | None,
                  unit: str | None) -> tuple[Catalog, str, str]:
     """The matrix's sources as a catalog (families merged for ``unit: family``), its catalog name and unit."""
-    from ..experiment.pool import merge_families
+    from ..engine.pool import merge_families
 
     meta = matrix.meta or {}
     cat_name = source_catalog or meta.get("source_catalog")
@@ -164,7 +164,7 @@ def evaluate_methods_on_matrix(
     log: Callable[[str], None] = lambda m: None,
 ) -> dict[str, Any]:
     """Rank the matrix's sources with every method for every (reliable) target and score the rankings."""
-    from ..experiment.pool import parse_target
+    from ..engine.pool import parse_target
     from ..methods import load_method
 
     meta = matrix.meta or {}

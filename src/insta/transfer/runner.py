@@ -1,34 +1,26 @@
 """Run a transfer matrix: one model per (source, seed) trained on that source alone, evaluated on every target.
 
-Work is split into independent **units**: the untrained base model, and each (source, seed). A unit trains its
-model (unless it is the base), evaluates it on the targets whose cells are missing, writes one cell file per
-target (``<out>/cells/<key>.json``, atomically, keyed by the full configuration) and deletes the weights unless
-``keep_models``. A rerun (after ``kill -9`` too) recomputes nothing that was finished: finished cells are read,
-a model whose training record exists is reused while its folder is there, and a half-written one is retrained.
-
-A :class:`UnitJob` holds everything a unit needs (records, evaluation examples, options), so the same function
-:func:`execute_unit` runs in this process (``executor: sequential``) or as a Ray task on a cluster
-(``executor: ray``) against the same cell folder.
+Work is split into independent **units**: the untrained base model, and each (source, seed). Each unit is one
+job of the run engine (:mod:`insta.engine.jobs`): it trains its model (unless it is the base), evaluates it on
+the targets whose cells are missing, writes one cell per target (``<out>/cells/<key>.json``, keyed by the full
+configuration) and deletes the weights unless ``keep_models``. A rerun (after ``kill -9`` too) recomputes
+nothing that was finished: finished cells are read, a model whose training record exists is reused while its
+folder is there, and a half-written one is retrained. The same jobs run in this process (``executor:
+sequential``) or as Ray tasks (``executor: ray``) against the same cell folder.
 """
 from __future__ import annotations
 
 import json
-import shutil
 import time
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from ..catalogs.base import Catalog
+from ..engine import BASE, CACHE_VERSION, EngineRun, ModelJob, TargetInfo
 from ..errors import InstaError
-from ..experiment.pool import PoolInfo, TargetInfo, build_pool, parse_target, prepare_targets
-from ..helpers import Log, content_hash, stable_int, timestamp
-from ..paths import atomic_write_json
-from ..records import Example
-from .cells import cell_metrics, compact_rank_samples
+from ..helpers import content_hash, stable_int
+from .cells import score_rank
 from .config import TransferConfig
 
-CACHE_VERSION = 1
 #: a-priori costs for the first --plan (replaced by measured ones as soon as cells exist): SmolLM2, 2 CPU cores
 DEFAULT_TRAIN_S_PER_INSTANCE = 1.1
 DEFAULT_EVAL_S_PER_EXAMPLE = 0.25
@@ -63,140 +55,25 @@ def spread_sources(pool: Catalog, n: int, seed: int) -> list[str]:
     return chosen
 
 
-@dataclass
-class EvalJob:
-    key: str
-    target: str  # "catalog:task" as in the config
-    task_id: str
-    catalog: str
-    examples: list[Example]
-
-
-@dataclass
-class UnitJob:
-    """One model and the target evaluations still missing for it; self-contained so that it can travel."""
-
-    model_key: str
-    source: str | None  # None: the untrained base model
-    seed: int | None
-    model: str
-    backend: str
-    out: str
-    train: dict[str, Any] = field(default_factory=dict)
-    eval: dict[str, Any] = field(default_factory=dict)
-    records: list[dict[str, Any]] = field(default_factory=list)
-    evals: list[EvalJob] = field(default_factory=list)
-    keep_model: bool = False
-
-
-def _backend(name: str):
-    from ..experiment.backends import make_backend
-
-    return make_backend(name)
-
-
-def execute_unit(job: UnitJob, backend: Any = None) -> dict[str, Any]:
-    """Train (unless base), evaluate every missing target, write the cells; returns timings and counts."""
-    backend = backend or _backend(job.backend)
-    out = Path(job.out)
-    info: dict[str, Any] = {"model_key": job.model_key, "trained": False, "evaluated": 0}
-    handle_name = job.model
-    if job.source is not None:
-        handle_name, info["trained"], info["train_seconds"] = _ensure_model(job, backend, out)
-    t0 = time.perf_counter()
-    handle = backend.load(handle_name)
-    load_s = time.perf_counter() - t0
-    opts = {"mode": "rank", "progress": False, **{k: v for k, v in job.eval.items() if k not in ("n", "seed")}}
-    for ev in job.evals:
-        t1 = time.perf_counter()
-        res = backend.evaluate(handle, ev.examples, opts, ev.task_id, ev.catalog)
-        samples = compact_rank_samples(res.get("samples") or [])
-        cell = {"v": CACHE_VERSION, "key": ev.key, "model_key": job.model_key, "source": job.source,
-                "seed": job.seed, "target": ev.target, "metrics": cell_metrics(samples), "samples": samples,
-                "seconds": round(time.perf_counter() - t1, 3), "load_seconds": round(load_s, 3),
-                "finished": timestamp()}
-        atomic_write_json(out / "cells" / f"{ev.key}.json", cell, indent=None)
-        info["evaluated"] += 1
-    del handle
-    if job.source is not None and not job.keep_model:
-        shutil.rmtree(out / "models" / job.model_key, ignore_errors=True)
-    return info
-
-
-def _ensure_model(job: UnitJob, backend: Any, out: Path) -> tuple[str, bool, float]:
-    record_path = out / "trained" / f"{job.model_key}.json"
-    model_dir = out / "models" / job.model_key
-    if record_path.is_file():
-        try:
-            rec = json.loads(record_path.read_text())
-            where = model_dir / rec["model_subdir"]
-            if where.is_dir():
-                return str(where), False, 0.0
-        except (ValueError, KeyError, TypeError):
-            pass
-    shutil.rmtree(model_dir, ignore_errors=True)
-    t0 = time.perf_counter()
-    res = backend.train(job.records, model_dir, job.model, {**job.train, "seed": job.seed})
-    seconds = time.perf_counter() - t0
-    metrics = res.get("metrics") or {}
-    keep = ("n_examples", "tokens_per_epoch", "global_step", "train_loss", "train_seconds", "tokens_seen")
-    rec = {"model_key": job.model_key, "source": job.source, "seed": job.seed,
-           "model_subdir": str(Path(res["model_dir"]).resolve().relative_to(model_dir.resolve())),
-           "n_records": len(job.records), "seconds": round(seconds, 3),
-           "metrics": {k: metrics[k] for k in keep if k in metrics}, "finished": timestamp()}
-    atomic_write_json(record_path, rec)
-    return res["model_dir"], True, seconds
-
-
-class TransferRun:
+class TransferRun(EngineRun):
     """Plans and runs one transfer matrix (see the module docstring); ``backend``/``log`` are test hooks."""
 
-    def __init__(self, cfg: TransferConfig, *, out: str | None = None, backend: Any = None,
-                 log: Callable[[str], None] | None = None, catalogs: dict[str, Catalog] | None = None,
-                 pool_encoder: Any = None):
-        self.cfg = cfg
-        self.out = Path(out or cfg.out)
-        self.backend = backend
-        self.log = log or Log()
-        self._catalogs = dict(catalogs or {})
-        self.pool_encoder = pool_encoder
-        self.targets: list[TargetInfo] = []
-        self.pool: PoolInfo | None = None
+    def __init__(self, cfg: TransferConfig, **kw: Any):
+        super().__init__(cfg, **kw)
+        self.cfg: TransferConfig = cfg
         self.sources: list[str] = []
-        self._base_id: str | None = None
-
-    def catalog(self, name: str) -> Catalog:
-        if name not in self._catalogs:
-            from ..catalogs import load_catalog
-
-            self._catalogs[name] = load_catalog(name, self.cfg.data_dir)
-        return self._catalogs[name]
-
-    def _backend(self):
-        if self.backend is None:
-            self.backend = _backend(self.cfg.backend)
-        return self.backend
 
     # -- preparation (no training)
     def prepare(self) -> None:
-        cfg = self.cfg
-        cats = {cfg.pool.catalog: self.catalog(cfg.pool.catalog)}
-        for spec in cfg.targets:
-            cat, _ = parse_target(spec, cfg.pool.catalog)
-            cats[cat] = self.catalog(cat)
-        self.targets = prepare_targets(cfg, cats)  # type: ignore[arg-type]
+        self.load_targets()
         for t in self.targets:  # the matrix scores rank classification: examples need 2+ answer options
-            bad = [ex.id for ex in t.eval_examples if not ex.options or len(ex.options) < 2]
-            if len(bad) == len(t.eval_examples):
-                raise InstaError(f"target {t.id!r} has no examples with answer options: the transfer matrix "
-                                 "scores the gold answer's likelihood among the options")
-            if bad:
-                self.log(f"target {t.id}: {len(bad)} evaluation example(s) without 2+ answer options left out "
-                         f"({', '.join(bad[:3])})")
-                t.eval_examples = [ex for ex in t.eval_examples if ex.id not in set(bad)]
-        self.pool = build_pool(cfg, cats[cfg.pool.catalog], self.targets,  # type: ignore[arg-type]
-                               encoder=self.pool_encoder, log=self.log)
-        pool = self.pool.catalog
+            _keep_rank_examples(t, self.log)
+        self.load_pool()
+        self.sources = self._choose_sources()
+        self.check_base_model()
+
+    def _choose_sources(self) -> list[str]:
+        cfg, pool = self.cfg, self.pool.catalog
         src = cfg.sources
         if src.strategy == "list":
             missing = [s for s in src.list if s not in pool]
@@ -211,36 +88,23 @@ class TransferRun:
             chosen = spread_sources(pool, src.n or len(pool), cfg.seed)
         if src.n and len(chosen) < src.n:
             self.log(f"sources: the pool holds {len(chosen)} units, fewer than sources.n = {src.n}")
-        self.sources = chosen
-        if cfg.backend == "transformers":
-            from ..lm import builtin_name, resolve_model
-
-            if not builtin_name(cfg.model):
-                resolve_model(cfg.model)
+        return chosen
 
     # -- keys
-    def base_identity(self) -> str:
-        if self._base_id is None:
-            self._base_id = self._backend().base_identity(self.cfg.model)
-        return self._base_id
-
     def model_key(self, source: str | None, seed: int | None) -> str:
         if source is None:
-            return "base"
+            return BASE
         return content_hash({"v": CACHE_VERSION, "kind": "transfer-model", "base": self.base_identity(),
                              "backend": self.cfg.backend, "source": source, "seed": seed,
-                             "instances": self.cfg.instances, "train": self.cfg.train,
+                             "instances": self.cfg.instances, "train": self.cfg.key_options("train"),
                              "dedup_against": sorted(t.id for t in self.targets)})
 
     def eval_key(self, model_key: str, target: TargetInfo) -> str:
         return content_hash({"v": CACHE_VERSION, "kind": "transfer-eval", "model": model_key,
-                             "base": self.base_identity() if model_key == "base" else None,
+                             "base": self.base_identity() if model_key == BASE else None,
                              "backend": self.cfg.backend, "target": target.id,
                              "eval_ids": [ex.id for ex in target.eval_examples],
-                             "eval": {k: v for k, v in self.cfg.eval.items() if k not in ("n", "seed")}})
-
-    def cell_path(self, key: str) -> Path:
-        return self.out / "cells" / f"{key}.json"
+                             "eval": self.cfg.key_options("eval", exclude=("n", "seed"))})
 
     # -- planning
     def units(self) -> list[tuple[str | None, int | None]]:
@@ -297,47 +161,28 @@ class TransferRun:
         mix = build_mixture([task], mcfg, target_examples=target_examples, catalog_name=self.pool.catalog.name)
         return mix.records
 
-    def job(self, source: str | None, seed: int | None) -> UnitJob | None:
-        """The job of one unit with only its missing cells; ``None`` when every cell is done."""
+    def job(self, source: str | None, seed: int | None) -> ModelJob | None:
+        """The engine job of one unit with only its missing cells; ``None`` when every cell is done."""
         mkey = self.model_key(source, seed)
-        evals = []
-        for t in self.targets:
-            key = self.eval_key(mkey, t)
-            if not self.cell_path(key).is_file():
-                evals.append(EvalJob(key, t.id, t.task.id, t.catalog, list(t.eval_examples)))
+        evals = self.missing_evals(mkey, [(self.eval_key(mkey, t), t) for t in self.targets])
         if not evals:
             return None
-        records = self.records(source, seed) if source is not None else []
-        return UnitJob(model_key=mkey, source=source, seed=seed, model=self.cfg.model, backend=self.cfg.backend,
-                       out=str(self.out), train=dict(self.cfg.train), eval=dict(self.cfg.eval), records=records,
-                       evals=evals, keep_model=self.cfg.keep_models)
-
-    def clean_stale(self) -> None:
-        """Model folders without a training record (a killed training) and leftover temp files go first."""
-        from ..paths import remove_stale_tmp
-
-        models = self.out / "models"
-        if models.is_dir():
-            for d in models.iterdir():
-                if d.is_dir() and not (self.out / "trained" / f"{d.name}.json").is_file():
-                    shutil.rmtree(d, ignore_errors=True)
-        for sub in ("cells", "trained"):
-            remove_stale_tmp(self.out / sub)
+        opts = {"mode": "rank", "progress": False, **self.cfg.key_options("eval", exclude=("n", "seed"))}
+        return self.model_job(mkey, evals, lambda: self.records(source, seed), score=score_rank,
+                              train={**self.cfg.key_options("train"), "seed": seed}, eval=opts,
+                              record_fields={"source": source, "seed": seed},
+                              cell_fields={"source": source, "seed": seed})
 
     def run(self, executor: str | None = None, progress: bool = True) -> dict[str, Any]:
         """Run every unit with missing cells; returns counts and seconds."""
-        from ..executors import run_jobs
-
         self.out.mkdir(parents=True, exist_ok=True)
         self.clean_stale()
         pending = [(s, seed) for s, seed in self.units() if self.job_needed(s, seed)]
         self.log(f"transfer: {len(self.sources)} sources x {len(self.cfg.seeds)} seeds + base, "
                  f"{len(self.targets)} targets: {len(pending)} unit(s) to run")
         t0 = time.perf_counter()
-        infos = run_jobs(execute_unit, pending, lambda u: self.job(*u), executor or self.cfg.executor,
-                         backend=self._backend() if (executor or self.cfg.executor) == "sequential" else None,
-                         describe=lambda u: f"{u[0] or 'base model'}{'' if u[1] is None else f' (seed {u[1]})'}",
-                         log=self.log, progress=progress, keep_going=True)
+        infos = self.execute(pending, lambda u: self.job(*u), executor=executor, progress=progress, keep_going=True,
+                             describe=lambda u: f"{u[0] or 'base model'}{'' if u[1] is None else f' (seed {u[1]})'}")
         return {"units_run": len([i for i in infos if "error" not in i]), "failed": [i for i in infos if "error" in i],
                 "trained": sum(bool(i.get("trained")) for i in infos),
                 "evaluated": sum(int(i.get("evaluated", 0)) for i in infos),
@@ -346,6 +191,19 @@ class TransferRun:
     def job_needed(self, source: str | None, seed: int | None) -> bool:
         mkey = self.model_key(source, seed)
         return any(not self.cell_path(self.eval_key(mkey, t)).is_file() for t in self.targets)
+
+
+def _keep_rank_examples(t: TargetInfo, log: Callable[[str], None]) -> None:
+    """Leave out a target's evaluation examples without 2+ answer options (an error when none is left): the
+    matrix scores the gold answer's likelihood among the options."""
+    bad = [ex.id for ex in t.eval_examples if not ex.options or len(ex.options) < 2]
+    if len(bad) == len(t.eval_examples):
+        raise InstaError(f"target {t.id!r} has no examples with answer options: the transfer matrix "
+                         "scores the gold answer's likelihood among the options")
+    if bad:
+        log(f"target {t.id}: {len(bad)} evaluation example(s) without 2+ answer options left out "
+            f"({', '.join(bad[:3])})")
+        t.eval_examples = [ex for ex in t.eval_examples if ex.id not in set(bad)]
 
 
 def prepared_run(cfg: TransferConfig, **kw: Any) -> TransferRun:
@@ -363,4 +221,4 @@ def sources_summary(run: TransferRun) -> list[dict[str, Any]]:
     return out
 
 
-__all__: Sequence[str] = ["EvalJob", "TransferRun", "UnitJob", "execute_unit", "prepared_run", "spread_sources"]
+__all__: Sequence[str] = ["TransferRun", "prepared_run", "sources_summary", "spread_sources"]

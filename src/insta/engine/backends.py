@@ -12,7 +12,7 @@ from ..errors import InstaError
 from ..helpers import stable_key
 from ..paths import atomic_write_json
 from ..records import Example
-from .config import EVAL_OWN_KEYS
+from .sections import EVAL_OWN_KEYS
 
 
 class Backend(Protocol):

@@ -1,8 +1,19 @@
-"""A cell's per-example arrays (``samples``): what the report's paired bootstrap reads, compacted from an
-evaluation result, and older cells and ``results.json`` files brought to today's form (numbers kept)."""
+"""One cell format for every run: a cell is one model evaluated on one target's evaluation set, written once as
+``<out>/cells/<key>.json`` (atomically, when complete) by :func:`write_cell`. Every cell carries ``v``, ``key``,
+``model_key``, ``target``, ``metrics``, ``samples`` (per-example arrays, what paired statistics read), ``seconds``,
+``load_seconds``, ``train`` (the record of the model's training) and ``finished``, plus what the run adds
+(the transfer matrix: ``source``, ``seed``).
+
+Also here: the per-example arrays of an evaluation result (:func:`compact_samples`), and the upgrader that brings
+older cells and ``results.json`` files to today's form, numbers kept (:func:`upgrade_cell`,
+:func:`upgrade_results`)."""
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
+
+#: the version of every cell and model key (a change recomputes every cell)
+CACHE_VERSION = 1
 
 #: the form of a cell's per-example arrays (``samples``). Format 1 (no ``format`` key) predates the
 #: lm-evaluation-harness names: its ``pred_norm`` divided by tokens and it has no per-character predictions.
@@ -74,4 +85,27 @@ def upgrade_results(results: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-__all__ = ["PRED_KEYS", "SAMPLES_FORMAT", "compact_samples", "upgrade_cell", "upgrade_results", "upgrade_samples"]
+def write_cell(out: Path, key: str, model_key: str, target: str, scored: dict[str, Any], *, seconds: float,
+               load_seconds: float, train: dict[str, Any] | None, fields: dict[str, Any] | None = None
+               ) -> dict[str, Any]:
+    """Write the cell ``<out>/cells/<key>.json`` (see the module docstring); ``scored`` holds its ``metrics`` and
+    ``samples`` (and any other field of the run's scoring); returns the cell."""
+    from ..helpers import timestamp
+    from ..paths import atomic_write_json
+
+    cell = {"v": CACHE_VERSION, "key": key, "model_key": model_key, **(fields or {}), "target": target, **scored,
+            "seconds": round(seconds, 3), "load_seconds": round(load_seconds, 3), "train": train or {},
+            "finished": timestamp()}
+    atomic_write_json(Path(out) / "cells" / f"{key}.json", cell, indent=None)
+    return cell
+
+
+def score_evaluation(result: dict[str, Any]) -> dict[str, Any]:
+    """A cell's scored fields from an :func:`insta.evaluate.evaluate_examples` result: its metrics, its
+    primary metric and the per-example arrays (:func:`compact_samples`)."""
+    return {"metrics": dict(result.get("metrics") or {}), "primary_metric_evaluate": result.get("primary_metric"),
+            "samples": compact_samples(result)}
+
+
+__all__ = ["CACHE_VERSION", "PRED_KEYS", "SAMPLES_FORMAT", "compact_samples", "score_evaluation", "upgrade_cell",
+           "upgrade_results", "upgrade_samples", "write_cell"]

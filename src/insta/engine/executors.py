@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any, Callable, Sequence, TypeVar
 
-from .errors import InstaError
+from ..errors import InstaError
 
 EXECUTORS = ("sequential", "ray")
 K = TypeVar("K")
@@ -36,7 +36,7 @@ def run_jobs(work: Callable[..., dict[str, Any]], keys: Sequence[K], make_job: C
 
 
 def _bar(total: int, progress: bool, unit: str = "model"):
-    from .helpers import progress_bar
+    from ..helpers import progress_bar
 
     return progress_bar(total=total, desc="models", unit=unit, enabled=progress, dynamic_ncols=True)
 

@@ -1,31 +1,17 @@
-"""Experiment targets and source pool: evaluation/sample splits of each target, and the pool with every removal
-and its reason (targets, relatives, T0 evaluation tasks, near-duplicates, unusable formats)."""
+"""Targets and source pool of a run: evaluation/sample splits of each target, and the pool with every removal
+and its reason (targets, relatives, T0 evaluation tasks, near-duplicates, unusable formats). The comparison grid
+and the transfer matrix build theirs here, by the same rules."""
 from __future__ import annotations
 
 import statistics
 from dataclasses import dataclass
-from typing import Any, Callable, Protocol, Sequence
+from typing import Any, Callable, Sequence
 
 from ..catalogs.base import Catalog
 from ..errors import InstaError
 from ..helpers import stable_key
 from ..records import Example, Task
-from .config import TARGET_CATALOGS, PoolConfig
-
-
-class GridSettings(Protocol):
-    """What the target and pool helpers read from a config (an experiment's or a transfer matrix's)."""
-
-    targets: list[str]
-    pool: PoolConfig
-    encoder: str | None
-    target_samples: int
-
-    @property
-    def n_eval(self) -> int: ...
-
-    @property
-    def eval_seed(self) -> int: ...
+from .sections import TARGET_CATALOGS, PoolConfig, RunConfig
 
 
 def _median(xs: Sequence[float]) -> float:
@@ -80,29 +66,30 @@ def _unlabelled(ex: Example) -> Example:
                    label=None, provenance={"task": ex.provenance.get("task", "")})
 
 
-def prepare_targets(cfg: GridSettings, catalogs: dict[str, Catalog]) -> list[TargetInfo]:
-    """Resolve every target (a clear error for an unknown one) and fix its evaluation set and samples."""
+def prepare_targets(cfg: RunConfig, catalogs: dict[str, Catalog], n_samples: int = 0) -> list[TargetInfo]:
+    """Resolve every target (a clear error for an unknown one) and fix its evaluation set (``eval.n`` examples in
+    a stable order seeded by ``eval.seed``) and ``n_samples`` unlabelled instances (RoE and DSIR read them)."""
     out = []
     for spec in cfg.targets:
         cat, tid = parse_target(spec, cfg.pool.catalog)
         task = catalogs[cat].get(tid)  # UnknownTaskError with close matches
         if not task.has_examples:
             raise InstaError(f"target {spec!r} has no instances in the data directory")
-        out.append(_target_info(cfg, spec, cat, task))
+        out.append(_target_info(cfg, spec, cat, task, n_samples))
     return out
 
 
-def _target_info(cfg: GridSettings, spec: str, cat: str, task: Task) -> TargetInfo:
+def _target_info(cfg: RunConfig, spec: str, cat: str, task: Task, n_samples: int) -> TargetInfo:
     examples = [ex for ex in task.iter_examples() if ex.options or ex.references]
     if not examples:
         raise InstaError(f"target {spec!r} has no usable instances")
-    order = sorted(examples, key=lambda ex: stable_key("eval-order", cfg.eval_seed, ex.id))
-    n_eval = min(cfg.n_eval, len(order))
+    order = sorted(examples, key=lambda ex: stable_key("eval-order", cfg.eval.seed, ex.id))
+    n_eval = min(cfg.eval.n, len(order))
     eval_ex = order[:n_eval]
     rest = order[n_eval:]
-    overlap = len(rest) < cfg.target_samples
+    overlap = len(rest) < n_samples
     pool_for_samples = rest if not overlap else rest + eval_ex
-    samples = [_unlabelled(ex) for ex in pool_for_samples[: cfg.target_samples]]
+    samples = [_unlabelled(ex) for ex in pool_for_samples[:n_samples]]
     eval_ex = sorted(eval_ex, key=lambda ex: ex.provenance.get("index", 0))
     return TargetInfo(id=spec, task=task, catalog=cat, eval_examples=eval_ex, samples=samples,
                       samples_overlap_eval=overlap, n_available=len(examples))
@@ -181,10 +168,10 @@ class PoolInfo:
                 "n_examples": {t: self.stats.get(t, {}).get("n") for t in self.catalog.ids}}
 
 
-def build_pool(cfg: GridSettings, source: Catalog, targets: Sequence[TargetInfo], encoder=None,
+def build_pool(cfg: RunConfig, source: Catalog, targets: Sequence[TargetInfo], encoder=None,
                log: Callable[[str], None] = lambda m: None) -> PoolInfo:
-    """The source pool of the experiment, the same for every target (see :mod:`insta.experiment`): the rules
-    below apply in turn, and every task they remove is listed with its reason."""
+    """The source pool of a run, the same for every target (see :mod:`insta.experiment` for the rules): they
+    apply in turn, and every task they remove is listed with its reason."""
     pc = cfg.pool
     removed: list[dict[str, Any]] = []
     kept = _drop_families(_included(source, pc), _families_to_drop(pc, targets), removed)
@@ -305,7 +292,7 @@ def _instruction_texts(tasks: Sequence[Any], task_of: Callable[[Any], Task], own
     return texts, owners
 
 
-def _drop_near_duplicates(pool: Catalog, targets: Sequence[TargetInfo], cfg: GridSettings, encoder: Any,
+def _drop_near_duplicates(pool: Catalog, targets: Sequence[TargetInfo], cfg: RunConfig, encoder: Any,
                           removed: list[dict[str, Any]]) -> Catalog:
     """Units with an instruction whose cosine to a target instruction is above ``pool.near_duplicate_cosine``."""
     import numpy as np
@@ -329,5 +316,5 @@ def _drop_near_duplicates(pool: Catalog, targets: Sequence[TargetInfo], cfg: Gri
     return Catalog(pool.name, [t for t in pool if t.id not in dup], pool.aliases)
 
 
-__all__ = ["GridSettings", "PoolInfo", "TargetInfo", "build_pool", "merge_families", "parse_target",
+__all__ = ["PoolInfo", "TargetInfo", "build_pool", "merge_families", "parse_target",
            "prepare_targets", "task_format_stats"]
