@@ -12,7 +12,6 @@ from insta.errors import InstaError
 from insta.methods import (
     METHODS,
     Selection,
-    allocate_budget,
     load_method,
     ngram_counts_builtin,
     relatives,
@@ -257,6 +256,8 @@ def test_k_larger_than_the_pool_and_unknown_methods(catalogs):
 
 
 def test_allocate_budget_keeps_the_total():
+    from insta.mixture import allocate_budget
+
     assert allocate_budget(["a", "b", "c"], 10) == {"a": 4, "b": 3, "c": 3}
     many = [f"t{i}" for i in range(50)]
     alloc = allocate_budget(many, 20, seed=1)

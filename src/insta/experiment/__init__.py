@@ -14,7 +14,7 @@
    the next ``target_samples`` are unlabelled instances for RoE and DSIR (labels stripped); a target with too few
    examples draws them from its evaluation inputs instead, and the report says so.
 4. **Selection** per (target, method), then a **training budget** of exactly ``mixture.n_total`` instances spread
-   over the selected tasks (:func:`insta.methods.allocate_budget`), the same for every method, ``all`` included.
+   over the selected tasks (:func:`insta.mixture.allocate_budget`), the same for every method, ``all`` included.
 5. **Models** are keyed by what they are trained on (the allocation, the mixture, training options, the base
    model), not by the method or the target: ``all`` and each ``random`` seed select the same tasks for every
    target and are trained once and evaluated on every target; two methods that pick the same tasks share a model.

@@ -17,7 +17,8 @@ from ..engine.backends import Backend
 from ..engine.cells import score_evaluation
 from ..errors import InstaError
 from ..helpers import content_hash
-from ..methods import allocate_budget, load_method
+from ..methods import load_method
+from ..mixture import allocate_budget
 from ..paths import atomic_write_json
 from ..selection import Selection, SelectionMethod
 from .config import ExperimentConfig, MethodSpec

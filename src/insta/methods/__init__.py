@@ -40,7 +40,6 @@ from .hybrid import HybridMethod
 from .insta import InstaAlignedMethod, InstaFormatMethod, InstaMaxMethod, InstaMethod, InstaVoteMethod, Selector
 from .lexical import LexicalMethod
 from .resources import (
-    allocate_budget,
     encoder_name,
     get_encoder,
     instance_text,
@@ -102,7 +101,7 @@ __all__ = [
     "AllMethod", "CONSUMPTIONS", "DSIRMethod", "HybridMethod", "InstaAlignedMethod", "InstaFormatMethod",
     "InstaMaxMethod", "InstaMethod", "InstaVoteMethod", "InstanceIndex", "LexicalMethod", "METHODS",
     "RandomMethod", "RoEMethod", "SHARED_ENCODER_METHODS", "Selection", "SelectionMethod", "TaskScore",
-    "allocate_budget", "dsir_featurizer", "encoder_name", "get_encoder", "instance_text", "library_texts",
+    "dsir_featurizer", "encoder_name", "get_encoder", "instance_text", "library_texts",
     "load_method", "ngram_buckets", "ngram_counts_builtin", "ngram_features", "read_target_examples",
     "relatives", "select", "Selector", "source_library", "unlabelled_samples", "wordpunct_fallback",
 ]

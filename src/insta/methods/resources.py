@@ -3,7 +3,7 @@ how an instance is shown to an instance-level method, unlabelled target samples,
 from __future__ import annotations
 
 import weakref
-from typing import Any, Callable, Generic, Sequence, TypeVar
+from typing import Any, Callable, Generic, TypeVar
 
 import numpy as np
 
@@ -192,21 +192,3 @@ def read_target_examples(path: str, limit: int | None = None) -> list[Example]:
 def candidates(pool: Catalog, allowed: np.ndarray) -> Catalog:
     """The pool's allowed tasks as a catalog of their own."""
     return Catalog(pool.name, [t for t, a in zip(pool, allowed) if a])
-
-
-def allocate_budget(task_ids: Sequence[str], n_total: int, seed: int = 0) -> dict[str, int]:
-    """How many training instances each selected task gets so that the mixture holds exactly ``n_total``.
-
-    With at most ``n_total`` tasks: an equal share, the remainder one each to the best-ranked tasks. With more
-    tasks than instances (``all`` over a large pool): ``n_total`` tasks drawn with the seed, one instance each.
-    """
-    ids = list(task_ids)
-    if not ids:
-        raise InstaError("no task to allocate the training budget to")
-    if n_total < 1:
-        raise InstaError(f"the training budget must be at least 1 instance (got {n_total})")
-    if len(ids) <= n_total:
-        base, rem = divmod(n_total, len(ids))
-        return {t: base + (1 if i < rem else 0) for i, t in enumerate(ids)}
-    chosen = set(stable_rng("budget", seed).sample(sorted(ids), n_total))
-    return {t: 1 for t in ids if t in chosen}

@@ -31,7 +31,7 @@ instance's input. The target task itself and its family never enter the mixture.
 from __future__ import annotations
 
 from ..prompt_format import join_prompt_target
-from .build import MIXINGS, MixtureConfig, build_mixture
+from .build import allocate_budget, MIXINGS, MixtureConfig, build_mixture
 from .from_selection import mixture_from_selection, read_selection, target_id_of
 from .leakage import LeakFilter
 from .records import (
@@ -53,6 +53,7 @@ __all__ = [
     "MIXINGS",
     "Mixture",
     "MixtureConfig",
+    "allocate_budget",
     "build_mixture",
     "export_record",
     "example_instruction",

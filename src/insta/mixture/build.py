@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass
 from typing import Any, Iterable, Sequence
 
 from ..errors import InstaError
-from ..helpers import progress_bar, timestamp
+from ..helpers import progress_bar, stable_rng, timestamp
 from ..options import option
 from ..records import Example, Task
 from .leakage import LeakFilter
@@ -89,6 +89,24 @@ def _largest_remainder(weights: list[int], total: int) -> list[int]:
     for i in order[: total - sum(out)]:
         out[i] += 1
     return out
+
+
+def allocate_budget(task_ids: Sequence[str], n_total: int, seed: int = 0) -> dict[str, int]:
+    """How many training instances each selected task gets so that the mixture holds exactly ``n_total``.
+
+    With at most ``n_total`` tasks: an equal share, the remainder one each to the best-ranked tasks (the largest
+    remainder rule of :func:`_largest_remainder` on equal weights). With more tasks than instances (``all`` over a
+    large pool): ``n_total`` tasks drawn with the seed, one instance each.
+    """
+    ids = list(task_ids)
+    if not ids:
+        raise InstaError("no task to allocate the training budget to")
+    if n_total < 1:
+        raise InstaError(f"the training budget must be at least 1 instance (got {n_total})")
+    if len(ids) <= n_total:
+        return dict(zip(ids, _largest_remainder([n_total] * len(ids), n_total)))
+    chosen = set(stable_rng("budget", seed).sample(sorted(ids), n_total))
+    return {t: 1 for t in ids if t in chosen}
 
 
 def build_mixture(
