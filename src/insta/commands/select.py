@@ -148,27 +148,12 @@ def method_and_options(args: argparse.Namespace) -> tuple[str, dict]:
     return name, options
 
 
-def why_text(s, n_samples: int | None = None) -> str:
-    """One cell of the 'why' column: the evidence of a pick, whatever the method."""
-    w = s.why
-    lines = []
-    if "best_source_instruction" in w:
-        lines.append(f"{_short(w['best_target_instruction'])}\n~ {_short(w['best_source_instruction'])}  "
-                     f"({w['best_pair_cosine']:.3f})")
-    if "z_instance" in w:
-        lines.append(f"instructions z {w['z_instruction']:+.2f}, target inputs z {w['z_instance']:+.2f} "
-                     f"(mean best cosine {w['instance_score']:.3f})")
-    elif "votes" in w:
-        lines.append(f"nearest source instance of {w['votes']}{'/' + str(n_samples) if n_samples else ''} target "
-                     f"inputs; mean best cosine {w['mean_best_cosine']:.3f}")
-    if "log_weight_per_ngram" in w:
-        lines.append(f"log importance weight per n-gram {w['log_weight_per_ngram']:.4f} (mean per instance "
-                     f"{w['mean_log_weight']:.2f}, {w['n_instances']} instances)")
-    if "bm25" in w:
-        lines.append(f"BM25 {w['bm25']:.2f}; shared words: {', '.join(w['shared_words']) or 'none'}")
-    if "reason" in w:
-        lines.append(str(w["reason"]))
-    return "\n".join(lines)
+def why_text(method: str, s, n_samples: int | None = None) -> str:
+    """One cell of the 'why' column: the evidence of a pick as the method that made it renders it."""
+    from ..methods import METHODS
+    from ..selection import SelectionMethod
+
+    return "\n".join(METHODS.get(method, SelectionMethod).why_lines(s.why, n_samples))
 
 
 def print_selection(result) -> None:
@@ -202,7 +187,7 @@ def print_selection(result) -> None:
         row = [str(s.rank), esc(s.task, newlines=False), f"{s.score:.4f}"]
         if tied:
             row.append(f"={s.tie_group}" if s.tie_group else "")
-        table.add_row(*row, esc(why_text(s, n_samples)))
+        table.add_row(*row, esc(why_text(result.method, s, n_samples)))
     console = Console()
     console.print(table)
     kc = result.k_choice
@@ -221,8 +206,3 @@ def print_selection(result) -> None:
     if result.excluded:
         console.print(f"excluded (target and relatives): {esc(', '.join(result.excluded[:10]), newlines=False)}"
                       f"{' ...' if len(result.excluded) > 10 else ''}")
-
-
-def _short(text: str, n: int = 110) -> str:
-    text = " ".join(str(text).split())
-    return text if len(text) <= n else text[: n - 1] + "…"

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any, Iterable
 
 from ..errors import InstaError
-from ..evaluate import EvalConfig
+from ..eval_config import EvalConfig
 from ..options import check_keys, checked, checked_mapping, option, read_section
 from ..train import TrainConfig
 

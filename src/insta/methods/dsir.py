@@ -103,6 +103,13 @@ class DSIRMethod(SelectionMethod):
     name = "dsir"
     consumes = ("target_samples", "source_instances")
 
+    @classmethod
+    def why_lines(cls, why: dict[str, Any], n_samples: int | None = None) -> list[str]:
+        lines = ([f"log importance weight per n-gram {why['log_weight_per_ngram']:.4f} (mean per instance "
+                  f"{why['mean_log_weight']:.2f}, {why['n_instances']} instances)"]
+                 if "log_weight_per_ngram" in why else [])
+        return lines + super().why_lines(why, n_samples)
+
     def __init__(self, label: str | None = None, *, num_buckets: int = 10000, ngrams: int = 2,
                  library_size: int = 100, library_seed: int = 0, aggregation: str = "per-ngram", **options: Any):
         super().__init__(label, **options)

@@ -7,7 +7,7 @@ import numpy as np
 
 from ..errors import InstaError
 from ..selection import Scores, SelectionMethod
-from .insta import InstaMethod
+from .insta import InstaMethod, best_pair_lines
 from .roe import InstanceIndex
 
 
@@ -36,6 +36,14 @@ class HybridMethod(SelectionMethod):
     name = "hybrid"
     consumes = ("instructions", "target_samples", "source_instances")
     shared_encoder = True
+
+    @classmethod
+    def why_lines(cls, why: dict[str, Any], n_samples: int | None = None) -> list[str]:
+        lines = best_pair_lines(why)
+        if "z_instance" in why:
+            lines.append(f"instructions z {why['z_instruction']:+.2f}, target inputs z {why['z_instance']:+.2f} "
+                         f"(mean best cosine {why['instance_score']:.3f})")
+        return lines + super().why_lines(why, n_samples)
 
     def __init__(self, label: str | None = None, *, encoder: Any = None, aggregation: str = "mean",
                  vote_depth: int = 10, weight: float = 0.5, library_size: int = 100, library_seed: int = 0,

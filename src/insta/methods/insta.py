@@ -154,6 +154,19 @@ class Selector:
                              exclude_families=exclude_families, target_info=target, ties=ties)
 
 
+def best_pair_lines(why: dict[str, Any]) -> list[str]:
+    """INSTA's evidence in words: the best-matching (target instruction, source instruction) pair, its cosine."""
+    if "best_source_instruction" not in why:
+        return []
+    return [f"{_short(why['best_target_instruction'])}\n~ {_short(why['best_source_instruction'])}  "
+            f"({why['best_pair_cosine']:.3f})"]
+
+
+def _short(text: str, n: int = 110) -> str:
+    text = " ".join(str(text).split())
+    return text if len(text) <= n else text[: n - 1] + "…"
+
+
 class InstaMethod(SelectionMethod):
     """INSTA (:class:`insta.methods.Selector`): instruction-embedding similarity with ``aggregation``.
 
@@ -173,6 +186,10 @@ class InstaMethod(SelectionMethod):
     default_aggregation = "mean"
     default_format_aware = False
     shared_encoder = True
+
+    @classmethod
+    def why_lines(cls, why: dict[str, Any], n_samples: int | None = None) -> list[str]:
+        return best_pair_lines(why) + super().why_lines(why, n_samples)
 
     def __init__(self, label: str | None = None, *, encoder: Any = None, aggregation: str | None = None,
                  vote_depth: int = 10, n_target_instructions: int | None = None, format_aware: bool | None = None,

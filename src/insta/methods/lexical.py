@@ -25,6 +25,12 @@ class LexicalMethod(SelectionMethod):
     name = "lexical"
     consumes = ("instructions",)
 
+    @classmethod
+    def why_lines(cls, why: dict[str, Any], n_samples: int | None = None) -> list[str]:
+        lines = ([f"BM25 {why['bm25']:.2f}; shared words: {', '.join(why['shared_words']) or 'none'}"]
+                 if "bm25" in why else [])
+        return lines + super().why_lines(why, n_samples)
+
     def __init__(self, label: str | None = None, *, k1: float = 1.5, b: float = 0.75, **options: Any):
         super().__init__(label, **options)
         self.k1, self.b = float(k1), float(b)

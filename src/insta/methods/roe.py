@@ -77,6 +77,12 @@ class RoEMethod(SelectionMethod):
     consumes = ("target_samples", "source_instances")
     shared_encoder = True
 
+    @classmethod
+    def why_lines(cls, why: dict[str, Any], n_samples: int | None = None) -> list[str]:
+        lines = [f"nearest source instance of {why['votes']}{'/' + str(n_samples) if n_samples else ''} target "
+                 f"inputs; mean best cosine {why['mean_best_cosine']:.3f}"] if "votes" in why else []
+        return lines + super().why_lines(why, n_samples)
+
     def __init__(self, label: str | None = None, *, encoder: Any = None, library_size: int = 100,
                  library_seed: int = 0, **options: Any):
         super().__init__(label, **options)

@@ -31,6 +31,12 @@ class SelectionMethod:
     #: its ``encoder`` option defaults to a configuration's shared encoder (experiment configs, transfer scoring)
     shared_encoder: bool = False
 
+    @classmethod
+    def why_lines(cls, why: dict[str, Any], n_samples: int | None = None) -> list[str]:
+        """The evidence of one pick in words (the "why" column of ``insta select``): each method renders the keys
+        of its own ``why``; every method may give a ``reason``."""
+        return [str(why["reason"])] if "reason" in why else []
+
     def __init__(self, label: str | None = None, *, k: int | str | None = None, **options: Any):
         self.label = label or self.name
         if options:
