@@ -7,7 +7,7 @@ import dataclasses
 import pytest
 
 from insta import cli
-from insta.align_config import AlignConfig
+from insta.align.config import AlignConfig
 from insta.eval_config import EvalConfig
 from insta.mixture import MixtureConfig
 from insta.train import TrainConfig

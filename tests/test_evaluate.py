@@ -372,7 +372,7 @@ def test_superglue_through_the_p3_reader(monkeypatch):
 
 def test_keyword_overrides_leave_the_callers_config_alone():
     """evaluate_task / simple_evaluate(config, **overrides) work on a copy: one config serves many calls."""
-    from insta.options import apply_overrides
+    from insta.util.options import apply_overrides
 
     config = EvalConfig(progress=False)
     changed = apply_overrides(config, {"limit": 3, "calibration": "none"}, "evaluation")

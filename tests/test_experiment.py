@@ -289,11 +289,11 @@ def test_partial_report_from_the_cells_finished_so_far(tmp_path):
 
 
 def test_p3_table_aligned_encoder_is_trained_when_missing(tmp_path, monkeypatch):
-    import insta.align
+    import insta.align.targets
     from insta.experiment import ensure_p3_aligned_encoder
 
     calls = []
-    monkeypatch.setattr(insta.align, "align_encoder",
+    monkeypatch.setattr(insta.align.targets, "align_encoder",
                         lambda catalog, config, out, log=None: calls.append((catalog.name, config, out)) or out)
     target = tmp_path / "p3-aligned"
     cfg = load_config(TINY, {"data_dir": str(REPO / "tests" / "fixtures" / "p3"),

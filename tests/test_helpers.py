@@ -1,5 +1,5 @@
-"""The shared helpers (insta.helpers) and the config checker (insta.options): stable values pinned (cache keys,
-seeds and example orders of committed results depend on them), duration styles, one-line config errors."""
+"""The shared helpers (insta.util.helpers) and the config checker (insta.util.options): stable values pinned (cache
+keys, seeds and example orders of committed results depend on them), duration styles, one-line config errors."""
 import hashlib
 import random
 from dataclasses import dataclass, field
@@ -7,8 +7,8 @@ from dataclasses import dataclass, field
 import pytest
 
 from insta.errors import InstaError
-from insta.helpers import Log, content_hash, format_duration, progress_bar, stable_int, stable_key, stable_rng
-from insta.options import check_keys, checked, read_section
+from insta.util.helpers import Log, content_hash, format_duration, progress_bar, stable_int, stable_key, stable_rng
+from insta.util.options import check_keys, checked, read_section
 
 
 def test_stable_values_are_pinned():

@@ -540,12 +540,12 @@ def test_an_unreadable_file_reaching_the_top_level_is_one_line(tmp_path, capsys,
 
 def test_an_unwritable_output_folder_is_refused_before_any_work(tmp_path, capsys, monkeypatch):
     """Permissions cannot be tested as root: the folder is made unwritable for insta's check instead."""
-    import insta.fileio
+    import insta.util.fileio
 
     locked = tmp_path / "locked"
     locked.mkdir()
-    real_access = insta.fileio.os.access
-    monkeypatch.setattr(insta.fileio.os, "access", lambda p, mode: Path(p) != locked and real_access(p, mode))
+    real_access = insta.util.fileio.os.access
+    monkeypatch.setattr(insta.util.fileio.os, "access", lambda p, mode: Path(p) != locked and real_access(p, mode))
     cases = ((["select", "-c", str(USER), "-i", "x", "--json", str(locked / "sel.json")], "select"),
              (["mixture", "--tasks", "review_sentiment", "-c", str(USER), "--out", str(locked / "m.jsonl")], "mixture"),
              (["catalog", "list", "-c", str(USER), "--json", str(locked / "x" / "t.json")], "catalog list"))

@@ -23,8 +23,8 @@ from insta.catalogs import index_cache, load_catalog, p3, user
 from insta.cli import main
 from insta.encoder import Encoder
 from insta.errors import InstaError
-from insta.paths import atomic_write_bytes, remove_stale_tmp
-from insta.textsafe import safe_text
+from insta.util.paths import atomic_write_bytes, remove_stale_tmp
+from insta.util.textsafe import safe_text
 
 FIX = Path(__file__).parent / "fixtures"
 TPL_ID = "evil0001-0000-0000-0000-000000000001"
@@ -360,7 +360,7 @@ def test_mixture_lines_escape_terminal_controls(tmp_path, capsys):
 
 def test_experiment_plan_and_log_escape_terminal_controls(capsys):
     from insta.commands.experiment import _print_plan
-    from insta.helpers import Log
+    from insta.util.helpers import Log
 
     _print_plan({"pool": {"n": 1, "removed_by_reason": {}}, "missing_cells": [], "cells": [],
                  "plan": [{"target": f"user:{EVIL_ID}", "label": "insta\x1b[2J", "done": False, "model_key": "m",

@@ -9,7 +9,7 @@ import pytest
 from insta.catalogs import load_catalog
 from insta.cli import main
 from insta.errors import InstaError
-from insta.lm_eval_export import export_lm_eval_task
+from insta.evaluate.lm_eval_export import export_lm_eval_task
 from insta.prompt_format import join_prompt_target
 from insta.records import Example
 

@@ -109,7 +109,7 @@ metadata:
 
 def test_exported_task_scores_the_same_in_lm_eval(model_dir, tmp_path, offline):
     from insta.catalogs.base import Catalog
-    from insta.lm_eval_export import export_lm_eval_task
+    from insta.evaluate.lm_eval_export import export_lm_eval_task
     from insta.records import Task
 
     exs = fixture_examples()

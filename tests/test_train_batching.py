@@ -1,4 +1,4 @@
-"""Training batches (insta.collate): padding-free packing gives the padded batch's loss and gradients, the
+"""Training batches (insta.train.collate): padding-free packing gives the padded batch's loss and gradients, the
 target-only loss equals the full-logits loss, length-grouped batches keep every example once per epoch, tokens
 are counted for the batches trained on only (also with --max-steps), LoRA and seq2seq train with the new
 batching. Tiny random-init models built offline; SmolLM2 in the slow test."""
@@ -13,7 +13,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent / "fixtures" / "train"))
 import tiny_lm  # noqa: E402
 
-from insta.collate import (  # noqa: E402
+from insta.train.collate import (  # noqa: E402
     TOKENS_KEY,
     LengthGroupedSampler,
     PackedCausalCollator,
@@ -202,7 +202,7 @@ def test_tokens_seen_over_whole_epochs_and_max_steps_with_varied_lengths(models,
     assert m["tokens_seen"] == 2 * m["tokens_per_epoch"]
     # mid-epoch: the examples of the batches trained on, read off the sampler's order
     res = train_model(recs, cfg(models[kind], tmp_path / "part", max_steps=4, batch_size=3, group_by_length=True))
-    from insta.collate import LengthGroupedSampler as S
+    from insta.train.collate import LengthGroupedSampler as S
 
     tok = tiny_lm.build_tokenizer(seq2seq=kind == "seq2seq")
     feats, _ = build_features(recs, tok, kind, TrainConfig())

@@ -105,7 +105,7 @@ def user_file_error(err: BaseException) -> str | None:
     import json
 
     if isinstance(err, UnicodeDecodeError):
-        from .fileio import describe_decode_error
+        from .util.fileio import describe_decode_error
 
         return f"a file is not UTF-8 text ({describe_decode_error(err)})"
     if isinstance(err, OSError) and err.filename is not None:
@@ -172,7 +172,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _one_line(text: str) -> str:
     """A message on one line, with control characters from data (task ids, file names) made visible."""
-    from .textsafe import safe_text
+    from .util.textsafe import safe_text
 
     return safe_text(" ".join(part.strip() for part in text.splitlines() if part.strip()), newlines=False)
 

@@ -11,8 +11,8 @@ from typing import Iterator, Sequence
 import numpy as np
 
 from .errors import InstaError
-from .helpers import stable_key
-from .paths import atomic_write_bytes, cache_dir
+from .util.helpers import stable_key
+from .util.paths import atomic_write_bytes, cache_dir
 
 try:
     import fcntl

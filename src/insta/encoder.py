@@ -18,8 +18,8 @@ import numpy as np
 
 from .embedding_cache import EmbeddingCache
 from .errors import InstaError
-from .helpers import stable_key
-from .paths import cache_dir
+from .util.helpers import stable_key
+from .util.paths import cache_dir
 
 DEFAULT_ENCODER = "all-MiniLM-L6-v2"
 _MINILM_NAMES = {"all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2", "minilm"}

@@ -1,11 +1,11 @@
 """The evaluation's knobs (:class:`EvalConfig`) and the names it accepts; outside the evaluate package so that
-the CLI builds its flags from it without importing numpy (re-exported as :mod:`insta.evaluate.config`)."""
+the CLI builds its flags from it without importing numpy (re-exported as :mod:`insta.eval_config`)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 from .errors import InstaError
-from .options import option
+from .util.options import option
 
 GEN_METRICS = ("rouge_l", "exact_match")
 MODES = ("auto", "rank", "generate")

@@ -67,7 +67,7 @@ def download_sdist(name: str, version: str, tmp: Path) -> Path:
     import hashlib
     import urllib.request
 
-    from .helpers import progress_bar
+    from .util.helpers import progress_bar
 
     url, sha = sdist_url(name, version)
     out = tmp / f"{name}-{version}.tar.gz"

@@ -28,7 +28,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from .align_data import catalog_units
+from .align.data import catalog_units
 from .catalogs.base import Catalog
 from .errors import InstaError
 from .records import Task
@@ -165,7 +165,7 @@ def make_queries(
 ) -> tuple[list[Query], dict[str, int]]:
     """Queries = every instruction of a unit with >= 2 instructions that no aligned encoder saw, with its group
     and whether it is ambiguous (its text belongs to another unit too; left out with ``drop_ambiguous``)."""
-    from .align_data import AlignmentSplit
+    from .align.data import AlignmentSplit
 
     text_units: dict[str, set[str]] = {}
     for u, texts in units.items():

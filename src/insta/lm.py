@@ -20,7 +20,7 @@ from typing import Any
 
 from . import paths
 from .errors import InstaError
-from .helpers import timestamp
+from .util.helpers import timestamp
 from .prompt_format import join_prompt_target
 
 DEFAULT_MODEL = "smollm2"
@@ -169,7 +169,7 @@ def is_adapter_dir(location: str) -> bool:
 
 
 def _base_of_adapter(location: str) -> str:
-    from .fileio import load_json
+    from .util.fileio import load_json
 
     cfg = load_json(Path(location, "adapter_config.json"), "adapter config")
     meta = Path(location, "insta_model.json")

@@ -9,7 +9,7 @@ import os
 from pathlib import Path
 from types import ModuleType
 
-from ..datadir import resolve_data_dir
+from ..util.datadir import resolve_data_dir
 from ..errors import InstaError
 from .base import Catalog
 

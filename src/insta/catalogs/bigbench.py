@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from ..errors import InstaError
-from ..helpers import stable_rng
+from ..util.helpers import stable_rng
 from ..records import Example, Task
 from .base import Catalog, read_json_file
 from .index_cache import cached_parse

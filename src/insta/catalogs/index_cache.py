@@ -1,7 +1,7 @@
 """A small on-disk cache of per-file parse results, so catalogs load their instructions fast.
 
 Each catalog kind and data root gets one JSON file under ``catalog-index/`` of the insta cache folder
-(:func:`insta.paths.cache_root`: ``$INSTA_CACHE_DIR``, else ``~/.cache/insta``). It maps each source file
+(:func:`insta.util.paths.cache_root`: ``$INSTA_CACHE_DIR``, else ``~/.cache/insta``). It maps each source file
 (path relative to the root) to the JSON-ready summary a reader built from it, with the SHA-256 of the file's
 content, a digest binding that hash to the summary, and the file's stat stamp (size, mtime, ctime, inode).
 
@@ -18,7 +18,7 @@ import json
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
-from ..paths import atomic_write_text, cache_root
+from ..util.paths import atomic_write_text, cache_root
 
 
 def cache_dir() -> Path:

@@ -43,9 +43,9 @@ from typing import Any, Callable, Iterator
 import yaml
 
 from ..errors import InstaError
-from ..helpers import stable_int
+from ..util.helpers import stable_int
 from ..records import Example, Task
-from ..textsafe import safe_text
+from ..util.textsafe import safe_text
 from .base import Catalog
 from .index_cache import cached_parse
 

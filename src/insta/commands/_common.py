@@ -107,7 +107,7 @@ def check_exclusions(catalog, task_ids: list[str], families: list[str]) -> None:
 
 def read_lines_file(path: str) -> list[str]:
     """Instructions from a file: a JSON/YAML list, or one instruction per non-empty line."""
-    from ..fileio import parse_yaml, read_text
+    from ..util.fileio import parse_yaml, read_text
 
     p = Path(path)
     if not p.is_file():
@@ -148,7 +148,7 @@ def check_output_files(**paths: str | None) -> None:
 
     Keyword names are the options' names with ``-`` as ``_``; ``None`` (option not given) is skipped.
     """
-    from ..fileio import check_output_file
+    from ..util.fileio import check_output_file
 
     for name, path in paths.items():
         if path is not None:
@@ -161,6 +161,6 @@ def write_json(path: str, obj: Any) -> None:
         json.dump(obj, sys.stdout, indent=2, ensure_ascii=False)
         sys.stdout.write("\n")
         return
-    from ..paths import atomic_write_json
+    from ..util.paths import atomic_write_json
 
     atomic_write_json(path, obj)

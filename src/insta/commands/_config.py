@@ -5,7 +5,7 @@ a bool becomes ``--x/--no-x``. Every generated flag defaults to ``argparse.SUPPR
 knows which were given and applies the precedence flags > file > dataclass defaults.
 
 Field metadata read here: ``help``, ``choices``, ``group`` (the ``--help`` section), ``minimum`` (1 for positive
-integers, also checked by :func:`insta.options.read_section`), ``metavar``."""
+integers, also checked by :func:`insta.util.options.read_section`), ``metavar``."""
 from __future__ import annotations
 
 import argparse
@@ -127,7 +127,7 @@ def _config_mapping(path: str, what: str) -> dict[str, Any]:
     """A ``--config`` file's mapping (empty for an empty file); a missing or non-mapping file is one line."""
     from pathlib import Path
 
-    from ..fileio import load_yaml
+    from ..util.fileio import load_yaml
 
     if not Path(path).is_file():
         raise InstaError(f"config file {path!r} does not exist")
@@ -142,7 +142,7 @@ def _config_mapping(path: str, what: str) -> dict[str, Any]:
 def read_config_file(path: str, cls: type, ignore: Iterable[str] = ()) -> dict[str, Any]:
     """The checked values of a ``--config`` file for the dataclass ``cls``: unknown keys (with the closest name)
     and values of the wrong type are one error line naming the file; keys in ``ignore`` are dropped."""
-    from ..options import check_keys, checked, value_matches
+    from ..util.options import check_keys, checked, value_matches
 
     raw = _config_mapping(path, "field")
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
@@ -174,7 +174,7 @@ def build_config(cls: type[C], args: argparse.Namespace, what: str, *, extra: Ma
     command computed from its own flags); types are checked and ``validate()`` runs. ``merge(file_values,
     flag_values)`` may combine the two (e.g. extend a file's list) before the flags win; ``ignore``: file keys
     dropped (e.g. derived values a run's metadata records)."""
-    from ..options import check_types
+    from ..util.options import check_types
 
     file_values = read_config_file(args.config, cls, ignore) if getattr(args, "config", None) else {}
     names = [f.name for f in dataclasses.fields(cls) if f.init]

@@ -23,7 +23,7 @@ def add_parser(sub) -> None:
             "lr 1e-6, warm-up 10% of an epoch, seed 42."
         ),
     )
-    from ..align_config import AlignConfig
+    from ..align.config import AlignConfig
     from ._common import add_catalog_args
     from ._config import add_config_file_flag, add_config_flags
 
@@ -50,7 +50,7 @@ def add_parser(sub) -> None:
 
 def config_from_args(args: argparse.Namespace):
     """AlignConfig from --config (if any) with the given flags on top."""
-    from ..align_config import AlignConfig
+    from ..align.config import AlignConfig
     from ._config import build_config
 
     def merge(file_values: dict, flags: dict) -> None:
@@ -72,7 +72,7 @@ def run(args: argparse.Namespace) -> int:
 
     t0 = time.perf_counter()
     check_output_files(json_out=args.json_out)
-    from ..fileio import check_output_dir
+    from ..util.fileio import check_output_dir
 
     check_output_dir(args.out, "--out")
     config = config_from_args(args)

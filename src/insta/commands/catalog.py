@@ -25,7 +25,7 @@ def run_list(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from ..textsafe import safe_markup as esc
+    from ..util.textsafe import safe_markup as esc
     from ._common import check_output_files, load_pool, write_json
 
     check_output_files(json_out=args.json_out)
@@ -51,7 +51,7 @@ def run_list(args: argparse.Namespace) -> int:
 def run_show(args: argparse.Namespace) -> int:
     from rich.console import Console
 
-    from ..textsafe import safe_markup as esc
+    from ..util.textsafe import safe_markup as esc
     from ._common import emit_json, load_pool
 
     catalog = load_pool(args)

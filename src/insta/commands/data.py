@@ -17,10 +17,10 @@ def add_parser(sub) -> None:
 
 
 def run_fetch(args: argparse.Namespace) -> int:
-    from ..datadir import resolve_data_dir
+    from ..util.datadir import resolve_data_dir
     from ..fetch import fetch
 
-    from ..fileio import check_output_dir
+    from ..util.fileio import check_output_dir
 
     root = resolve_data_dir(args.data_dir, must_exist=False)
     check_output_dir(root, "data directory")

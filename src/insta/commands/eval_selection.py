@@ -71,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
         return run_transfer_scoring(args)
     from ..encoder import DEFAULT_ENCODER
     from ..identification import evaluate_identification, format_markdown
-    from ..paths import atomic_write_text
+    from ..util.paths import atomic_write_text
     from ._common import check_output_files, load_pool, write_json
 
     check_output_files(json_out=args.json_out, markdown=args.markdown)
@@ -102,7 +102,7 @@ def print_table(result, ks) -> None:
     from rich.table import Table
 
     from ..identification import identification_table
-    from ..textsafe import safe_markup as esc
+    from ..util.textsafe import safe_markup as esc
 
     title = esc(f"task identification on {result['catalog']}{' / ' + result['pool'] if result.get('pool') else ''}: "
                 f"{result['n_queries']} held-out instructions over {result['n_units']} {result['unit']} units "
@@ -130,8 +130,8 @@ def run_transfer_scoring(args: argparse.Namespace) -> int:
     """``--transfer``: every selection method ranks the matrix's sources; NDCG / Regret@k against the gold order."""
     from ..catalogs import load_catalog
     from ..errors import InstaError
-    from ..helpers import Log
-    from ..paths import atomic_write_text
+    from ..util.helpers import Log
+    from ..util.paths import atomic_write_text
     from ..transfer import PRIMARY, evaluate_methods_on_matrix, read_matrix
     from ..transfer.methods_vs_matrix import DEFAULT_METHODS, aligned_methods, read_method_specs, with_encoder
     from ._common import write_json

@@ -39,8 +39,8 @@ def config_from_args(args: argparse.Namespace):
 
 def run(args: argparse.Namespace) -> int:
     from ..evaluate import simple_evaluate
-    from ..fileio import check_output_dir
-    from ..textsafe import safe_text
+    from ..util.fileio import check_output_dir
+    from ..util.textsafe import safe_text
     from ._common import emit_json, open_catalog
 
     if args.out:

@@ -30,8 +30,8 @@ def add_parser(sub) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..experiment import load_config, report_existing, run_experiment
-    from ..fileio import check_output_dir
-    from ..helpers import Log
+    from ..util.fileio import check_output_dir
+    from ..util.helpers import Log
     from ._common import emit_json
     from ._run import command_line, run_overrides
 
@@ -56,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _print_plan(results) -> None:
-    from ..textsafe import safe_text
+    from ..util.textsafe import safe_text
 
     pool = results.get("pool") or {}
     print(safe_text(f"pool: {pool.get('n')} units; removed: {pool.get('removed_by_reason')}", newlines=False))

@@ -34,8 +34,8 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..lm_eval_export import export_lm_eval_task
-    from ..textsafe import safe_text
+    from ..evaluate.lm_eval_export import export_lm_eval_task
+    from ..util.textsafe import safe_text
     from ._common import emit_json, open_catalog
 
     for flag in ("limit", "limit_per_template", "max_new_tokens"):

@@ -69,13 +69,13 @@ def config_from_args(args: argparse.Namespace):
 def run(args: argparse.Namespace) -> int:
     from ..errors import InstaError
     from ..mixture import mixture_from_selection
-    from ..textsafe import safe_text
+    from ..util.textsafe import safe_text
 
     if bool(args.selection) == bool(args.tasks):
         raise InstaError("give either --selection FILE or --tasks ID [ID ...] (with --catalog)")
     if args.tasks and not args.catalog:
         raise InstaError("--tasks needs --catalog")
-    from ..fileio import check_output_file
+    from ..util.fileio import check_output_file
     from ..mixture import manifest_path
 
     check_output_file(args.out, "--out")

@@ -161,7 +161,7 @@ def print_selection(result) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from ..textsafe import safe_markup as esc
+    from ..util.textsafe import safe_markup as esc
 
     cfg = result.config
     detail = [cfg.get("aggregation"), (cfg.get("encoder") or {}).get("name") if isinstance(cfg.get("encoder"), dict)

@@ -26,8 +26,8 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..fileio import check_output_dir
-    from ..helpers import Log
+    from ..util.fileio import check_output_dir
+    from ..util.helpers import Log
     from ..transfer import load_transfer_config, plan_transfer, run_transfer
     from ._common import check_output_files, write_json
     from ._run import command_line, run_overrides
@@ -52,8 +52,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _print_plan(plan) -> None:
-    from ..helpers import format_duration
-    from ..textsafe import safe_text
+    from ..util.helpers import format_duration
+    from ..util.textsafe import safe_text
 
     print(f"{plan['n_sources']} sources x {len(plan['seeds'])} seeds + base = {plan['n_units']} models; "
           f"{plan['n_targets']} targets; {plan['cells']} cells ({plan['cells_done']} done)")

@@ -9,8 +9,8 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from ..errors import InstaError
-from ..helpers import stable_key
-from ..paths import atomic_write_json
+from ..util.helpers import stable_key
+from ..util.paths import atomic_write_json
 from ..records import Example
 from .sections import EVAL_OWN_KEYS
 

@@ -90,8 +90,8 @@ def write_cell(out: Path, key: str, model_key: str, target: str, scored: dict[st
                ) -> dict[str, Any]:
     """Write the cell ``<out>/cells/<key>.json`` (see the module docstring); ``scored`` holds its ``metrics`` and
     ``samples`` (and any other field of the run's scoring); returns the cell."""
-    from ..helpers import timestamp
-    from ..paths import atomic_write_json
+    from ..util.helpers import timestamp
+    from ..util.paths import atomic_write_json
 
     cell = {"v": CACHE_VERSION, "key": key, "model_key": model_key, **(fields or {}), "target": target, **scored,
             "seconds": round(seconds, 3), "load_seconds": round(load_seconds, 3), "train": train or {},

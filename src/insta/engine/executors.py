@@ -36,7 +36,7 @@ def run_jobs(work: Callable[..., dict[str, Any]], keys: Sequence[K], make_job: C
 
 
 def _bar(total: int, progress: bool, unit: str = "model"):
-    from ..helpers import progress_bar
+    from ..util.helpers import progress_bar
 
     return progress_bar(total=total, desc="models", unit=unit, enabled=progress, dynamic_ncols=True)
 

@@ -19,8 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from ..helpers import timestamp
-from ..paths import atomic_write_json
+from ..util.helpers import timestamp
+from ..util.paths import atomic_write_json
 from ..records import Example
 from .cells import write_cell
 

@@ -9,7 +9,7 @@ from typing import Any, Callable, Sequence
 
 from ..catalogs.base import Catalog
 from ..errors import InstaError
-from ..helpers import stable_key
+from ..util.helpers import stable_key
 from ..records import Example, Task
 from .sections import TARGET_CATALOGS, PoolConfig, RunConfig
 

@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from ..catalogs.base import Catalog
-from ..helpers import Log
-from ..paths import remove_stale_tmp
+from ..util.helpers import Log
+from ..util.paths import remove_stale_tmp
 from .jobs import BASE, CellJob, ModelJob, execute_job, trained_record
 from .pool import PoolInfo, TargetInfo, build_pool, parse_target, prepare_targets
 from .sections import RunConfig

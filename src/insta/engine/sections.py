@@ -13,7 +13,7 @@ from typing import Any, Iterable
 
 from ..errors import InstaError
 from ..eval_config import EvalConfig
-from ..options import check_keys, checked, checked_mapping, option, read_section
+from ..util.options import check_keys, checked, checked_mapping, option, read_section
 from ..train import TrainConfig
 
 BACKENDS = ("transformers", "dry-run")

@@ -36,7 +36,7 @@ greedy generations), :mod:`.prompting` (gold labels, content-free prompts, stop 
 """
 from __future__ import annotations
 
-from .config import CALIBRATIONS, GEN_METRICS, MODES, EvalConfig
+from ..eval_config import CALIBRATIONS, GEN_METRICS, MODES, EvalConfig
 from .prompting import content_free_prompt, cut_at_stop, gold_label, limit_examples, template_of
 from .results import task_slug, write_results
 from .runner import evaluate_examples, evaluate_task, simple_evaluate

@@ -6,7 +6,7 @@ from typing import Iterable, Sequence
 
 from ..errors import InstaError
 from ..records import Example
-from .config import EvalConfig
+from ..eval_config import EvalConfig
 
 def cut_at_stop(text: str, stop: Iterable[str]) -> str:
     """The text up to the first stop string that occurs after some non-space content, stripped."""

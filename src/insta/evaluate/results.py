@@ -100,7 +100,7 @@ def task_slug(task_id: str) -> str:
 
 def write_results(result: dict[str, Any], out_dir: str | os.PathLike) -> Path:
     """Write ``<out_dir>/<task>/results.json`` (without samples) and ``samples.jsonl``; returns the folder."""
-    from ..paths import atomic_write_json, atomic_write_text
+    from ..util.paths import atomic_write_json, atomic_write_text
 
     folder = Path(out_dir) / task_slug(result.get("task") or "task")
     body = {k: v for k, v in result.items() if k != "samples"}

@@ -9,12 +9,12 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from ..errors import InstaError
-from ..helpers import timestamp
+from ..util.helpers import timestamp
 from ..metrics import RANK_METRICS, rank_rule
-from ..options import apply_overrides
+from ..util.options import apply_overrides
 from ..prompt_format import join_prompt_target
 from ..records import Example, Task
-from .config import GEN_METRICS, EvalConfig
+from ..eval_config import GEN_METRICS, EvalConfig
 from .prompting import content_free_prompt, cut_at_stop, gold_label, limit_examples, template_of
 from .results import argmax, metrics_by_template, write_results
 from .scoring import Scorer
@@ -245,7 +245,7 @@ def simple_evaluate(
         "results": results,
     }
     if out_dir is not None:
-        from ..paths import atomic_write_json
+        from ..util.paths import atomic_write_json
 
         atomic_write_json(Path(out_dir) / "summary.json", {k: v for k, v in summary.items() if k != "results"})
     return summary

@@ -44,7 +44,7 @@ class Scorer:
     def _bar(self, total: int, desc: str):
         if not self.progress:
             return None
-        from ..helpers import progress_bar
+        from ..util.helpers import progress_bar
 
         return progress_bar(total=total, desc=desc, unit="seq", leave=False)
 

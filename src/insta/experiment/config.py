@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
-from ..align_data import AlignConfig
+from ..align.data import AlignConfig
 from ..engine.sections import (
     EVAL_OWN_KEYS,
     RunConfig,
@@ -26,7 +26,7 @@ from ..engine.sections import (
     train_config,
 )
 from ..errors import InstaError
-from ..options import check_keys, checked_get, checked_mapping, read_section
+from ..util.options import check_keys, checked_get, checked_mapping, read_section
 from .methodspec import MethodSpec, align_config, method_specs
 
 #: Training options the experiment sets itself (one output dir per model; no resume across configs).
@@ -210,8 +210,8 @@ def load_config(path: str | os.PathLike, overrides: dict[str, Any] | None = None
     ``overrides`` replace keys (``None`` values are ignored); a dotted key sets a nested one (``"eval.n": 10``).
     ``only_methods`` keeps the listed methods (by name or label) and drops the others.
     """
-    from ..fileio import load_yaml
-    from ..options import set_dotted
+    from ..util.fileio import load_yaml
+    from ..util.options import set_dotted
 
     p = Path(path)
     if not p.is_file():

@@ -6,10 +6,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..align_data import AlignConfig
+from ..align.data import AlignConfig
 from ..errors import InstaError
 from ..methods import METHODS, SHARED_ENCODER_METHODS, load_method
-from ..options import checked_mapping, read_section
+from ..util.options import checked_mapping, read_section
 
 
 @dataclass

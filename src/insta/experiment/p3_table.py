@@ -9,9 +9,9 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from ..catalogs.base import Catalog
 from ..encoder import is_encoder_dir
-from ..helpers import content_hash
+from ..util.helpers import content_hash
 from ..methods import load_method
-from ..paths import atomic_write_json
+from ..util.paths import atomic_write_json
 
 if TYPE_CHECKING:  # pragma: no cover
     from .config import ExperimentConfig

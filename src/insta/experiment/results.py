@@ -8,7 +8,7 @@ import platform
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..helpers import timestamp
+from ..util.helpers import timestamp
 from ..engine.cells import upgrade_cell
 
 if TYPE_CHECKING:  # pragma: no cover

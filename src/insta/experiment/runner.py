@@ -16,10 +16,10 @@ from ..engine import CACHE_VERSION, EngineRun, ModelJob, TargetInfo
 from ..engine.backends import Backend
 from ..engine.cells import score_evaluation
 from ..errors import InstaError
-from ..helpers import content_hash
+from ..util.helpers import content_hash
 from ..methods import load_method
 from ..mixture import allocate_budget
-from ..paths import atomic_write_json
+from ..util.paths import atomic_write_json
 from ..selection import Selection, SelectionMethod
 from .config import ExperimentConfig, MethodSpec
 from .p3_table import cached_p3_table

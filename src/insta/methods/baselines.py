@@ -6,7 +6,7 @@ from typing import Any
 import numpy as np
 
 from ..selection import Scores, SelectionMethod
-from ..helpers import stable_rng
+from ..util.helpers import stable_rng
 
 
 class AllMethod(SelectionMethod):

@@ -8,7 +8,7 @@ import numpy as np
 
 from ..catalogs.base import Catalog
 from ..errors import InstaError
-from ..helpers import stable_int
+from ..util.helpers import stable_int
 from ..records import Example
 from ..selection import Scores, SelectionMethod, parse_k
 from .resources import PoolCache, library_texts

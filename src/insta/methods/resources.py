@@ -9,7 +9,7 @@ import numpy as np
 
 from ..catalogs.base import Catalog
 from ..errors import InstaError
-from ..helpers import stable_key, stable_rng
+from ..util.helpers import stable_key, stable_rng
 from ..records import Example, Task
 from ..selection import leakage_guard
 

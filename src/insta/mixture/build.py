@@ -8,8 +8,8 @@ from dataclasses import asdict, dataclass
 from typing import Any, Iterable, Sequence
 
 from ..errors import InstaError
-from ..helpers import progress_bar, stable_rng, timestamp
-from ..options import option
+from ..util.helpers import progress_bar, stable_rng, timestamp
+from ..util.options import option
 from ..records import Example, Task
 from .leakage import LeakFilter
 from .records import Mixture, make_record

@@ -19,7 +19,7 @@ def read_selection(path: str | os.PathLike) -> dict[str, Any]:
     p = Path(path)
     if not p.is_file():
         raise InstaError(f"selection file {str(p)!r} does not exist")
-    from ..fileio import read_text
+    from ..util.fileio import read_text
 
     text = read_text(p, "selection file")
     if p.suffix == ".json" or text.lstrip().startswith(("{", "[")):

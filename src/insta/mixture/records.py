@@ -37,7 +37,7 @@ class Mixture:
     def write(self, path: str | os.PathLike, fmt: str = "insta", manifest: bool = True) -> Path:
         """Write the records as JSONL (atomically) in ``fmt`` and the manifest next to it
         (``<stem>.manifest.json``). Returns the JSONL path."""
-        from ..paths import atomic_write_json, atomic_write_text
+        from ..util.paths import atomic_write_json, atomic_write_text
 
         path = Path(path)
         lines = [json.dumps(export_record(r, fmt), ensure_ascii=False) for r in self.records]
@@ -176,7 +176,7 @@ def read_mixture(path: str | os.PathLike) -> list[dict[str, Any]]:
     p = Path(path)
     if not p.is_file():
         raise InstaError(f"mixture file {str(p)!r} does not exist")
-    from ..fileio import parse_json, read_text
+    from ..util.fileio import parse_json, read_text
 
     records = []
     for lineno, line in enumerate(read_text(p, "mixture file").split("\n"), 1):

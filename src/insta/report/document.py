@@ -10,7 +10,7 @@ import base64
 from pathlib import Path
 from typing import Any, Callable
 
-from ..paths import atomic_write_bytes, atomic_write_json, atomic_write_text
+from ..util.paths import atomic_write_bytes, atomic_write_json, atomic_write_text
 from . import tables as tb
 from .render import render_html, render_markdown
 from .summary import summarize
@@ -154,7 +154,7 @@ def load_results(path: str | Path) -> dict[str, Any]:
     """A results.json (one-line error when unreadable), with cells of earlier formats read in today's form
     (:func:`insta.engine.cells.upgrade_results`)."""
     from ..engine.cells import upgrade_results
-    from ..fileio import load_json
+    from ..util.fileio import load_json
 
     return upgrade_results(load_json(path, "results file"))
 

@@ -6,7 +6,7 @@ import math
 import statistics
 from typing import Any
 
-from ..helpers import format_duration
+from ..util.helpers import format_duration
 from .summary import normalisation_of
 
 Table = tuple[list[str], list[list[str]]]

@@ -3,7 +3,7 @@
 * Causal LMs: each example is ``prompt [+ " "] + target + EOS`` (see :func:`insta.lm.encode_causal`); the prompt
   tokens and the padding are masked out of the loss (label -100).
 * Seq2seq LMs: encoder input = prompt, labels = target + EOS, padded by ``DataCollatorForSeq2Seq``.
-* Batches (:mod:`insta.collate`): causal LMs train padding-free (a batch's examples end to end, positions
+* Batches (:mod:`insta.train.collate`): causal LMs train padding-free (a batch's examples end to end, positions
   restarting per example) with the LM head and loss on the target positions only, where a start-up check on the
   model shows it supports them; padded batches otherwise. Optional length-grouped batches. ``tokens_seen`` counts
   the real tokens of the batches trained on.

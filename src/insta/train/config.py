@@ -6,7 +6,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from ..errors import InstaError
-from ..options import option as _f
+from ..util.options import option as _f
 
 DEFAULT_LR_FULL = 5e-5
 DEFAULT_LR_LORA = 2e-4
@@ -63,7 +63,7 @@ class TrainConfig:
     bf16: bool = _f(False, "bf16 mixed precision (GPU)", _RUN)
     gradient_checkpointing: bool = _f(False, "recompute activations in the backward pass (less memory)", _RUN)
     dataloader_num_workers: int = _f(0, "data loader worker processes", _RUN)
-    # batching (see insta.collate): none of these changes what is learned, except group_by_length (batch makeup)
+    # batching (see insta.train.collate): none of these changes what is learned, except group_by_length (batch makeup)
     padding_free: bool = _f(True, "causal LMs: lay a batch's examples end to end with restarting positions, no "
                             "padding (checked on the model first)", _BATCHING)
     packing_row_tokens: int = _f(512, "padding-free: split a batch of more tokens into balanced rows of about N",

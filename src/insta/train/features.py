@@ -57,7 +57,7 @@ def training_dataset(feats: list[dict]) -> Any:
 def choose_batching(config: TrainConfig, kind: str, model, tokenizer, feats: list[dict]) -> dict[str, Any]:
     """The collator and what it does: padding-free and target-only logits where the model was checked to
     support them (causal LMs), padded batches otherwise (with the reason in ``fallback``)."""
-    from ..collate import PackedCausalCollator, PaddedCausalCollator, Seq2SeqCollator, check_packing
+    from .collate import PackedCausalCollator, PaddedCausalCollator, Seq2SeqCollator, check_packing
 
     out: dict[str, Any] = {"padding_free": False, "target_logits_only": False,
                            "group_by_length": config.group_by_length}

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from ..errors import InstaError
-from ..options import apply_overrides
+from ..util.options import apply_overrides
 from .checkpoints import find_resume_checkpoint, refuse_foreign_outputs, refuse_sentence_encoder, run_fingerprint
 from .config import MODEL_MARKER, TrainConfig, TrainResult
 from .features import (base_for_metadata, build_features, choose_batching, mixture_digest, records_of,
@@ -25,7 +25,7 @@ def trainer_class():
     loss on the target positions only, and can take insta's length-grouped example order."""
     from transformers import Trainer
 
-    from ..collate import TOKENS_KEY, target_only_loss
+    from .collate import TOKENS_KEY, target_only_loss
 
     class InstaTrainer(Trainer):
         def __init__(self, *args: Any, target_logits: bool = False, sampler: Any = None, **kwargs: Any):
@@ -242,7 +242,7 @@ def _make_trainer(config: TrainConfig, args: Any, model: Any, tokenizer: Any, ki
     """insta's Trainer with its collator, optional length-grouped order and callbacks."""
     sampler = None
     if config.group_by_length:
-        from ..collate import LengthGroupedSampler
+        from .collate import LengthGroupedSampler
 
         lengths = [len(f["input_ids"]) + (len(f["labels"]) if kind == "seq2seq" else 0) for f in feats]
         sampler = LengthGroupedSampler(lengths, config.batch_size, seed=config.seed)
@@ -258,7 +258,7 @@ def _make_trainer(config: TrainConfig, args: Any, model: Any, tokenizer: Any, ki
 
 def _resume_point(trainer: Any, config: TrainConfig, out: Path, record: dict[str, Any]) -> str | None:
     """The checkpoint to resume from (half-written ones removed with a warning); writes the run's record."""
-    from ..paths import atomic_write_json
+    from ..util.paths import atomic_write_json
 
     ckpt_dir = out / "checkpoints"
     resume_from, broken = None, []
@@ -313,8 +313,8 @@ def train_model(mixture: Any, config: TrainConfig | None = None, callbacks: Sequ
     require_transformers()
     passthrough = trainer_passthrough(config)  # a missing integration or config file fails before any loading
 
-    from ..fileio import check_output_dir
-    from ..paths import atomic_write_json
+    from ..util.fileio import check_output_dir
+    from ..util.paths import atomic_write_json
 
     out = Path(config.output_dir)
     check_output_dir(out, "output directory")

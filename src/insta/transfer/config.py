@@ -21,7 +21,7 @@ from ..engine.sections import (
     train_config,
 )
 from ..errors import InstaError
-from ..options import check_keys, checked, read_section
+from ..util.options import check_keys, checked, read_section
 
 SOURCE_STRATEGIES = ("spread", "first", "random", "list")
 #: training options the transfer run sets itself
@@ -148,8 +148,8 @@ def config_from_dict(raw: Any, path: str = "") -> TransferConfig:
     )
 def load_transfer_config(path: str | os.PathLike, overrides: dict[str, Any] | None = None) -> TransferConfig:
     """Read a transfer YAML (or JSON) file; ``overrides`` set top-level or dotted keys (``"eval.n": 10``)."""
-    from ..fileio import load_yaml
-    from ..options import set_dotted
+    from ..util.fileio import load_yaml
+    from ..util.options import set_dotted
 
     raw = load_yaml(path, "transfer config")
     if isinstance(raw, dict):

@@ -120,7 +120,7 @@ def read_matrix(path: str | Path, metric: str | None = None) -> TransferMatrix:
     Needed columns: ``target``, ``source`` and ``transfer`` (or ``value`` + ``base_value``, with ``metric``
     saying whether higher is better). ``seed`` and ``metric`` are optional (one seed / one metric).
     """
-    from ..fileio import parse_json, read_text
+    from ..util.fileio import parse_json, read_text
 
     p = Path(path)
     text = read_text(p, "transfer matrix")

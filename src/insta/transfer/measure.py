@@ -7,7 +7,7 @@ import time
 from typing import Any, Callable
 
 from ..errors import InstaError
-from ..paths import atomic_write_json, atomic_write_text
+from ..util.paths import atomic_write_json, atomic_write_text
 from .config import TransferConfig
 from .results import assemble_results, build_matrix, score_matrix
 from .runner import TransferRun, sources_summary

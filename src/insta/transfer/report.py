@@ -12,7 +12,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from ..paths import atomic_write_bytes, atomic_write_text
+from ..util.paths import atomic_write_bytes, atomic_write_text
 from ..report import notes_section
 from ..report.plots import png as _png
 from ..report.tables import fmt as _f

@@ -8,7 +8,7 @@ import time
 from typing import Any, Callable
 
 from ..engine.jobs import read_train_records
-from ..helpers import timestamp
+from ..util.helpers import timestamp
 from .cells import PRIMARY
 from .matrix import TransferMatrix, matrix_from_cells, noise_figures, reliability
 from .runner import TransferRun, sources_summary

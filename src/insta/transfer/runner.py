@@ -17,7 +17,7 @@ from typing import Any, Callable, Sequence
 from ..catalogs.base import Catalog
 from ..engine import BASE, CACHE_VERSION, EngineRun, ModelJob, TargetInfo
 from ..errors import InstaError
-from ..helpers import content_hash, stable_int
+from ..util.helpers import content_hash, stable_int
 from .cells import score_rank
 from .config import TransferConfig
 

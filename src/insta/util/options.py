@@ -8,7 +8,7 @@ import types
 import typing
 from typing import Any, Iterable, Mapping, TypeVar
 
-from .errors import InstaError
+from ..errors import InstaError
 
 C = TypeVar("C")
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields
 from typing import Any, Mapping
 
-from .errors import InstaError
-from .options import option
+from ..errors import InstaError
+from ..util.options import option
 
 METADATA_FILE = "insta_alignment.json"
 WORK_DIR = ".insta-align"
@@ -78,7 +78,7 @@ class AlignConfig:
         return 1e-6 if self.objective == "cosine" else 2e-5
 
     def validate(self) -> None:
-        from .options import check_types
+        from ..util.options import check_types
 
         check_types(self, "alignment")
         if self.objective not in OBJECTIVES:

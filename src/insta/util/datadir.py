@@ -4,7 +4,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from .errors import InstaError
+from ..errors import InstaError
 
 ENV_VAR = "INSTA_DATA_DIR"
 

@@ -10,9 +10,9 @@ import shutil
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-from .align_data import METADATA_FILE, WORK_DIR
-from .errors import InstaError
-from .paths import atomic_write_json
+from .data import METADATA_FILE, WORK_DIR
+from ..errors import InstaError
+from ..util.paths import atomic_write_json
 
 CHECKPOINTS = "checkpoints"  # the Trainer's epoch checkpoints (checkpoint-<step>), under <out>/.insta-align/
 
@@ -132,7 +132,7 @@ def _checkpoint_problem(path: Path, step: int, steps: int, epochs: int) -> str |
     (optimizer, scheduler, random state) must load with ``torch.load(weights_only=True)``: a file that loads
     that way holds tensors and plain containers only, so the Trainer's own loading of it runs no code either.
     """
-    from .train import checkpoint_problem
+    from ..train import checkpoint_problem
 
     problem = checkpoint_problem(path)
     if problem:

@@ -7,7 +7,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from .errors import InstaError
+from ..errors import InstaError
 
 CACHE_ENV = "INSTA_CACHE_DIR"
 

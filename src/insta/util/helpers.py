@@ -6,7 +6,7 @@
 * **Time**: :func:`format_duration` and :func:`timestamp` (the ``finished`` stamp of every record).
 * **Progress**: :class:`Log` (timed progress lines on stderr) and :func:`progress_bar` (a tqdm bar).
 
-Files (atomic writes, the cache folder) live in :mod:`insta.paths`; user errors in :mod:`insta.errors`.
+Files (atomic writes, the cache folder) live in :mod:`insta.util.paths`; user errors in :mod:`insta.errors`.
 """
 from __future__ import annotations
 

@@ -30,8 +30,8 @@ import re
 from pathlib import Path
 from typing import Any, Sequence
 
-from .errors import InstaError
-from .records import Example, Task
+from ..errors import InstaError
+from ..records import Example, Task
 
 OUTPUT_TYPES = {"rank": "multiple_choice", "generate": "generate_until"}
 
@@ -57,7 +57,7 @@ def _delimiter(examples: Sequence[Example], task_id: str) -> str:
 
 
 def _mc_doc(ex: Example, delimiter: str, task_id: str) -> dict[str, Any]:
-    from .evaluate import gold_label
+    from . import gold_label
 
     text = ex.input[:-1] if delimiter == " " and ex.input.endswith(" ") else ex.input
     return {"id": ex.id, "text": text, "choices": list(ex.options or []), "label": gold_label(ex, task_id)}
@@ -97,14 +97,14 @@ def _task_yaml(name: str, data_path: Path, kind: str, delimiter: str, stop: Sequ
 def _write_yaml(path: Path, obj: dict[str, Any], header: str) -> None:
     import yaml
 
-    from .paths import atomic_write_text
+    from ..util.paths import atomic_write_text
 
     body = yaml.safe_dump(obj, sort_keys=False, allow_unicode=True, width=1000)
     atomic_write_text(path, header + body)
 
 
 def _write_jsonl(path: Path, docs: list[dict[str, Any]]) -> None:
-    from .paths import atomic_write_text
+    from ..util.paths import atomic_write_text
 
     atomic_write_text(path, "".join(json.dumps(d, ensure_ascii=False) + "\n" for d in docs))
 
@@ -112,7 +112,7 @@ def _write_jsonl(path: Path, docs: list[dict[str, Any]]) -> None:
 def _examples_to_export(task: Task | Sequence[Example], limit: int | None, limit_per_template: int | None
                         ) -> tuple[str, str, list[Example]]:
     """(task id, catalog, the examples picked as ``EvalConfig``'s limits pick them); none is an error."""
-    from .evaluate import limit_examples
+    from . import limit_examples
 
     if isinstance(task, Task):
         task_id, catalog = task.id, task.catalog
@@ -177,7 +177,7 @@ def export_lm_eval_task(
     ``mode`` is ``auto`` (rank classification when every example has options, generation when none has),
     ``rank`` or ``generate``.
     """
-    from .evaluate import template_of
+    from . import template_of
 
     task_id, catalog, examples = _examples_to_export(task, limit, limit_per_template)
     mode = _output_mode(examples, mode, task_id)

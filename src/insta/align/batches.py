@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 from typing import Any, Iterator, Sequence
 
-from .errors import InstaError
+from ..errors import InstaError
 
 class TaskAwareBatchSampler:
     """Batches of example indices in which no two examples share a group key (no same-task negatives).

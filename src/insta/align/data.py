@@ -1,6 +1,6 @@
 """Alignment data: the leakage-free split of a catalog and the training/dev pairs of INSTA-aligned (see
-:mod:`insta.align` for the whole recipe); the configuration is :mod:`insta.align_config`, the task-aware batches
-:mod:`insta.align_batches` (both re-exported here)."""
+:mod:`insta.align` for the whole recipe); the configuration is :mod:`insta.align.config`, the task-aware batches
+:mod:`insta.align.batches` (both re-exported here)."""
 from __future__ import annotations
 
 import math
@@ -10,11 +10,11 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from .align_batches import TaskAwareBatchSampler
-from .align_config import EVAL_POOLS, FORMAT_VERSION, METADATA_FILE, OBJECTIVES, UNITS, WORK_DIR, AlignConfig
-from .catalogs import evaluation_families
-from .catalogs.base import Catalog
-from .errors import InstaError
+from .batches import TaskAwareBatchSampler
+from .config import EVAL_POOLS, FORMAT_VERSION, METADATA_FILE, OBJECTIVES, UNITS, WORK_DIR, AlignConfig
+from ..catalogs import evaluation_families
+from ..catalogs.base import Catalog
+from ..errors import InstaError
 
 # ---------------------------------------------------------------- split
 
@@ -205,7 +205,7 @@ def _embed(encoder, texts: list[str]) -> np.ndarray:
 def _progress(iterable, total: int | None, desc: str, enabled: bool):
     if not enabled:
         return iterable
-    from .helpers import progress_bar
+    from ..util.helpers import progress_bar
 
     return progress_bar(iterable, total=total, desc=desc, mininterval=1.0, dynamic_ncols=True)
 

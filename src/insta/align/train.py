@@ -1,4 +1,4 @@
-"""INSTA-aligned: fine-tune a sentence encoder on a meta-dataset's own instructions (METHOD.md §2).
+"""Train INSTA-aligned: fine-tune a sentence encoder on a meta-dataset's own instructions (METHOD.md §2).
 
 The encoder learns the catalog's instruction style: two instructions of one task should embed close together,
 instructions of unrelated tasks far apart. The result is a plain sentence-transformers model directory that
@@ -20,7 +20,7 @@ instructions of unrelated tasks far apart. The result is a plain sentence-transf
 
 Interrupt any time: rerunning with the same output directory and configuration resumes from the last epoch
 checkpoint (weights, optimizer, schedule and random state: the same weights as an uninterrupted run); one that is
-incomplete or does not load safely is discarded with a warning (:mod:`insta.align_dir`). A finished directory is
+incomplete or does not load safely is discarded with a warning (:mod:`insta.align.outputs`). A finished directory is
 returned as is; a changed configuration is an error unless ``overwrite=True``.
 """
 from __future__ import annotations
@@ -34,18 +34,17 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
-from .catalogs.base import Catalog
-from .records import Task
-from .errors import InstaError
-from .helpers import content_hash, timestamp
-from .paths import atomic_write_json
+from ..catalogs.base import Catalog
+from ..errors import InstaError
+from ..util.helpers import content_hash, timestamp
+from ..util.paths import atomic_write_json
 
-from .align_data import (  # noqa: F401  (re-exported: the alignment's public names live here too)
+from .data import (  # noqa: F401  (re-exported: the alignment's public names live here too)
     EVAL_POOLS, FORMAT_VERSION, METADATA_FILE, OBJECTIVES, UNITS, WORK_DIR, AlignConfig, AlignmentSplit, Pair,
     PairSet, TaskAwareBatchSampler, build_dev_pairs, build_pairs, catalog_units, default_exclusions, split_catalog,
     text_units, unit_of,
 )
-from .align_dir import (  # noqa: F401  (CHECKPOINTS, read_alignment_metadata: re-exported)
+from .outputs import (  # noqa: F401  (CHECKPOINTS, read_alignment_metadata: re-exported)
     CHECKPOINTS, existing_run, read_alignment_metadata, read_json, resume_checkpoint, write_model, write_readme,
 )
 
@@ -59,7 +58,7 @@ def _versions() -> dict[str, str]:
             out[mod] = __import__(mod).__version__
         except Exception:  # pragma: no cover
             pass
-    from . import __version__
+    from .. import __version__
 
     out["insta"] = __version__
     return out
@@ -89,7 +88,7 @@ def align_encoder(
     out = Path(out_dir).expanduser()
     t_start = time.perf_counter()
 
-    from .encoder import load_sentence_transformer, model_fingerprint, resolve_encoder
+    from ..encoder import load_sentence_transformer, model_fingerprint, resolve_encoder
 
     base_path = resolve_encoder(config.base_encoder)
     split = split_catalog(catalog, config)
@@ -195,7 +194,7 @@ def _pairs(work: Path, fingerprint: str, split: AlignmentSplit, config: AlignCon
         train = pairset("positives", "negatives", "stats")
         log(f"resuming: {len(train.pairs)} training pairs from {pairs_path}")
         return train, pairset("dev_positives", "dev_negatives", "dev_stats"), stored.get("seconds", 0.0)
-    from .encoder import Encoder
+    from ..encoder import Encoder
 
     t0 = time.perf_counter()
     log(f"building pairs over {len(split.train)} {config.unit} units "
@@ -391,48 +390,3 @@ def _hf_progress_bars(enabled: bool) -> Iterator[None]:
     finally:
         if was:
             hf_logging.enable_progress_bar()
-
-
-def align_for_targets(source: Catalog, targets: Sequence[Task], out: str | os.PathLike,
-                      options: Mapping[str, Any] | None = None, log: Callable[[str], None] = lambda m: None) -> Path:
-    """Align an encoder on ``source`` with every target's family (and BIG-bench parent) kept out of alignment,
-    on top of the alignment's own default exclusions; returns ``out``. Used by the experiment grid and the
-    transfer scoring when their configured aligned encoder is missing."""
-
-    opts = dict(options or {})
-    covered = set(default_exclusions(source)) if opts.get("default_exclusions", True) else set()
-    fams = {t.family for t in targets} | {str(t.meta["parent"]) for t in targets if (t.meta or {}).get("parent")}
-    extra = sorted(f for f in fams if any(x.family == f and x.id not in covered for x in source))
-    if extra:
-        opts["exclude_families"] = sorted(set(opts.get("exclude_families", [])) | set(extra))
-    opts.setdefault("progress", False)
-    return align_encoder(source, AlignConfig(**opts), out, log=log)
-
-
-def ensure_aligned_encoder(out: str | os.PathLike | None, source: Callable[[], Catalog], options: Any,
-                           targets: Sequence[Task] = (), log: Callable[[str], None] = lambda m: None,
-                           what: str = "insta-aligned") -> bool:
-    """Train the aligned encoder ``out`` when it is missing and ``options`` (an :class:`AlignConfig` or its
-    mapping) say how: on ``source()`` with every target's family kept out (:func:`align_for_targets`), or as
-    ``insta align`` does when there are no targets. Returns whether the encoder is there afterwards."""
-    from dataclasses import asdict, fields
-
-    from .encoder import is_encoder_dir
-
-    if not out or is_encoder_dir(out):
-        return bool(out)
-    if options is None:
-        return False
-    if isinstance(options, AlignConfig):
-        defaults = AlignConfig()
-        shown = {f.name: getattr(options, f.name) for f in fields(options)
-                 if f.name != "progress" and getattr(options, f.name) != getattr(defaults, f.name)}
-        options = asdict(options)
-    else:
-        shown = dict(options)
-    log(f"{what}: training the aligned encoder into {out} (align: {shown})")
-    if targets:
-        align_for_targets(source(), targets, out, options, log=lambda m: log(f"align: {m}"))
-    else:
-        align_encoder(source(), AlignConfig(**options), out, log=lambda m: log(f"align: {m}"))
-    return is_encoder_dir(out)

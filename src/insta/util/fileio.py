@@ -10,7 +10,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from .errors import InstaError
+from ..errors import InstaError
 
 
 def read_text(path: str | os.PathLike, what: str = "file") -> str:
