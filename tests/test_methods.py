@@ -253,7 +253,7 @@ def test_k_larger_than_the_pool_and_unknown_methods(catalogs):
     with pytest.raises(InstaError, match="unknown option"):
         make_method("lexical", depth=3)
     assert set(METHODS) == {"insta-mean", "insta-max", "insta-topk-vote", "insta-aligned", "insta-format", "hybrid",
-                            "all", "random", "roe", "lexical", "dsir"}
+                            "all", "random", "roe", "lexical", "dsir", "prior-transfer", "popular-source"}
 
 
 def test_allocate_budget_keeps_the_total():

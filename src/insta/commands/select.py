@@ -33,6 +33,9 @@ def add_parser(sub) -> None:
                         "'hashing' is a dependency-free bag-of-words stand-in)")
     m.add_argument("--option", "-o", action="append", default=[], metavar="KEY=VALUE",
                    help="a method option, e.g. -o weight=0.3 (hybrid), -o format_aware=true, -o library_size=50")
+    m.add_argument("--prior-matrix", metavar="FILE", default=None,
+                   help="a measured transfer matrix (insta's long CSV/JSON) for prior-transfer / popular-source; "
+                        "alone it selects with prior-transfer")
     m.add_argument("--target-examples", metavar="FILE", help="unlabelled target inputs for roe / dsir / hybrid: "
                    "JSONL with 'input' (and 'options'), or one input per line (default with --task: its own examples)")
     m.add_argument("--n-target-examples", type=positive_int, default=32, help="how many target inputs to use (32)")
@@ -74,6 +77,7 @@ def run(args: argparse.Namespace) -> int:
     if isinstance(k, KRule):
         k = KRule(k.rule, k_min=args.k_min, k_max=args.k_max, z=args.z)
     name, options = method_and_options(args)
+    name = _with_prior_matrix(args, name, options)
     if args.task:
         target = (open_catalog(args, args.target_catalog) if args.target_catalog else full).get(args.task)
     elif args.instructions_file:
@@ -117,6 +121,26 @@ def run(args: argparse.Namespace) -> int:
     if not args.quiet and args.json_out != "-":
         print_selection(result)
     return 0
+
+
+#: the methods that read a prior transfer matrix (--prior-matrix)
+PRIOR_MATRIX_METHODS = ("prior-transfer", "popular-source")
+
+
+def _with_prior_matrix(args: argparse.Namespace, name: str, options: dict) -> str:
+    """``--prior-matrix`` as the ``prior_matrix`` option (prior-transfer when no --method is given), and the data
+    directory where the matrix's targets are looked up; the method name to use."""
+    from ..errors import InstaError
+
+    if getattr(args, "prior_matrix", None):
+        if not args.method:
+            name = "prior-transfer"
+        elif name not in PRIOR_MATRIX_METHODS:
+            raise InstaError(f"--prior-matrix applies to {' / '.join(PRIOR_MATRIX_METHODS)}, not {name!r}")
+        options.setdefault("prior_matrix", args.prior_matrix)
+    if name in PRIOR_MATRIX_METHODS:
+        options.setdefault("data_dir", args.data_dir)
+    return name
 
 
 def _accepted(cls) -> set[str]:
@@ -166,9 +190,24 @@ def why_text(s, n_samples: int | None = None) -> str:
                      f"{w['mean_log_weight']:.2f}, {w['n_instances']} instances)")
     if "bm25" in w:
         lines.append(f"BM25 {w['bm25']:.2f}; shared words: {', '.join(w['shared_words']) or 'none'}")
+    if "driver" in w:
+        lines.append(prior_why_text(w))
     if "reason" in w:
         lines.append(str(w["reason"]))
     return "\n".join(lines)
+
+
+def prior_why_text(w: dict) -> str:
+    """What drove a prior-transfer pick: a pivot target and its measured transfer, the prior, or similarity."""
+    if w["driver"] == "pivot" and "pivot_target" in w:
+        return (f"pivot {w['pivot_target']} (weight {w['pivot_weight']:.2f}): measured transfer "
+                f"{w['pivot_transfer']:+.4f}, rank {w['pivot_rank']} of {w['pivot_n_sources']}")
+    if w["driver"] == "prior" and "prior_percentile" in w:
+        return (f"prior: mean percentile {w['prior_percentile']:.2f} over {w['n_targets_measured']} measured "
+                f"targets (best: {w['best_target']} {w['best_transfer']:+.4f})")
+    if not w.get("in_matrix", True):
+        return f"not in the prior matrix: instruction similarity {w.get('similarity', float('nan')):.3f}"
+    return f"instruction similarity {w.get('similarity', float('nan')):.3f}"
 
 
 def print_selection(result) -> None:
