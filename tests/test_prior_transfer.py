@@ -18,12 +18,12 @@ from insta.transfer.prior import (
     PriorMatrix,
     combine,
     fit_weights,
-    linear_ndcg,
     pivot_similarity,
     pivot_weights,
     prior_and_pivot,
     weight_grid,
 )
+from insta.transfer.topk_metrics import linear_ndcg
 
 DATA = Path(__file__).parent / "fixtures" / "experiment" / "data"
 SOURCES = ["animal_trivia", "arith", "color_names", "plant_facts", "zoo_statements", "story_writing"]
@@ -287,3 +287,22 @@ def test_cli_bad_prior_matrix_is_one_line(tmp_path, capsys):
                "--prior-matrix", str(_write_matrix(tmp_path / "p.json")), "--method", "roe"])
     err = capsys.readouterr().err
     assert rc != 0 and "--prior-matrix applies to prior-transfer / popular-source" in err
+
+
+# ---------------------------------------------------------------- top-k metrics of the evaluation
+
+
+def test_precision_and_best_of_k_regret_by_hand():
+    from insta.transfer.topk_metrics import best_of_k_regret, precision_at_k
+
+    t = [0.3, 0.1, 0.2, 0.0]
+    assert precision_at_k(t, [4, 3, 2, 1], 2) == 0.5  # picks 0.3 and 0.1; gold top 2 is 0.3 and 0.2
+    assert best_of_k_regret(t, [4, 3, 2, 1], 2) == 0.0
+    assert best_of_k_regret(t, [1, 4, 3, 2], 2) == pytest.approx(0.1)  # picks 0.1 and 0.2
+    tied = [1, 1, 1, 1]
+    assert precision_at_k(t, tied, 1) == pytest.approx(0.25)
+    assert best_of_k_regret(t, tied, 1) == pytest.approx(0.3 - 0.15)  # a random pick: the mean
+    # two of four at random: the six pairs' best is 0.3 three times, 0.2 twice, 0.1 once
+    assert best_of_k_regret(t, tied, 2) == pytest.approx(0.3 - (3 * 0.3 + 2 * 0.2 + 0.1) / 6)
+    # a sure pick above a split tie: 0.1 sure, then one of (0.3, 0.2, 0.0) at random
+    assert best_of_k_regret(t, [1, 2, 1, 1], 2) == pytest.approx(0.3 - (0.3 + 0.2 + 0.1) / 3)

@@ -22,8 +22,8 @@ target's column (:meth:`PriorMatrix.without`) before anything is computed, so it
 weights (nested leave-one-target-out).
 
 The search is fixed: weights on a simplex grid with step :data:`WEIGHT_STEP`, temperatures :data:`TEMPERATURES`,
-objective :func:`linear_ndcg` (the exponential-gain NDCG of :mod:`.scoring` is dominated by the single best
-source and too noisy for a dozen folds), ties between settings broken by grid order.
+objective :func:`~.topk_metrics.linear_ndcg` (the exponential-gain NDCG of :mod:`.scoring` is dominated by the
+single best source and too noisy for a dozen folds), ties between settings broken by grid order.
 """
 from __future__ import annotations
 
@@ -38,6 +38,7 @@ import numpy as np
 
 from ..errors import InstaError
 from .matrix import TransferMatrix
+from .topk_metrics import linear_ndcg
 
 WEIGHT_STEP = 0.25
 TEMPERATURES = (0.25, 0.5, 1.0)
@@ -196,16 +197,6 @@ def combine(weights: Sequence[float], prior: np.ndarray, pivot: np.ndarray, simi
     allowed = np.asarray(allowed, bool)
     parts = np.vstack([w * zscore(c, allowed) for w, c in zip(weights, (prior, pivot, similarity))])
     return np.where(allowed, parts.sum(axis=0), -np.inf), parts
-
-
-def linear_ndcg(transfer: Sequence[float], scores: Sequence[float]) -> float:
-    """NDCG with linear gains (relevance = N - gold rank, ties share the best rank) and tie-expected discounts."""
-    from .scoring import _expected_discounts, gold_relevance
-
-    rel = gold_relevance(transfer)
-    dcg = float(np.sum(rel * _expected_discounts(scores)))
-    ideal = float(np.sum(np.sort(rel)[::-1] / np.log2(np.arange(len(rel)) + 2)))
-    return dcg / ideal if ideal > 0 else float("nan")
 
 
 @dataclass
