@@ -548,6 +548,7 @@ def verdict(screen: Screen, cand: Candidate, budget: Budget, seed: int) -> dict[
     if base is None:
         return {**row, "status": "pending", "why": "base model not evaluated yet"}
     row["base_constant_share"] = round(constant_share(base["samples"]), 4)
+    row["eval_s_per_example"] = round(float(base.get("seconds", 0.0)) / max(1, len(base["samples"]["ids"])), 3)
     row["n_options"] = round(_mean(base["samples"]["n_options"]), 2)
     if row["base_constant_share"] >= cfg.constant_share:
         return {**row, "status": "fail", "why": f"base model constant ({row['base_constant_share']:.0%} one answer)"}
@@ -610,8 +611,8 @@ def screen_markdown(summary: dict[str, Any]) -> str:
              f"{summary['constant_share']:.0%} of the examples.", "",
              f"**{c.get('pass', 0)} pass, {c.get('fail', 0)} fail, {c.get('pending', 0)} pending.**", "",
              "| task | n eval | n train | base top answer | accuracy base -> oracle | accuracy change [CI] "
-             "| margin change [CI] | gold NLL/token base -> oracle | verdict |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "| margin change [CI] | gold NLL/token base -> oracle | eval s/example | verdict |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
 
     def row_line(r: dict[str, Any]) -> str:
         nll = r.get("nll_per_token")
@@ -619,7 +620,8 @@ def screen_markdown(summary: dict[str, Any]) -> str:
         share = r.get("base_constant_share")
         return (f"| {safe_text(r['task'], newlines=False)} | {r['n_eval']} | {r['n_train']} | "
                 f"{'' if share is None else f'{share:.0%}'} | {_acc(r.get('acc'))} | {_ci(r.get('acc'), 3)} | "
-                f"{_ci(r.get('margin'))} | {nll_s} | **{r['status']}**: {r['why']} |")
+                f"{_ci(r.get('margin'))} | {nll_s} | {r.get('eval_s_per_example', '')} | "
+                f"**{r['status']}**: {r['why']} |")
 
     order = {"pass": 0, "fail": 1, "pending": 2}
     for r in sorted(summary["rows"], key=lambda r: (order[r["status"]], r["task"], r["seed"])):
