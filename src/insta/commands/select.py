@@ -13,7 +13,7 @@ def add_parser(sub) -> None:
                     "of each pick. Methods: insta-mean (default), insta-max, insta-topk-vote, insta-aligned, "
                     "insta-format, hybrid, lexical, roe, dsir, random, all.",
     )
-    from ._common import add_catalog_args, add_output_args, positive_int
+    from ._common import add_catalog_args, add_output_args, finite_float, positive_int
 
     add_catalog_args(p)
     tgt = p.add_argument_group("target (one of)")
@@ -45,7 +45,8 @@ def add_parser(sub) -> None:
     p.add_argument("--k-min", type=positive_int, default=1, help="lower bound of a k rule (1)")
     p.add_argument("--k-max", type=positive_int, default=None,
                    help="upper bound of a k rule (20, or the pool if smaller)")
-    p.add_argument("--z", type=float, default=1.0, help="threshold rule: standard deviations above the mean (1.0)")
+    p.add_argument("--z", type=finite_float, default=1.0,
+                   help="threshold rule: standard deviations above the mean (1.0)")
     p.add_argument("--ties", choices=["first", "include"], default="first",
                    help="when k cuts a tie group: keep exactly k (first, default) or take the whole group (include)")
     p.add_argument("--exclude", action="append", default=[], help="task id to leave out (repeatable)")
@@ -112,15 +113,33 @@ def run(args: argparse.Namespace) -> int:
     result = method.select(target, pool, k, target_samples=samples, exclude=args.exclude,
                            exclude_families=args.exclude_family, ties=args.ties,
                            target_info={"file": args.instructions_file} if args.instructions_file else None)
-    result.config.update({"data_dir": args.data_dir, "pool": args.pool, "catalog": args.catalog,
-                          "seconds": round(time.perf_counter() - t0, 3)})
-    if encoder is not None:
-        result.config["n_encoded"] = encoder.n_encoded
+    result.config.update({"data_dir": args.data_dir, "pool": args.pool, "catalog": args.catalog})
     if args.json_out:
-        write_json(args.json_out, result.to_dict())
+        write_json(args.json_out, stable_selection(result.to_dict()))
     if not args.quiet and args.json_out != "-":
         print_selection(result)
+    if not args.quiet:
+        print_run_facts(time.perf_counter() - t0, encoder)
     return 0
+
+
+def stable_selection(data: dict) -> dict:
+    """The selection as ``--json`` writes it: without what differs between two runs of the same selection (the
+    seconds taken; how many texts were encoded rather than read from the cache), so the same selection gives the
+    same bytes. Those go to stderr (:func:`print_run_facts`)."""
+    data = dict(data)
+    data.pop("seconds", None)
+    data["config"] = {k: v for k, v in (data.get("config") or {}).items() if k not in ("seconds", "n_encoded")}
+    return data
+
+
+def print_run_facts(seconds: float, encoder) -> None:
+    """One stderr line: time taken and, for an encoder, the texts encoded (the rest came from the cache)."""
+    import sys
+
+    encoded = getattr(encoder, "n_encoded", None)
+    extra = f", {encoded} text(s) encoded (the rest from the embedding cache)" if encoded is not None else ""
+    print(f"insta select: {seconds:.2f} s{extra}", file=sys.stderr)
 
 
 #: the methods that read a prior transfer matrix (--prior-matrix)

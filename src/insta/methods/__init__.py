@@ -84,7 +84,7 @@ def load_method(name: str, **options: Any) -> SelectionMethod:
         raise InstaError(f"unknown selection method {name!r}{hint}; known: {', '.join(METHODS)}")
     try:
         return METHODS[name](**options)
-    except TypeError as err:
+    except (TypeError, ValueError) as err:  # an unknown option, or a value of the wrong kind (seed: x)
         raise InstaError(f"method {name!r}: bad options ({err})") from None
 
 

@@ -95,6 +95,9 @@ def _sources_config(raw: Any) -> SourcesConfig:
         raise _fail(f"sources.n must be at least 2 (got {src.n})")
     if not all(isinstance(x, str) and x for x in src.list):
         raise _fail("sources.list must be a list of task ids")
+    if len(set(src.list)) != len(src.list):
+        twice = sorted({x for x in src.list if src.list.count(x) > 1})
+        raise _fail(f"sources.list names {', '.join(twice)} twice (each source is one row of the matrix)")
     if src.strategy == "list" and len(src.list) < 2:
         raise _fail("sources.strategy 'list' needs at least 2 ids in sources.list")
     return src
@@ -118,6 +121,11 @@ def _check_scoring(scoring: dict[str, Any]) -> None:
             _typed(scoring[key], bool, f"scoring.{key}")
     for key in ("aligned_encoder", "metric", "encoder"):
         _typed(scoring.get(key), str | None, f"scoring.{key}")
+    if scoring.get("metric") is not None:
+        from .cells import METRICS
+
+        if scoring["metric"] not in METRICS:
+            raise _fail(f"scoring.metric must be one of {', '.join(METRICS)} (got {scoring['metric']!r})")
     if scoring.get("methods") is not None:  # checked now, not after the matrix has run
         from .methods_vs_matrix import parse_method_specs
 

@@ -87,9 +87,12 @@ def read_method_specs(path: str) -> list[tuple[str, str, dict[str, Any]]]:
     """Method specs from a YAML or JSON file (a list, or a mapping with a ``methods`` list)."""
     import yaml
 
+    from ..fileio import check_aliases
+
     try:
         with open(path, encoding="utf-8") as f:
-            raw = yaml.safe_load(f)
+            text = f.read()
+        raw = check_aliases(yaml.safe_load(text), text, f"methods file {path}")
     except OSError as err:
         raise InstaError(f"cannot read methods file {path}: {err.strerror or err}") from None
     except yaml.YAMLError as err:
