@@ -28,6 +28,8 @@ def add_parser(sub) -> None:
                    "finished so far (no training; safe while a run is going on)")
     p.add_argument("--no-report", action="store_true", help="write the matrix but not the report and scoring")
     p.add_argument("--dry-run", action="store_true", help="dry-run backend (no model; fake numbers)")
+    p.add_argument("--overwrite", action="store_true", help="replace the matrix and report in --out even if "
+                   "another configuration's run (or not insta transfer) wrote them")
     from ._common import add_output_args
 
     add_output_args(p, json_help="write the plan or the results as JSON here")
@@ -49,6 +51,9 @@ def run(args: argparse.Namespace) -> int:
     cfg = load_transfer_config(args.config, overrides)
     if not args.plan:
         check_output_dir(cfg.out, "output folder")
+        from ..transfer.run import check_out_folder
+
+        check_out_folder(cfg, overwrite=args.overwrite)
     log = Log(quiet=args.quiet)
     if args.plan:
         plan = plan_transfer(cfg, log=log)
