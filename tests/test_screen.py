@@ -150,8 +150,11 @@ def test_max_units_stops_early_and_plan_counts(tmp_path):
     assert before["cells_done"] == 0 and before["units_to_run"] == before["n_units"]
     s.run(progress=False, max_units=2)
     after = s.plan()
-    assert after["units_to_run"] < before["units_to_run"]
-    assert after["cells_done"] == len(s.candidates) + 1  # base on every candidate + one oracle
+    assert after["units_to_run"] == before["units_to_run"] - 2
+    first = s.candidates[0]  # candidate by candidate: the base model on the first one, then its oracle
+    assert after["units"][0] == {"unit": f"base model on {first.spec}", "cells": 1, "done": 1, "needed": False}
+    assert after["units"][1]["unit"].startswith(f"oracle {first.spec} ") and after["units"][1]["done"] == 1
+    assert after["cells_done"] == 2
 
 
 @pytest.mark.parametrize("raw, msg", [

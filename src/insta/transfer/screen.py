@@ -363,21 +363,24 @@ class Screen:
         except ValueError:
             return None
 
-    # -- units: ("base",) ; ("oracle", spec, budget, seed)
+    # -- units: ("base", spec) ; ("oracle", spec, budget, seed)
     def units(self) -> list[tuple]:
-        screen = [("oracle", c.spec, self.screen_budget(), s) for c in self.candidates for s in self.cfg.seeds]
+        """Candidate by candidate: the base model on it, then its oracle(s); the learning curve last. A screen
+        interrupted at any point has finished verdicts for the candidates it reached."""
+        screen = [u for c in self.candidates
+                  for u in [("base", c.spec)] + [("oracle", c.spec, self.screen_budget(), s) for s in self.cfg.seeds]]
         curve = [("oracle", t, b, s) for t in self.cfg.curve.targets for b in self.curve_budgets()
                  for s in self.cfg.seeds if b != self.screen_budget()]
-        return [("base",)] + screen + curve
+        return screen + curve
 
     def _cand(self, spec: str) -> Candidate:
         return next(c for c in self.candidates if c.spec == spec)
 
     def unit_cells(self, unit: tuple) -> list[tuple[str, Candidate]]:
         """(cell key, candidate) of every cell a unit writes."""
-        if unit[0] == "base":
-            return [(self.eval_key("base", c), c) for c in self.candidates]
         cand = self._cand(unit[1])
+        if unit[0] == "base":
+            return [(self.eval_key("base", cand), cand)]
         return [(self.eval_key(self.model_key(cand, unit[2], unit[3]), cand), cand)]
 
     def base_constant(self, cand: Candidate) -> bool | None:
@@ -407,7 +410,7 @@ class Screen:
 
         evals = [EvalJob(key, c.spec, c.task.id, c.catalog, list(c.eval_examples))
                  for key, c in self.unit_cells(unit) if not self.cell_path(key).is_file()]
-        if not evals:
+        if not evals or not self.unit_needed(unit):  # read when the job is reached: the base cell may be new
             return None
         common = {"model": self.cfg.model, "backend": self.cfg.backend, "out": str(self.out),
                   "eval": dict(self.cfg.eval), "evals": evals, "keep_model": self.cfg.keep_models}
@@ -463,7 +466,8 @@ class Screen:
 
     def run(self, executor: str | None = None, progress: bool = True, max_units: int | None = None
             ) -> dict[str, Any]:
-        """Run the base model first (it decides which oracles are needed), then every oracle still missing."""
+        """Run every unit still missing, in :meth:`units` order (sequential: a candidate's oracle is skipped as
+        soon as its base cell shows a constant base model; Ray: the base cells first, then the oracles)."""
         from ..executors import run_jobs
         from .runner import execute_unit
 
@@ -473,7 +477,10 @@ class Screen:
         infos: list[dict[str, Any]] = []
         executor = executor or self.cfg.executor
         backend = self._backend() if executor == "sequential" else None
-        for phase in (self.units()[:1], self.units()[1:]):
+        units = self.units()
+        phases = ([units] if executor == "sequential" else
+                  [[u for u in units if u[0] == "base"], [u for u in units if u[0] != "base"]])
+        for phase in phases:
             pending = [u for u in phase if self.unit_needed(u)]
             if max_units is not None:
                 pending = pending[:max(0, max_units - len(infos))]
@@ -490,7 +497,7 @@ class Screen:
 
 def _unit_name(unit: tuple) -> str:
     if unit[0] == "base":
-        return "base model"
+        return f"base model on {unit[1]}"
     return f"oracle {unit[1]} ({unit[2].label()}, seed {unit[3]})"
 
 
