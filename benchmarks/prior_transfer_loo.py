@@ -91,6 +91,9 @@ def run(data_dir: str, target_samples: int = 32, n_boot: int = 10000, log=print)
         perf = {s: sign * sum(v) / len(v) for s, v in values.items()}
         for lab, name, opts in METHODS:
             m = fixed.get(lab) or make_method(name, label=lab, prior_matrix=held_out, data_dir=data_dir, **opts)
+            if "target_samples" in m.consumes and not samples:  # as eval-selection: not scored there
+                log(f"{lab}: no unlabelled inputs of {t} besides its evaluation examples: not scored there")
+                continue
             sc = ranking_scores(m, task, pool, samples)
             src = [s for s in sorted(gold) if s in sc]
             tr, scores = [gold[s] for s in src], [sc[s] for s in src]
@@ -135,14 +138,22 @@ def markdown_section(res: dict, level: str = "##") -> str:
              f"first computed. {res['n_sources']} sources, {res['metric']}; means over targets with 95% bootstrap "
              f"CIs. Best-of-{res['k']} regret is in {res['metric']} units (lower is better), as is the relative "
              f"Regret@{res['k']}.", "",
-             "| method | " + " | ".join(METRICS.values()) + " |", "|---|" + "---|" * len(METRICS)]
+             "| method | targets | " + " | ".join(METRICS.values()) + " |", "|---|---|" + "---|" * len(METRICS)]
     order = sorted(res["summary"], key=lambda m: -res["summary"][m]["ndcg"]["mean"])
     for lab in order:
-        lines.append(f"| {lab} | " + " | ".join(fmt(res["summary"][lab][k]) for k in METRICS) + " |")
+        row = res["summary"][lab]
+        lines.append(f"| {lab} | {row['ndcg']['n']} | " + " | ".join(fmt(row[k]) for k in METRICS) + " |")
     lines += ["", "Paired differences (same targets; for the regrets, negative is better):", "",
               "| comparison | " + " | ".join(METRICS.values()) + " |", "|---|" + "---|" * len(METRICS)]
     for key, row in res["paired"].items():
         lines.append(f"| {key} | " + " | ".join(fmt(row[k], True) for k in METRICS) + " |")
+    lines += ["", "Read from the paired CIs (better / worse: the 95% CI excludes 0; otherwise not separated):", ""]
+    for key, row in res["paired"].items():
+        better = [METRICS[k] for k in METRICS if (row[k]["hi"] < 0 if k in LOWER_BETTER else row[k]["lo"] > 0)]
+        worse = [METRICS[k] for k in METRICS if (row[k]["lo"] > 0 if k in LOWER_BETTER else row[k]["hi"] < 0)]
+        a, b = key.split(" - ")
+        lines.append(f"- {a} vs {b}: better on {', '.join(better) or 'nothing'}; worse on "
+                     f"{', '.join(worse) or 'nothing'}.")
     fits = res.get("fits", {}).get("prior-transfer", {})
     if fits:
         counts: dict[str, int] = {}
