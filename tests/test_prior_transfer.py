@@ -306,3 +306,52 @@ def test_precision_and_best_of_k_regret_by_hand():
     assert best_of_k_regret(t, tied, 2) == pytest.approx(0.3 - (3 * 0.3 + 2 * 0.2 + 0.1) / 6)
     # a sure pick above a split tie: 0.1 sure, then one of (0.3, 0.2, 0.0) at random
     assert best_of_k_regret(t, [1, 2, 1, 1], 2) == pytest.approx(0.3 - (0.3 + 0.2 + 0.1) / 3)
+
+
+def test_a_family_row_serves_each_of_its_tasks_and_counts_once_in_the_fit(bigbench, monkeypatch):
+    import insta.transfer.prior as prior_mod
+
+    pool = Catalog("bigbench", [t for t in bigbench if t.family in SOURCES])  # arith: addition and subtraction
+    seen = {}
+    real = prior_mod.fit_weights
+
+    def spy(folds, *a, **kw):
+        seen["folds"] = folds
+        return real(folds, *a, **kw)
+
+    monkeypatch.setattr(prior_mod, "fit_weights", spy)
+    res = _method(bigbench=bigbench).select(bigbench.get("sports_understanding"), pool, len(pool))
+    arith = [s for s in res.selected if s.task.startswith("arith/")]
+    assert len(arith) == 2 and arith[0].why["prior_percentile"] == arith[1].why["prior_percentile"]
+    for fold in seen["folds"]:  # one gold entry per matrix source, although arith has two tasks in the pool
+        assert int(np.isfinite(fold.gold).sum()) == len(SOURCES)
+
+
+@pytest.mark.slow
+def test_the_committed_matrix_serves_real_targets_inside_and_outside_it():
+    """The v1 matrix with the real BIG-bench / BBH catalogs: a new target is fitted on all 12 targets, a matrix
+    target on the other 11, and every one of the 40 sources is ranked with its why."""
+    import os
+
+    data = os.environ.get("INSTA_DATA_DIR")
+    if not data or not (Path(data) / "bbh").is_dir():
+        pytest.skip("BIG-bench / BBH data not in $INSTA_DATA_DIR")
+    from insta.experiment.pool import merge_families
+
+    matrix = Path(__file__).resolve().parent.parent / "experiments" / "transfer-bigbench-smollm2" / "matrix.json"
+    m = make_method("prior-transfer", prior_matrix=str(matrix), encoder="hashing", data_dir=data)
+    families = merge_families(load_catalog("bigbench", data), "bigbench")
+    pool = Catalog("bigbench", [families.get(s) for s in m.prior.sources])
+    bbh = load_catalog("bbh", data)
+    new = m.select(bbh.get("date_understanding"), pool, len(pool))
+    inside = m.select(bbh.get("navigate"), pool, len(pool))
+    assert len(new.selected) == len(inside.selected) == 40
+    assert len(new.config["prior_transfer_fit"]["folds"]) == 12
+    assert set(inside.config["prior_transfer_fit"]["folds"]) == set(m.prior.targets) - {"bbh:navigate"}
+    assert inside.config["prior_matrix_dropped"] == {"bbh:navigate": "the selection target itself"}
+    assert abs(sum(new.config["weights"].values()) - 1) < 1e-9
+    pivots = {s.why.get("pivot_target") for s in inside.selected} - {None}
+    if inside.config["weights"]["pivot"] > 0:  # every pivot named is a matrix target other than navigate
+        assert pivots and pivots <= set(m.prior.targets) - {"bbh:navigate"}
+    else:
+        assert not pivots

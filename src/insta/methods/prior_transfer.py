@@ -240,7 +240,12 @@ class PriorTransferMethod(SelectionMethod):
                 continue
             sim = pivot_similarity(self._signals(profiles[mt], [profiles[prior.targets[j]] for j in rest]))
             direct = self.insta._score(task, pool, [], allowed).score
-            folds.append(Fold(mt, on_pool[rest], sim, np.asarray(direct, float), allowed, gold_all[i]))
+            gold, seen = gold_all[i].copy(), set()
+            for p in np.flatnonzero(allowed & (src >= 0)):  # a family's row counts once, not once per task of it
+                if src[p] in seen:
+                    gold[p] = np.nan
+                seen.add(src[p])
+            folds.append(Fold(mt, on_pool[rest], sim, np.asarray(direct, float), allowed, gold))
         fit = fit_weights(folds)
         self._fits[key] = fit
         return fit
