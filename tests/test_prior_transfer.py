@@ -355,3 +355,22 @@ def test_the_committed_matrix_serves_real_targets_inside_and_outside_it():
         assert pivots and pivots <= set(m.prior.targets) - {"bbh:navigate"}
     else:
         assert not pivots
+
+
+def test_eval_selection_scores_prior_transfer_leaving_each_target_out(tmp_path, monkeypatch):
+    """Through ``insta eval-selection``: the matrix scored is also the prior; each target's own column is left
+    out of its ranking, and the matrix's targets come from --data-dir (no $INSTA_DATA_DIR)."""
+    from insta import cli
+
+    monkeypatch.delenv("INSTA_DATA_DIR", raising=False)
+    mfile = tmp_path / "prior.json"
+    mfile.write_text(json.dumps({"meta": {"source_catalog": "bigbench", "unit": "family"}, "rows": _matrix().rows}))
+    methods = tmp_path / "methods.yaml"
+    methods.write_text(f"- {{method: prior-transfer, options: {{prior_matrix: {mfile}, encoder: hashing}}}}\n"
+                       f"- {{method: popular-source, options: {{prior_matrix: {mfile}}}}}\n")
+    out = tmp_path / "scores.json"
+    assert cli.main(["eval-selection", "--transfer", str(mfile), "--data-dir", str(DATA), "--methods", str(methods),
+                     "--encoder", "hashing", "--regret-k", "2", "--json", str(out), "-q"]) == 0
+    res = json.loads(out.read_text())
+    assert set(res["summary"]) == {"prior-transfer", "popular-source", "random"}
+    assert res["summary"]["prior-transfer"]["n_targets"] == len(TARGETS)

@@ -65,7 +65,8 @@ class PriorTransferMethod(SelectionMethod):
     ``encoder`` (instructions, output spaces and inputs), ``weights`` / ``temperature`` (skip the fit),
     ``target_inputs`` (also compare the target's unlabelled inputs with each matrix target's: needs target
     samples), ``n_pivot_samples`` (inputs per matrix target), ``data_dir`` / ``target_catalog`` (where the
-    matrix's targets are looked up: a catalog name, or a :class:`~insta.catalogs.base.Catalog` object).
+    matrix's targets are looked up: a catalog name, or a :class:`~insta.catalogs.base.Catalog` object;
+    ``catalogs``, a function from a catalog name to a catalog, replaces loading them from ``data_dir``).
     """
 
     name = "prior-transfer"
@@ -77,7 +78,7 @@ class PriorTransferMethod(SelectionMethod):
     def __init__(self, label: str | None = None, *, prior_matrix: Any = None, metric: str | None = None,
                  encoder: Any = None, weights: Any = None, temperature: float | None = None,
                  target_inputs: bool = False, n_pivot_samples: int = 32, data_dir: str | None = None,
-                 target_catalog: str | Catalog | None = None, **options: Any):
+                 target_catalog: str | Catalog | None = None, catalogs: Any = None, **options: Any):
         super().__init__(label, **options)
         from ..transfer.matrix import TransferMatrix, read_matrix
         from ..transfer.prior import TEMPERATURES, PriorMatrix
@@ -112,6 +113,9 @@ class PriorTransferMethod(SelectionMethod):
         self.encoder_name = encoder
         self.data_dir = data_dir
         self.target_catalog = target_catalog
+        if catalogs is not None and not callable(catalogs):
+            raise InstaError(f"{self.name}: catalogs must be a function from a catalog name to a catalog")
+        self.catalogs = catalogs
         self.insta = InstaMethod(encoder=encoder, aggregation="mean")
         self._pivot_tasks: dict[str, Task] | None = None
         self._embedded: dict[str, Any] = {}
@@ -143,7 +147,7 @@ class PriorTransferMethod(SelectionMethod):
         from ..catalogs import load_catalog
 
         if name not in cache:
-            cache[name] = load_catalog(name, self.data_dir)
+            cache[name] = self.catalogs(name) if self.catalogs else load_catalog(name, self.data_dir)
         return cache[name]
 
     def pivot_tasks(self, pool: Catalog) -> dict[str, Task]:

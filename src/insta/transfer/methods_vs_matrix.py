@@ -180,6 +180,8 @@ def evaluate_methods_on_matrix(
     for label, name, opts in specs:
         if name in ("roe", "dsir", "hybrid") and "library_size" not in opts:
             opts = {**opts, "library_size": library_size}
+        if name in ("prior-transfer", "popular-source") and "catalogs" not in opts:
+            opts = {**opts, "catalogs": catalogs}  # its prior matrix's targets come from the same catalogs
         built[label] = make_method(name, label=label, **opts)
     higher = METRICS.get(metric, True)
     gold, perf, scores = {}, {}, {lab: {} for lab in built}
