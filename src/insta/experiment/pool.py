@@ -204,7 +204,12 @@ def build_pool(cfg: GridSettings, source: Catalog, targets: Sequence[TargetInfo]
 
 
 def _included(source: Catalog, pc: PoolConfig) -> Catalog:
-    """``pool.include`` (ids or families) when given, else the whole source catalog."""
+    """``pool.include`` (ids or families) when given, else the whole source catalog; then only the tasks of
+    ``pool.pools`` and ``pool.language`` when those are set."""
+    if pc.pools or pc.language:
+        wanted = set(pc.pools or ())
+        source = Catalog(source.name, [t for t in source if (not wanted or wanted & set(t.pools))
+                                       and (not pc.language or t.language == pc.language)], source.aliases)
     if not pc.include:
         return source
     keep = set(pc.include)

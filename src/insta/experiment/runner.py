@@ -75,12 +75,13 @@ class Experiment:
         return self.out / "selections" / f"{key}.json"
 
     # -- catalogs
-    def catalog(self, name: str) -> Catalog:
-        if name not in self._catalogs:
+    def catalog(self, name: str, split: str | None = None) -> Catalog:
+        key = f"{name}@{split}" if split else name
+        if key not in self._catalogs:
             from ..catalogs import load_catalog
 
-            self._catalogs[name] = load_catalog(name, self.cfg.data_dir)
-        return self._catalogs[name]
+            self._catalogs[key] = load_catalog(name, self.cfg.data_dir, **({"split": split} if split else {}))
+        return self._catalogs[key]
 
     # -- phase 1: validation and planning (no training, no evaluation)
     def prepare(self) -> None:
@@ -91,6 +92,7 @@ class Experiment:
         for spec in cfg.targets:
             cat, _ = parse_target(spec, cfg.pool.catalog)
             cats[cat] = self.catalog(cat)
+        source = self.catalog(cfg.pool.catalog, cfg.pool.split)  # pool.split: e.g. P3's train rows
         self.targets = prepare_targets(cfg, cats)
         for spec in cfg.methods:
             self.methods[spec.label] = load_method(spec.name, label=spec.label, **spec.options)

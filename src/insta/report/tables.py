@@ -22,6 +22,7 @@ METRIC_NAMES = {
     "acc_calibrated": "acc_calibrated: accuracy, calibrated",
     "gold_logprob": "gold log-prob (sum)",
     "exact_match": "exact match",
+    "rouge_l": "ROUGE-L (x100)",
 }
 SECONDARY = ("acc", "acc_norm", "acc_norm_token", "bal_acc", "bal_acc_calibrated", "gold_logprob")
 BETTER, WORSE = "▲", "▼"
