@@ -12,7 +12,8 @@ leave-one-instruction-out identification accuracy on the matrix's source catalog
 every variant asked the same queries), and two honest summaries of "the best variant": the in-sample best and
 the variant chosen leave-one-target-out (chosen on the other targets, scored on the held-out one), each as a
 paired difference with plain INSTA (mean aggregation, base encoder) with a 95% bootstrap CI over targets.
-Writes benchmarks/results/methods_table.{md,json}.
+With benchmarks/results/prior_transfer_loo.json present (benchmarks/prior_transfer_loo.py), a last section gives
+selection from a prior transfer matrix, leave one target out. Writes benchmarks/results/methods_table.{md,json}.
 """
 from __future__ import annotations
 
@@ -229,19 +230,39 @@ def main() -> None:
     ap.add_argument("--methods", default=str(EXP / "methods.yaml"))
     ap.add_argument("--data-dir", default=os.environ.get("INSTA_DATA_DIR") or str(REPO.parent / "shared" / "data"))
     ap.add_argument("--out", default=str(HERE / "results" / "methods_table"))
+    ap.add_argument("--prior-loo", default=str(HERE / "results" / "prior_transfer_loo.json"),
+                    help="leave-one-target-out figures of selection from a prior matrix (prior_transfer_loo.py), "
+                         "rendered as a section when the file exists")
+    ap.add_argument("--reuse-identification", action="store_true",
+                    help="take the identification figures from the existing OUT.json instead of recomputing them "
+                         "(e.g. where the aligned encoder of the methods file is not on disk)")
     args = ap.parse_args()
     from insta.transfer.methods_vs_matrix import read_method_specs
 
     scores = json.loads(Path(args.scores).read_text())
     specs = {lab: {"method": name, "options": opts} for lab, name, opts in read_method_specs(args.methods)}
     methods = [{"label": lab, **spec} for lab, spec in specs.items()]
-    ident = identification_by_label(methods, args.data_dir, scores["source_catalog"])
+    if args.reuse_identification:
+        old = json.loads(Path(args.out + ".json").read_text())
+        ident = {r["label"]: r["identification"] for r in old["rows"] if r.get("identification")}
+    else:
+        ident = identification_by_label(methods, args.data_dir, scores["source_catalog"])
     table = build_table(scores, ident, specs)
     commands = [f"insta eval-selection --transfer {scores['matrix']} --methods {_rel(args.methods)} "
                 f"--data-dir DATA --json {_rel(args.scores)} --markdown {_rel(Path(args.scores).with_suffix('.md'))}",
                 ".venv/bin/python benchmarks/methods_table.py --data-dir DATA"]
+    loo = json.loads(Path(args.prior_loo).read_text()) if Path(args.prior_loo).is_file() else None
+    if loo:
+        commands.insert(1, loo["command"])
+        table["prior_transfer_loo"] = {k: loo[k] for k in ("summary", "paired", "fits", "settings_commit", "targets")}
+    text = markdown(table, scores, commands)
+    if loo:
+        sys.path.insert(0, str(HERE))
+        from prior_transfer_loo import markdown_section
+
+        text += "\n" + markdown_section(loo, "##")
     Path(args.out + ".json").write_text(json.dumps({**table, "commands": commands}, indent=1) + "\n")
-    Path(args.out + ".md").write_text(markdown(table, scores, commands))
+    Path(args.out + ".md").write_text(text)
     print(Path(args.out + ".md").read_text())
 
 

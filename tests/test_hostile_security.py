@@ -402,10 +402,13 @@ def fake_model(monkeypatch, tmp_path):
 
 
 def _write_cache(enc: Encoder, texts, vecs) -> None:
+    """A cache file as insta on this machine writes it (valid integrity tags: the writer holds the cache key)."""
     import io
 
+    keys = [enc_mod.EmbeddingCache.key(t) for t in texts]
+    vecs = np.asarray(vecs, np.float32)
     buf = io.BytesIO()
-    np.savez(buf, keys=np.array([enc_mod.EmbeddingCache.key(t) for t in texts]), vecs=np.asarray(vecs, np.float32))
+    np.savez(buf, keys=np.array(keys), vecs=vecs, tags=np.array([enc.cache.tag(k, v) for k, v in zip(keys, vecs)]))
     atomic_write_bytes(enc.cache.path, buf.getvalue())
 
 

@@ -6,6 +6,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from insta import encoder as insta_encoder
+
 from insta.catalogs import load_catalog
 from insta.catalogs.base import Catalog
 from insta.errors import InstaError
@@ -118,11 +120,10 @@ def _task(tid, inputs):
 
 
 def test_roe_majority_vote_on_a_constructed_case(monkeypatch):
-    import insta.methods as m
 
     enc = TableEncoder({"alpha": [1, 0, 0], "beta": [0, 1, 0], "gamma": [0, 0, 1], "qa": [0.9, 0.1, 0],
                         "qb": [0.1, 0.9, 0.05]})
-    monkeypatch.setitem(m.resources._ENCODERS, "table", enc)
+    monkeypatch.setitem(insta_encoder._ENCODERS, "table", enc)
     pool = Catalog("toy", [_task("A", ["alpha one", "alpha two"]), _task("B", ["beta one"]),
                            _task("C", ["gamma one", "gamma two"])])
     target = Task(id="T", instructions=["x"], catalog="toy")
@@ -209,14 +210,13 @@ def test_dsir_ranks_the_task_whose_ngrams_match_the_target():
 
 def test_insta_aligned_plumbing(tmp_path, catalogs, monkeypatch):
     """The aligned method loads its encoder by directory (a stand-in encoder here: no model load)."""
-    import insta.methods as m
     from insta.encoder import HashingEncoder
 
     bigbench, _ = catalogs
     enc_dir = tmp_path / "aligned-enc"
     enc_dir.mkdir()
     (enc_dir / "config.json").write_text("{}")
-    monkeypatch.setitem(m.resources._ENCODERS, str(enc_dir), HashingEncoder(64))
+    monkeypatch.setitem(insta_encoder._ENCODERS, str(enc_dir), HashingEncoder(64))
     method = load_method("insta-aligned", encoder=str(enc_dir))
     res = method.select(bigbench.get("animal_facts"), bigbench, 3)
     assert method.aggregation == "topk-vote" and res.params["vote_depth"] == 10
@@ -252,7 +252,7 @@ def test_k_larger_than_the_pool_and_unknown_methods(catalogs):
     with pytest.raises(InstaError, match="unknown option"):
         load_method("lexical", depth=3)
     assert set(METHODS) == {"insta-mean", "insta-max", "insta-topk-vote", "insta-aligned", "insta-format", "hybrid",
-                            "all", "random", "roe", "lexical", "dsir"}
+                            "all", "random", "roe", "lexical", "dsir", "prior-transfer", "popular-source"}
 
 
 def test_allocate_budget_keeps_the_total():
@@ -270,11 +270,10 @@ def test_allocate_budget_keeps_the_total():
 def test_insta_topk_vote_breaks_zero_vote_ties_by_mean_cosine_like_the_selector(monkeypatch):
     """With vote depth 1 only one task gets a vote; the rest tie at 0 and must rank by mean cosine (as
     ``insta select`` does), not alphabetically."""
-    import insta.methods as m
     from insta.methods import Selector
 
     enc = TableEncoder({"target": [1, 0, 0], "near": [0.9, 0.1, 0], "mid": [0.6, 0.8, 0], "far": [0.1, 0.2, 0.97]})
-    monkeypatch.setitem(m.resources._ENCODERS, "table", enc)
+    monkeypatch.setitem(insta_encoder._ENCODERS, "table", enc)
     pool = Catalog("toy", [Task(id="a_far", instructions=["far"], catalog="toy"),
                            Task(id="b_mid", instructions=["mid"], catalog="toy"),
                            Task(id="c_near", instructions=["near"], catalog="toy")])
@@ -371,7 +370,7 @@ def test_roe_vectorised_retrieval_equals_the_loop_in_chunks_and_with_exclusions(
         def describe(self):
             return {"name": "stub"}
 
-    monkeypatch.setitem(m.resources._ENCODERS, "stub", Stub())
+    monkeypatch.setitem(insta_encoder._ENCODERS, "stub", Stub())
     samples = [Example(id=str(i), input=str(i), references=[]) for i in range(6)]
     for allowed in (np.ones(n_tasks, dtype=bool), np.array([True, False, True, True, False, True, True])):
         votes, mean_best = index.query(pool, samples, allowed)
@@ -382,10 +381,9 @@ def test_roe_vectorised_retrieval_equals_the_loop_in_chunks_and_with_exclusions(
 
 
 def test_roe_excluded_task_cannot_take_a_vote(monkeypatch):
-    import insta.methods as m
 
     enc = TableEncoder({"alpha": [1, 0, 0], "beta": [0.8, 0.6, 0], "gamma": [0, 0, 1], "q": [1, 0.01, 0]})
-    monkeypatch.setitem(m.resources._ENCODERS, "table", enc)
+    monkeypatch.setitem(insta_encoder._ENCODERS, "table", enc)
     pool = Catalog("toy", [_task("A", ["alpha one"]), _task("B", ["beta one"]), _task("C", ["gamma one"])])
     target = Task(id="T", instructions=["x"], catalog="toy")
     samples = [Example(id="s", input="q", references=[])]
@@ -448,12 +446,11 @@ def test_lexical_statistics_come_from_the_candidates_only():
 
 
 def test_hybrid_weight_zero_is_insta_and_one_is_the_instance_signal(monkeypatch):
-    import insta.methods as m
 
     enc = TableEncoder({"instr A": [1, 0, 0], "instr B": [0.6, 0.8, 0], "instr C": [0, 0.6, 0.8],
                         "target": [0.95, 0.3, 0.0],
                         "alpha": [0, 0, 1], "beta": [0, 1, 0], "gamma": [1, 0, 0], "qq": [0.99, 0.1, 0.05]})
-    monkeypatch.setitem(m.resources._ENCODERS, "table", enc)
+    monkeypatch.setitem(insta_encoder._ENCODERS, "table", enc)
 
     def task(tid, instr, inputs):
         exs = [Example(id=f"{tid}:{i}", input=x, references=["a"]) for i, x in enumerate(inputs)]

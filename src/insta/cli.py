@@ -24,6 +24,7 @@ COMMANDS = (
     "evaluate",
     "experiment",
     "transfer",
+    "screen",
     "export_lm_eval",
 )
 

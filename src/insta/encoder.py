@@ -280,3 +280,32 @@ class HashingEncoder:
                 out[i] /= norm
         self.n_encoded += len(texts)
         return out
+
+
+#: shared encoders by name (one model in memory per name)
+_ENCODERS: dict[str, Any] = {}
+
+
+def get_encoder(name: Any) -> Any:
+    """A shared encoder per name: ``"hashing"`` (or ``"hashing-<dim>"``) is the dependency-free test encoder,
+    anything else a sentence-transformers model through :class:`insta.encoder.Encoder`. An encoder object (with
+    ``encode`` and ``describe``) is returned as it is, a plain ``SentenceTransformer`` wrapped
+    (:func:`insta.encoder.as_text_encoder`)."""
+    if name is not None and not isinstance(name, str):
+        return as_text_encoder(name)
+    key = name or DEFAULT_ENCODER
+    if key not in _ENCODERS:
+        if key == "hashing" or key.startswith("hashing-"):
+            dim = int(key.split("-", 1)[1]) if "-" in key else 512
+            _ENCODERS[key] = HashingEncoder(dim)
+        else:
+            _ENCODERS[key] = Encoder(key)
+    return _ENCODERS[key]
+
+
+def encoder_name(encoder: Any) -> str:
+    """How an ``encoder`` option is named in parameters and cache keys."""
+    if encoder is not None and not isinstance(encoder, str):
+        encoder = get_encoder(encoder)
+        return str(encoder.describe().get("name") or type(encoder).__name__)
+    return encoder or DEFAULT_ENCODER

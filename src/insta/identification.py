@@ -332,14 +332,15 @@ def evaluate_identification(
 
 
 def unit_output_spaces(catalog: Catalog, unit: str = "family") -> dict[str, str | None]:
-    """Unit -> the first known output space of its tasks' instructions (``None`` where none is known)."""
-    from .taskformat import output_spaces
+    """Unit -> the output space of its first task that has a known one (:func:`insta.taskformat.task_output_space`;
+    ``None`` where none is known)."""
+    from .taskformat import task_output_space
 
     out: dict[str, str | None] = {}
     for task in catalog:
         u = _unit_of_id(catalog, task.id, unit)
         if out.get(u) is None:
-            out[u] = next((s for s in output_spaces(task) if s), None)
+            out[u] = task_output_space(task)
     return out
 
 

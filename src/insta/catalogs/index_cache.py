@@ -3,7 +3,8 @@
 Each catalog kind and data root gets one JSON file under ``catalog-index/`` of the insta cache folder
 (:func:`insta.util.paths.cache_root`: ``$INSTA_CACHE_DIR``, else ``~/.cache/insta``). It maps each source file
 (path relative to the root) to the JSON-ready summary a reader built from it, with the SHA-256 of the file's
-content, a digest binding that hash to the summary, and the file's stat stamp (size, mtime, ctime, inode).
+content, a digest binding that hash to the summary (keyed with this machine's cache key, so that only insta on
+this machine can make one), and the file's stat stamp (size, mtime, ctime, inode).
 
 An entry is used only if its digest matches its summary and the reader's ``check`` accepts the summary's shape;
 its content hash must match the file (the file is hashed again whenever its stat stamp changed, so a ``touch`` or
@@ -18,7 +19,7 @@ import json
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
-from ..util.paths import atomic_write_text, cache_root
+from ..util.paths import atomic_write_text, cache_root, cache_secret
 
 
 def cache_dir() -> Path:
@@ -59,8 +60,12 @@ def file_sha256(path: Path) -> str:
 
 
 def _digest(sha: str, data: Any) -> str:
+    """HMAC-SHA-256 of (content hash, summary) under this machine's cache key (:func:`insta.util.paths.cache_secret`):
+    an entry rewritten with a recomputed plain digest (or copied from another machine) does not verify."""
+    import hmac
+
     blob = json.dumps(data, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
-    return hashlib.sha256(f"{sha}\0{blob}".encode("utf-8", "surrogatepass")).hexdigest()
+    return hmac.new(cache_secret(), f"{sha}\0{blob}".encode("utf-8", "surrogatepass"), hashlib.sha256).hexdigest()
 
 
 def _valid(entry: Any, check: Callable[[Any], bool] | None) -> bool:

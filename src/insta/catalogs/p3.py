@@ -18,7 +18,10 @@ Layout: ``<root>/promptsource/templates/<dataset>/[<subset>/]templates.yaml`` (P
   template), row-major. Sources, first found wins:
 
   1. ``<root>/p3/<task id with "/" replaced by "__">/<split>.jsonl``: rows for every template of the task;
-     for a grouped task, ``<root>/p3/<folder>__<subset>/<split>.jsonl`` feeds only that subset's templates;
+     for a grouped task, ``<root>/p3/<folder>__<subset>/<split>.jsonl`` feeds only that subset's templates.
+     A row with ``inputs_pretokenized`` is one already rendered by P3 (``insta data fetch p3 --instances``,
+     :mod:`insta.fetch_p3`): it becomes one Example as it is (targets stripped; options = its
+     ``answer_choices``), named by its ``template_id`` and ``p3_config``;
   2. built in: ``super_glue/rte`` and ``super_glue/wsc.fixed`` from the official SuperGLUE files
      ``<root>/superglue/{RTE,WSC}/<split>.jsonl``, converted to the HF fields.
 
@@ -368,11 +371,34 @@ def _row_sources(root: Path, task_id: str, templates: list[dict], split: str):
     return []
 
 
+def prerendered_example(raw: dict, task_id: str, i: int, path: Path) -> Example:
+    """The Example of a row fetched from the hub's P3 (:mod:`insta.fetch_p3`): its rendered input and target
+    (stripped, as T0 strips them), its answer choices as options; the template named by the row."""
+    inp, target, choices = raw.get("inputs_pretokenized"), raw.get("targets_pretokenized"), raw.get("answer_choices")
+    if not isinstance(inp, str) or not isinstance(target, str) or not (
+            choices is None or (isinstance(choices, list) and all(isinstance(c, str) for c in choices))):
+        raise InstaError(f"malformed P3 row in {path} line {i + 1}: inputs_pretokenized and targets_pretokenized "
+                         "must be strings, answer_choices a list of strings")
+    options = [c.strip() for c in choices] if choices else None
+    target = target.strip()
+    tid = str(raw.get("template_id") or raw.get("p3_config") or "")
+    return Example(
+        id=f"{task_id}:{tid}:{raw.get('p3_config', '')}:{raw.get('row', i)}",
+        input=inp.strip(), references=[target], options=options,
+        label=options.index(target) if options and target in options else None,
+        provenance={"task": task_id, "template_id": tid, "template_name": str(raw.get("template_name") or ""),
+                    "p3_config": str(raw.get("p3_config") or ""), "row": raw.get("row", i), "file": str(path)},
+    )
+
+
 def _make_loader(task_id: str, sources: list, tdir: Path) -> Callable[[], Iterator[Example]]:
     def load() -> Iterator[Example]:
         renderer = _Renderer()
         for path, convert, templates in sources:
             for i, raw in enumerate(read_jsonl(path)):
+                if "inputs_pretokenized" in raw:  # a row fetched from the hub's P3, already rendered
+                    yield prerendered_example(raw, task_id, i, path)
+                    continue
                 try:
                     row = convert(raw) if convert else raw
                 except (KeyError, TypeError) as err:

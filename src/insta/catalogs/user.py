@@ -44,6 +44,7 @@ from typing import Any, Callable, Iterator
 import yaml
 
 from ..errors import InstaError
+from ..util.fileio import check_aliases
 from ..records import Example, Task
 from .base import Catalog
 
@@ -86,7 +87,7 @@ def _records(path: Path) -> list[tuple[str, Any]]:
                 raise InstaError(f"malformed JSON in {path} line {n}: nested too deeply") from None
         return out
     try:
-        doc = yaml.safe_load(text)
+        doc = check_aliases(yaml.safe_load(text), text, f"task file {path}")
     except yaml.YAMLError as err:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise InstaError(f"malformed YAML in {path}: {first}") from None

@@ -45,13 +45,13 @@ def _describe_default(value: Any) -> str:
 
 
 def _argparse_type(tp: Any, minimum: float | None) -> Callable[[str], Any] | None:
-    from ._common import non_negative_int, positive_int
+    from ._common import finite_float, non_negative_int, positive_int
 
     tp = _base_type(tp)
     if tp is int:
         return positive_int if minimum == 1 else non_negative_int if minimum == 0 else int
     if tp is float:
-        return float
+        return finite_float
     if tp is str:
         return str
     return None
@@ -234,11 +234,21 @@ def _file_value(action: argparse.Action, value: Any, where: str) -> Any:
             except (argparse.ArgumentTypeError, TypeError, ValueError) as err:
                 raise InstaError(f"{where}: {err or 'invalid value'} (got {item!r})") from None
         elif not isinstance(item, str):
-            item = str(item)
+            item = _text_value(action, item, where)
         if action.choices is not None and item not in action.choices:
             raise InstaError(f"{where} must be one of {', '.join(map(str, action.choices))} (got {item!r})")
         out.append(item)
     return out if many else out[0]
+
+
+def _text_value(action: argparse.Action, item: Any, where: str) -> str:
+    """A number given for a text option: its text where the option's default is a number written as text
+    (``k: 5`` for ``-k 5``), else an error: ``instruction: 5``, ``json: 5`` (a file named 5) or ``stop: 5`` are
+    slips, not values (quote a number that is meant as text)."""
+    default = action.default[0] if isinstance(action.default, list) and action.default else action.default
+    if isinstance(default, str) and default.strip().lstrip("-").replace(".", "", 1).isdigit():
+        return str(item)
+    raise InstaError(f"{where} must be text (got {item!r}; quote it if the number is meant as text)")
 
 
 def apply_options_file(parser: argparse.ArgumentParser, path: str) -> None:

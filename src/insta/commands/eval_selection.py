@@ -16,7 +16,7 @@ def add_parser(sub) -> None:
             "excluded (evaluation targets kept out of alignment) and unseen (tasks outside the alignment data)."
         ),
     )
-    from ._common import add_catalog_args, add_output_args, positive_int
+    from ._common import add_catalog_args, add_output_args, finite_float, positive_int
 
     add_catalog_args(p)
     p.add_argument("--encoder", "-e", action="append", default=[],
@@ -36,7 +36,7 @@ def add_parser(sub) -> None:
     p.add_argument("--format-aware", action="store_true",
                    help="identification for format-aware INSTA: every instruction, the held-out one too, is "
                         "embedded with its task's output space")
-    p.add_argument("--output-space-weight", type=float, default=0.0, metavar="W",
+    p.add_argument("--output-space-weight", type=finite_float, default=0.0, metavar="W",
                    help="identification for INSTA with output_space_weight W: add W x the cosine between the query "
                         "task's output space and each task's (0 = off)")
     p.add_argument("--method", "-m", action="append", default=[], metavar="NAME",
@@ -57,7 +57,7 @@ def add_parser(sub) -> None:
     t.add_argument("--aligned-encoder", help="an `insta align` encoder: adds INSTA-aligned with each aggregation")
     t.add_argument("--target-samples", type=int, default=32, help="unlabelled target inputs for RoE/DSIR (32)")
     t.add_argument("--library-size", type=int, default=50, help="instances per source for RoE/DSIR (50)")
-    t.add_argument("--reliability-min", type=float, default=0.5, help="leave out targets whose split-half "
+    t.add_argument("--reliability-min", type=finite_float, default=0.5, help="leave out targets whose split-half "
                    "reliability across seeds is below this (0.5)")
     t.add_argument("--include-unreliable", action="store_true", help="score unreliable targets too")
     from ._config import add_options_file_flag
@@ -142,7 +142,7 @@ def run_transfer_scoring(args: argparse.Namespace) -> int:
     for name in ("regret_k", "target_samples", "library_size"):
         if getattr(args, name) < 1:
             raise InstaError(f"--{name.replace('_', '-')} must be at least 1 (got {getattr(args, name)})")
-    matrix = read_matrix(args.transfer)
+    matrix = read_matrix(args.transfer, metric=args.metric)  # a --metric the matrix lacks is an error
     cache: dict = {}
 
     def catalogs(name: str):
@@ -177,8 +177,12 @@ def run_transfer_scoring(args: argparse.Namespace) -> int:
 
 def print_transfer_table(result) -> None:
     from rich.console import Console
-    from rich.markup import escape
     from rich.table import Table
+
+    from ..util.textsafe import safe_markup
+
+    def escape(text: str) -> str:  # labels and ids come from user files: no terminal control bytes
+        return safe_markup(text, newlines=False)
 
     summ = result["summary"]
     table = Table(title=f"selection methods vs measured transfer ({escape(result['metric'])}): mean over "

@@ -23,6 +23,13 @@ def add_parser(sub) -> None:
     p.add_argument("--methods", help="comma-separated method names or labels to keep (e.g. insta-mean,random)")
     p.add_argument("--n-eval", type=positive_int, help="evaluation examples per target (overrides eval.n)")
     p.add_argument("--n-total", type=positive_int, help="training instances per model (overrides mixture.n_total)")
+    p.add_argument("--model", help="the language model replacing the config's (e.g. smollm2: the small built-in "
+                   "one; a hub id or a local model folder)")
+    p.add_argument("--encoder", help="sentence encoder of the INSTA methods replacing the config's (and the base "
+                   "of an aligned encoder the run trains), e.g. all-MiniLM-L6-v2")
+    p.add_argument("--k", type=positive_int, help="source tasks selected per target (overrides k)")
+    p.add_argument("--available-only", action="store_true", help="keep only the targets whose instances are "
+                   "present (the others are named in one line); pool tasks without instances are dropped anyway")
     p.add_argument("--partial-report", action="store_true", help="write a report from the cells finished so far "
                    "(no training or evaluation; safe while a run is going on)")
     p.set_defaults(func=run)
@@ -35,7 +42,8 @@ def run(args: argparse.Namespace) -> int:
     from ._common import emit_json
     from ._run import command_line, run_overrides
 
-    overrides = {**run_overrides(args), "eval.n": args.n_eval, "mixture.n_total": args.n_total}
+    overrides = {**run_overrides(args), "eval.n": args.n_eval, "mixture.n_total": args.n_total,
+                 "model": args.model, "k": args.k, "encoder": args.encoder}
     if args.targets:
         overrides["targets"] = [t.strip() for t in args.targets.split(",") if t.strip()]
     methods = [m.strip() for m in args.methods.split(",") if m.strip()] if args.methods else None
@@ -45,11 +53,22 @@ def run(args: argparse.Namespace) -> int:
     if args.report_only or args.partial_report:
         emit_json(args, report_existing(cfg, partial=args.partial_report and not args.report_only, log=log))
         return 0
-    results = run_experiment(cfg, log=log, command=command_line("experiment"), plan_only=args.plan)
+    from ..experiment.gpu_cost import preflight
+
+    talk = not args.quiet and args.json_out != "-"
+    pre = preflight(cfg, plan=args.plan, available_only=args.available_only, log=log,
+                    show=print if talk else (lambda _line: None))
+    if pre.static is not None:  # --plan of a config whose data are not all here: the plan without selections
+        emit_json(args, pre.static)
+        return 0
+    results = run_experiment(cfg, log=log, command=command_line("experiment"), plan_only=args.plan,
+                             catalogs=pre.catalogs)
     if args.plan:
-        emit_json(args, {k: results.get(k) for k in ("name", "pool", "plan", "missing_cells")})
-        if not args.quiet and args.json_out != "-":
+        emit_json(args, {**{k: results.get(k) for k in ("name", "pool", "plan", "missing_cells")}, "cost": pre.cost})
+        if talk:
             _print_plan(results)
+            for line in pre.lines:
+                print(line)
         return 0
     emit_json(args, results.get("summary"))
     return 0

@@ -25,6 +25,8 @@ def add_parser(sub) -> None:
                    help="multiple_choice (rank) or generate_until (generate); auto: by whether examples have options")
     p.add_argument("--stop", action="append", default=None, help="stop string for generation (repeatable; default "
                    "newline)")
+    p.add_argument("--overwrite", action="store_true", help="replace files in --out even if they were edited "
+                   "after insta wrote them (or insta did not write them)")
     p.add_argument("--max-new-tokens", type=int, default=32, help="generation length (default 32)")
     add_output_args(p, json_help="write what was exported (files, task names, the lm-eval command) as JSON")
     from ._config import add_options_file_flag
@@ -47,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
     task = open_catalog(args).get(args.task)
     info = export_lm_eval_task(task, args.out, args.name, limit=args.limit, limit_per_template=args.limit_per_template,
                                mode=args.mode, stop=tuple(args.stop) if args.stop else ("\n",),
-                               max_new_tokens=args.max_new_tokens)
+                               max_new_tokens=args.max_new_tokens, overwrite=args.overwrite)
     emit_json(args, info)
     if not args.quiet and args.json_out != "-":
         parts = f" ({len(info['tasks'])} template tasks and a group)" if len(info["tasks"]) > 1 else ""

@@ -13,7 +13,7 @@ def add_parser(sub) -> None:
                     "of each pick. Methods: insta-mean (default), insta-max, insta-topk-vote, insta-aligned, "
                     "insta-format, hybrid, lexical, roe, dsir, random, all.",
     )
-    from ._common import add_catalog_args, add_output_args, positive_int
+    from ._common import add_catalog_args, add_output_args, finite_float, positive_int
 
     add_catalog_args(p)
     tgt = p.add_argument_group("target (one of)")
@@ -33,6 +33,9 @@ def add_parser(sub) -> None:
                         "'hashing' is a dependency-free bag-of-words stand-in)")
     m.add_argument("--option", "-o", action="append", default=[], metavar="KEY=VALUE",
                    help="a method option, e.g. -o weight=0.3 (hybrid), -o format_aware=true, -o library_size=50")
+    m.add_argument("--prior-matrix", metavar="FILE", default=None,
+                   help="a measured transfer matrix (insta's long CSV/JSON) for prior-transfer / popular-source; "
+                        "alone it selects with prior-transfer")
     m.add_argument("--target-examples", metavar="FILE", help="unlabelled target inputs for roe / dsir / hybrid: "
                    "JSONL with 'input' (and 'options'), or one input per line (default with --task: its own examples)")
     m.add_argument("--n-target-examples", type=positive_int, default=32, help="how many target inputs to use (32)")
@@ -42,7 +45,8 @@ def add_parser(sub) -> None:
     p.add_argument("--k-min", type=positive_int, default=1, help="lower bound of a k rule (1)")
     p.add_argument("--k-max", type=positive_int, default=None,
                    help="upper bound of a k rule (20, or the pool if smaller)")
-    p.add_argument("--z", type=float, default=1.0, help="threshold rule: standard deviations above the mean (1.0)")
+    p.add_argument("--z", type=finite_float, default=1.0,
+                   help="threshold rule: standard deviations above the mean (1.0)")
     p.add_argument("--ties", choices=["first", "include"], default="first",
                    help="when k cuts a tie group: keep exactly k (first, default) or take the whole group (include)")
     p.add_argument("--exclude", action="append", default=[], help="task id to leave out (repeatable)")
@@ -74,6 +78,7 @@ def run(args: argparse.Namespace) -> int:
     if isinstance(k, KRule):
         k = KRule(k.rule, k_min=args.k_min, k_max=args.k_max, z=args.z)
     name, options = method_and_options(args)
+    name = _with_prior_matrix(args, name, options)
     if args.task:
         target = (open_catalog(args, args.target_catalog) if args.target_catalog else full).get(args.task)
     elif args.instructions_file:
@@ -108,15 +113,53 @@ def run(args: argparse.Namespace) -> int:
     result = method.select(target, pool, k, target_samples=samples, exclude=args.exclude,
                            exclude_families=args.exclude_family, ties=args.ties,
                            target_info={"file": args.instructions_file} if args.instructions_file else None)
-    result.config.update({"data_dir": args.data_dir, "pool": args.pool, "catalog": args.catalog,
-                          "seconds": round(time.perf_counter() - t0, 3)})
-    if encoder is not None:
-        result.config["n_encoded"] = encoder.n_encoded
+    result.config.update({"data_dir": args.data_dir, "pool": args.pool, "catalog": args.catalog})
     if args.json_out:
-        write_json(args.json_out, result.to_dict())
+        write_json(args.json_out, stable_selection(result.to_dict()))
     if not args.quiet and args.json_out != "-":
         print_selection(result)
+    if not args.quiet:
+        print_run_facts(time.perf_counter() - t0, encoder)
     return 0
+
+
+def stable_selection(data: dict) -> dict:
+    """The selection as ``--json`` writes it: without what differs between two runs of the same selection (the
+    seconds taken; how many texts were encoded rather than read from the cache), so the same selection gives the
+    same bytes. Those go to stderr (:func:`print_run_facts`)."""
+    data = dict(data)
+    data.pop("seconds", None)
+    data["config"] = {k: v for k, v in (data.get("config") or {}).items() if k not in ("seconds", "n_encoded")}
+    return data
+
+
+def print_run_facts(seconds: float, encoder) -> None:
+    """One stderr line: time taken and, for an encoder, the texts encoded (the rest came from the cache)."""
+    import sys
+
+    encoded = getattr(encoder, "n_encoded", None)
+    extra = f", {encoded} text(s) encoded (the rest from the embedding cache)" if encoded is not None else ""
+    print(f"insta select: {seconds:.2f} s{extra}", file=sys.stderr)
+
+
+#: the methods that read a prior transfer matrix (--prior-matrix)
+PRIOR_MATRIX_METHODS = ("prior-transfer", "popular-source")
+
+
+def _with_prior_matrix(args: argparse.Namespace, name: str, options: dict) -> str:
+    """``--prior-matrix`` as the ``prior_matrix`` option (prior-transfer when no --method is given), and the data
+    directory where the matrix's targets are looked up; the method name to use."""
+    from ..errors import InstaError
+
+    if getattr(args, "prior_matrix", None):
+        if not args.method:
+            name = "prior-transfer"
+        elif name not in PRIOR_MATRIX_METHODS:
+            raise InstaError(f"--prior-matrix applies to {' / '.join(PRIOR_MATRIX_METHODS)}, not {name!r}")
+        options.setdefault("prior_matrix", args.prior_matrix)
+    if name in PRIOR_MATRIX_METHODS:
+        options.setdefault("data_dir", args.data_dir)
+    return name
 
 
 def _accepted(cls) -> set[str]:

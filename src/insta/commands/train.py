@@ -56,6 +56,12 @@ def run(args: argparse.Namespace) -> int:
     if args.quiet or args.json_out == "-":
         return 0
     m = result.metrics
+    if m.get("already_trained"):
+        from ..util.textsafe import safe_text
+
+        print(safe_text(f"{config.output_dir} already holds this finished run ({m.get('global_step')} steps): "
+                        f"nothing to train; --overwrite trains it again\nmodel: {result.model_dir}"))
+        return 0
     loss = (f"loss {m['first_loss']:.4f} -> {m['last_loss']:.4f}" if m.get("first_loss") is not None
             and m.get("last_loss") is not None else "no loss logged")
     kind = "LoRA" if m["lora"] else "full"

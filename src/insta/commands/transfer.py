@@ -22,6 +22,8 @@ def add_parser(sub) -> None:
         "while a run is going on)",
         json_help="write the plan or the results as JSON here")
     p.add_argument("--no-report", action="store_true", help="write the matrix but not the report and scoring")
+    p.add_argument("--overwrite", action="store_true", help="replace the matrix and report in --out even if "
+                   "another configuration's run (or not insta transfer) wrote them")
     p.set_defaults(func=run)
 
 
@@ -35,7 +37,13 @@ def run(args: argparse.Namespace) -> int:
     check_output_files(json_out=args.json_out if args.json_out != "-" else None)
     cfg = load_transfer_config(args.config, run_overrides(args))
     if not args.plan:
+        from ..transfer.measure import check_out_folder
+
         check_output_dir(cfg.out, "output folder")
+        check_out_folder(cfg, overwrite=args.overwrite)
+        from ..transfer.measure import check_out_folder
+
+        check_out_folder(cfg, overwrite=args.overwrite)
     log = Log(quiet=args.quiet)
     if args.plan:
         plan = plan_transfer(cfg, log=log)

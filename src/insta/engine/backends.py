@@ -109,7 +109,7 @@ class DryRunBackend:
         samples = []
         for ex in examples:
             rng = random.Random(stable_key("dry-run", handle["name"] if handle["counts"] else "base", ex.id))
-            if ex.options:
+            if ex.options and options.get("mode") != "generate":  # eval.mode generate: scored as generation
                 n = len(ex.options)
                 sums = [rng.gauss(-5.0, 1.0) for _ in range(n)]
                 lab = ex.label if ex.label is not None else 0

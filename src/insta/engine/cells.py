@@ -28,7 +28,7 @@ def compact_samples(result: dict[str, Any]) -> dict[str, Any]:
     samples = result.get("samples") or []
     out: dict[str, Any] = {"format": SAMPLES_FORMAT, "ids": [], "gold": [], "label": [],
                            **{k: [] for k in PRED_KEYS}, "gold_logprob": [], "gold_nll_per_token": [],
-                           "n_options": [], "exact_match": []}
+                           "n_options": [], "exact_match": [], "rouge_l": []}
     for s in samples:
         out["ids"].append(s["id"])
         if s.get("type", "rank") == "rank":
@@ -42,11 +42,13 @@ def compact_samples(result: dict[str, Any]) -> dict[str, Any]:
             out["gold_nll_per_token"].append(round(nll, 5))
             out["n_options"].append(len(s["options"]))
             out["exact_match"].append(None)
+            out["rouge_l"].append(None)
         else:
             for key in ("label", *PRED_KEYS, "gold_logprob", "gold_nll_per_token", "n_options"):
                 out[key].append(None)
             out["gold"].append(s.get("reference"))
             out["exact_match"].append(float(s.get("exact_match", 0.0)))
+            out["rouge_l"].append(float(s.get("rouge_l", 0.0)))  # NIV2's headline metric (x100)
     return out
 
 

@@ -17,7 +17,7 @@ import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 from ..util.helpers import timestamp
 from ..util.paths import atomic_write_json
@@ -129,6 +129,37 @@ def trained_record(out: Path, model_key: str) -> tuple[str, dict[str, Any]] | No
     return (str(where), rec) if where.is_dir() else None
 
 
+def model_job(out: str | Path, model_key: str, model: str, backend: str, evals: Sequence[CellJob],
+              make_records: Callable[[], list[dict[str, Any]]], **fields: Any) -> ModelJob:
+    """The job of one model: its missing cells (``evals``), and its training records unless it is the base model
+    or already trained (then its folder and record are reused); ``fields``: the rest of :class:`ModelJob`."""
+    job = ModelJob(model_key=model_key, model=model, backend=backend, out=str(out), evals=list(evals), **fields)
+    if model_key != BASE:
+        done = trained_record(Path(out), model_key)
+        if done is not None:
+            job.trained_dir, job.train_record = done
+        else:
+            t0 = time.perf_counter()
+            job.records = make_records()
+            job.record_fields = {**job.record_fields, "mixture_seconds": round(time.perf_counter() - t0, 3)}
+    return job
+
+
+def clean_stale(out: str | Path, subdirs: Sequence[str] = ("", "cells", "trained")) -> None:
+    """Before anything runs: model folders whose training did not finish (no record) and the temp files of atomic
+    writes that a killed run left in ``subdirs`` of ``out``."""
+    from ..util.paths import remove_stale_tmp
+
+    out = Path(out)
+    for sub in subdirs:
+        remove_stale_tmp(out / sub)
+    root = out / "models"
+    if root.is_dir():
+        for d in root.iterdir():
+            if d.is_dir() and not (out / "trained" / f"{d.name}.json").is_file():
+                shutil.rmtree(d, ignore_errors=True)
+
+
 def read_train_records(out: Path, keys: Any) -> list[dict[str, Any]]:
     """The training records of ``keys`` that exist (unreadable ones skipped), in the order of ``keys``."""
     recs = []
@@ -142,4 +173,5 @@ def read_train_records(out: Path, keys: Any) -> list[dict[str, Any]]:
     return recs
 
 
-__all__ = ["BASE", "CellJob", "ModelJob", "TRAIN_RECORD_KEYS", "execute_job", "read_train_records", "trained_record"]
+__all__ = ["BASE", "CellJob", "ModelJob", "TRAIN_RECORD_KEYS", "clean_stale", "execute_job", "model_job",
+           "read_train_records", "trained_record"]

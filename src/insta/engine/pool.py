@@ -191,7 +191,12 @@ def build_pool(cfg: RunConfig, source: Catalog, targets: Sequence[TargetInfo], e
 
 
 def _included(source: Catalog, pc: PoolConfig) -> Catalog:
-    """``pool.include`` (ids or families) when given, else the whole source catalog."""
+    """``pool.include`` (ids or families) when given, else the whole source catalog; then only the tasks of
+    ``pool.pools`` and ``pool.language`` when those are set."""
+    if pc.pools or pc.language:
+        wanted = set(pc.pools or ())
+        source = Catalog(source.name, [t for t in source if (not wanted or wanted & set(t.pools))
+                                       and (not pc.language or t.language == pc.language)], source.aliases)
     if not pc.include:
         return source
     keep = set(pc.include)
@@ -298,7 +303,7 @@ def _drop_near_duplicates(pool: Catalog, targets: Sequence[TargetInfo], cfg: Run
     import numpy as np
 
     if encoder is None:
-        from ..methods import get_encoder
+        from ..encoder import get_encoder
 
         encoder = get_encoder(cfg.pool.near_duplicate_encoder or cfg.encoder)
     tgt_texts, tgt_owner = _instruction_texts(targets, lambda t: t.task, lambda t: t.id)

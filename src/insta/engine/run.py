@@ -8,15 +8,12 @@ The comparison grid (:class:`insta.experiment.Experiment`) and the transfer matr
 from __future__ import annotations
 
 import os
-import shutil
-import time
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from ..catalogs.base import Catalog
 from ..util.helpers import Log
-from ..util.paths import remove_stale_tmp
-from .jobs import BASE, CellJob, ModelJob, execute_job, trained_record
+from .jobs import CellJob, ModelJob, clean_stale, execute_job, model_job
 from .pool import PoolInfo, TargetInfo, build_pool, parse_target, prepare_targets
 from .sections import RunConfig
 
@@ -60,12 +57,14 @@ class EngineRun:
         return self.out / "trained" / f"{key}.json"
 
     # -- inputs
-    def catalog(self, name: str) -> Catalog:
-        if name not in self._catalogs:
+    def catalog(self, name: str, split: str | None = None) -> Catalog:
+        """The catalog ``name`` (of one ``split`` when given), loaded once."""
+        key = f"{name}@{split}" if split else name
+        if key not in self._catalogs:
             from ..catalogs import load_catalog
 
-            self._catalogs[name] = load_catalog(name, self.cfg.data_dir)
-        return self._catalogs[name]
+            self._catalogs[key] = load_catalog(name, self.cfg.data_dir, **({"split": split} if split else {}))
+        return self._catalogs[key]
 
     def load_targets(self, n_samples: int = 0) -> None:
         """Every target (a clear error for an unknown one) with its evaluation set and ``n_samples`` unlabelled
@@ -75,6 +74,8 @@ class EngineRun:
         for spec in cfg.targets:
             cat, _ = parse_target(spec, cfg.pool.catalog)
             cats[cat] = self.catalog(cat)
+        if cfg.pool.split:
+            self.catalog(cfg.pool.catalog, cfg.pool.split)  # pool.split (e.g. P3's train rows): loaded, checked now
         self.targets = prepare_targets(cfg, cats, n_samples)
 
     def load_pool(self) -> None:
@@ -98,19 +99,9 @@ class EngineRun:
     # -- jobs
     def model_job(self, model_key: str, evals: Sequence[CellJob], make_records: Callable[[], list[dict[str, Any]]],
                   **fields: Any) -> ModelJob:
-        """The job of one model: its missing cells, and its training records unless it is the base model or
-        already trained (then its folder and record are reused)."""
-        job = ModelJob(model_key=model_key, model=self.cfg.model, backend=self.cfg.backend, out=str(self.out),
-                       evals=list(evals), keep_model=self.cfg.keep_models, **fields)
-        if model_key != BASE:
-            done = trained_record(self.out, model_key)
-            if done is not None:
-                job.trained_dir, job.train_record = done
-            else:
-                t0 = time.perf_counter()
-                job.records = make_records()
-                job.record_fields = {**job.record_fields, "mixture_seconds": round(time.perf_counter() - t0, 3)}
-        return job
+        """The job of one model of this run (:func:`insta.engine.jobs.model_job`)."""
+        return model_job(self.out, model_key, self.cfg.model, self.cfg.backend, evals, make_records,
+                         keep_model=self.cfg.keep_models, **fields)
 
     def missing_evals(self, model_key: str, keys: Sequence[tuple[str, TargetInfo]]) -> list[CellJob]:
         """The evaluations of (cell key, target) pairs whose cell is not written yet."""
@@ -143,15 +134,7 @@ class EngineRun:
         return infos
 
     def clean_stale(self) -> None:
-        """Before anything runs: model folders whose training did not finish (no record) and the temp files of
-        atomic writes that a killed run left."""
-        for sub in self.STATE_DIRS:
-            remove_stale_tmp(self.out / sub)
-        root = self.out / "models"
-        if root.is_dir():
-            for d in root.iterdir():
-                if d.is_dir() and not self.train_record_path(d.name).is_file():
-                    shutil.rmtree(d, ignore_errors=True)
-
+        """Before anything runs: what a killed run left (:func:`insta.engine.jobs.clean_stale`)."""
+        clean_stale(self.out, self.STATE_DIRS)
 
 __all__ = ["EngineRun"]

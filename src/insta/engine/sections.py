@@ -17,7 +17,7 @@ from ..util.options import check_keys, checked, checked_mapping, option, read_se
 from ..train import TrainConfig
 
 BACKENDS = ("transformers", "dry-run")
-TARGET_CATALOGS = ("bigbench", "bbh")
+TARGET_CATALOGS = ("bigbench", "bbh", "p3", "niv2")
 #: Keys of the ``eval`` section that are the run's (which examples), not the evaluation's.
 EVAL_OWN_KEYS = {"n", "seed"}
 
@@ -32,6 +32,9 @@ class PoolConfig:
     exclude_bbh_parents: str = "all"  # all | targets | none: BIG-bench parents of BBH tasks
     exclude: list[str] = field(default_factory=list)  # more task ids or families to drop
     include: list[str] | None = None  # keep only these (ids or families), before the other rules
+    pools: list[str] | None = None  # keep only tasks of these catalog pools (P3: t0_train; NIV2: train)
+    language: str | None = None  # keep only tasks in this language (NIV2: en)
+    split: str | None = None  # the catalog split the pool's instances come from (P3: train; default: the reader's)
     stem_match: bool = True  # drop units whose family name extends a target's family name (or vice versa)
     near_duplicate_cosine: float | None = 0.95  # drop units with an instruction this close to a target's
     near_duplicate_encoder: str | None = None  # default: the run's encoder

@@ -158,6 +158,41 @@ def _write_part(out: Path, sub: str, exs: Sequence[Example], template_id: str, m
     return [str(data), str(out / f"{sub}.yaml")]
 
 
+#: what insta wrote into an export folder: file name -> SHA-256, so a hand-edited file is never replaced silently
+MANIFEST = ".insta-export.json"
+
+
+def _sha256(path: Path) -> str | None:
+    import hashlib
+
+    try:
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+    except OSError:
+        return None
+
+
+def _refuse_edited(out: Path, names: Sequence[str], overwrite: bool) -> dict[str, str]:
+    """The export manifest of ``out``; one error line (before anything is written) when a file among ``names``
+    exists and is not byte for byte what insta last wrote there, unless ``overwrite``."""
+    try:
+        written = json.loads((out / MANIFEST).read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError):
+        written = {}
+    written = {k: v for k, v in written.items() if isinstance(v, str)} if isinstance(written, dict) else {}
+    if not overwrite:
+        changed = [n for n in names if (out / n).exists() and written.get(n) != _sha256(out / n)]
+        if changed:
+            raise InstaError(f"{out / changed[0]} was edited after insta wrote it, or insta did not write it: pass "
+                             "--overwrite to replace it, or choose another --out or --name")
+    return written
+
+
+def _record_written(out: Path, written: dict[str, str], names: Sequence[str]) -> None:
+    from .paths import atomic_write_json
+
+    atomic_write_json(out / MANIFEST, {**written, **{n: _sha256(out / n) for n in names}})
+
+
 def export_lm_eval_task(
     task: Task | Sequence[Example],
     out_dir: str | os.PathLike,
@@ -169,13 +204,15 @@ def export_lm_eval_task(
     stop: Sequence[str] = ("\n",),
     max_new_tokens: int = 32,
     average_over_templates: bool | None = None,
+    overwrite: bool = False,
 ) -> dict[str, Any]:
     """Write a task as an lm-eval task (see the module docstring) into ``out_dir``; returns what was written:
     ``{"name", "output_type", "n", "files", "tasks", "include_path", "command"}``.
 
     ``limit`` / ``limit_per_template`` pick the same examples as :class:`insta.evaluate.EvalConfig`'s;
     ``mode`` is ``auto`` (rank classification when every example has options, generation when none has),
-    ``rank`` or ``generate``.
+    ``rank`` or ``generate``. A file of the same name that insta did not write, or that was edited since, is
+    refused unless ``overwrite`` (see :func:`_refuse_edited`).
     """
     from . import template_of
 
@@ -195,6 +232,10 @@ def export_lm_eval_task(
     source = {"task": task_id, "catalog": catalog, "mode": mode, "n": len(examples)}
     header = (f"# lm-evaluation-harness task written by `insta export-lm-eval` from {catalog or 'examples'}:{task_id} "
               f"({len(examples)} examples, insta's exact prompts).\n")
+    subs = [name if not per_template else f"{name}__t{i}" for i in range(len(parts))]
+    planned = [f"{sub}{ext}" for sub in subs for ext in (".jsonl", ".yaml")] + ([f"{name}.yaml"] if per_template
+                                                                                 else [])
+    written = _refuse_edited(out, planned, overwrite)
     files, task_names = [], []
     for i, (tid, exs) in enumerate(parts):
         sub = name if not per_template else f"{name}__t{i}"
@@ -210,6 +251,7 @@ def export_lm_eval_task(
         _write_yaml(out / f"{name}.yaml", group, header.replace("task written", "group (one task per template, "
                                                                 "averaged unweighted as T0 does) written"))
         files.append(str(out / f"{name}.yaml"))
+    _record_written(out, written, planned)
     return {"name": name, "output_type": OUTPUT_TYPES[mode], "n": len(examples), "tasks": task_names,
             "files": files, "include_path": str(out),
             "command": f"lm-eval run --model hf --model_args pretrained=MODEL --tasks {name} --include_path {out}"}

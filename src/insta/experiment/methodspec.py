@@ -80,7 +80,8 @@ def _specs_of(i: int, item: Any, top: dict[str, Any]) -> list[MethodSpec]:
         raise InstaError(f"method {name!r} takes no 'seeds' (only random does)")
     load_method(name, **opts)  # unknown name or option: a clear error now
     lab = label or name
-    return [MethodSpec(name, lab, opts, group=lab, align=align_config(align, f"{lab}.align"))]
+    base = {"base_encoder": top["encoder"]} if name == "insta-aligned" and top.get("encoder") else {}
+    return [MethodSpec(name, lab, opts, group=lab, align=align_config(align, f"{lab}.align", **base))]
 
 
 def method_specs(raw: Any, top: dict[str, Any]) -> list[MethodSpec]:

@@ -267,11 +267,22 @@ def run_experiment(cfg: ExperimentConfig, *, out: str | os.PathLike | None = Non
     """Validate, plan, run every missing cell, write the results and the report; returns the results dict."""
     t0 = time.perf_counter()
     exp = Experiment(cfg, out=out, backend=backend, log=log, catalogs=catalogs, pool_encoder=pool_encoder)
+    if plan_only:
+        exp.prepare()
+        exp.out.mkdir(parents=True, exist_ok=True)
+        exp.plan()
+        return assemble_results(exp)
+    from ..util.paths import run_lock
+
+    with run_lock(exp.out, "experiment"):  # a second run on this folder is refused, not interleaved
+        return _run_locked(exp, cfg, t0, report, command)
+
+
+def _run_locked(exp: Experiment, cfg: ExperimentConfig, t0: float, report: bool, command: str | None
+                ) -> dict[str, Any]:
     exp.prepare()
     exp.out.mkdir(parents=True, exist_ok=True)
     exp.plan()
-    if plan_only:
-        return assemble_results(exp)
     results = _with_p3_table(exp.run(), cfg, exp.out, exp.log)
     results["command"] = command
     results["seconds_total"] = round(time.perf_counter() - t0, 1)

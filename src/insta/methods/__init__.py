@@ -16,6 +16,8 @@ The leakage guard, ranking, tie groups and k rules live in the base class (:mod:
 | ``lexical`` | instructions | BM25 (Okapi, ``rank-bm25``) of the target instructions against each task's instructions |
 | ``roe`` | target_samples, source_instances | Retrieval of Experts (Jang et al. 2023): nearest-source-instance vote |
 | ``dsir`` | target_samples, source_instances | DSIR (Xie et al. 2023) hashed n-gram importance weights, per task |
+| ``prior-transfer`` | instructions, prior_matrix | transfer measured before: popular sources, pivot targets, INSTA |
+| ``popular-source`` | prior_matrix | sources by their mean percentile in a prior transfer matrix; target unread |
 | ``random`` | seed | ``k`` pool tasks drawn uniformly with a seed; does not look at the target |
 | ``all`` | nothing | every pool task (the multi-task baseline); ``k`` does not apply |
 
@@ -39,6 +41,7 @@ from .dsir import DSIRMethod, dsir_featurizer, ngram_buckets, ngram_counts_built
 from .hybrid import HybridMethod
 from .insta import InstaAlignedMethod, InstaFormatMethod, InstaMaxMethod, InstaMethod, InstaVoteMethod, Selector
 from .lexical import LexicalMethod
+from .prior_transfer import PopularSourceMethod, PriorTransferMethod
 from .resources import (
     encoder_name,
     get_encoder,
@@ -63,6 +66,8 @@ METHODS: dict[str, type[SelectionMethod]] = {
     "roe": RoEMethod,
     "lexical": LexicalMethod,
     "dsir": DSIRMethod,
+    "prior-transfer": PriorTransferMethod,
+    "popular-source": PopularSourceMethod,
 }
 #: Methods whose ``encoder`` option defaults to a configuration's shared encoder.
 SHARED_ENCODER_METHODS = tuple(n for n, cls in METHODS.items() if cls.shared_encoder)
@@ -78,7 +83,7 @@ def load_method(name: str, **options: Any) -> SelectionMethod:
         raise InstaError(f"unknown selection method {name!r}{hint}; known: {', '.join(METHODS)}")
     try:
         return METHODS[name](**options)
-    except TypeError as err:
+    except (TypeError, ValueError) as err:  # an unknown option, or a value of the wrong kind (seed: x)
         raise InstaError(f"method {name!r}: bad options ({err})") from None
 
 
@@ -100,7 +105,8 @@ def select(
 __all__ = [
     "AllMethod", "CONSUMPTIONS", "DSIRMethod", "HybridMethod", "InstaAlignedMethod", "InstaFormatMethod",
     "InstaMaxMethod", "InstaMethod", "InstaVoteMethod", "InstanceIndex", "LexicalMethod", "METHODS",
-    "RandomMethod", "RoEMethod", "SHARED_ENCODER_METHODS", "Selection", "SelectionMethod", "TaskScore",
+    "PopularSourceMethod", "PriorTransferMethod", "RandomMethod", "RoEMethod", "SHARED_ENCODER_METHODS", "Selection",
+    "SelectionMethod", "TaskScore",
     "dsir_featurizer", "encoder_name", "get_encoder", "instance_text", "library_texts",
     "load_method", "ngram_buckets", "ngram_counts_builtin", "ngram_features", "read_target_examples",
     "relatives", "select", "Selector", "source_library", "unlabelled_samples", "wordpunct_fallback",

@@ -273,26 +273,22 @@ class InstaMethod(SelectionMethod):
         return sc
 
     def _target_space(self, target: Task, samples: Sequence[Example]) -> str | None:
-        """The target's output space: its first known one, else one read from unlabelled samples with options."""
-        from ..taskformat import output_spaces
+        """The target's output space (:func:`insta.taskformat.task_output_space`: every template, order-free),
+        else one read from unlabelled samples with options."""
+        from ..taskformat import target_output_space
 
-        known = [s for s in output_spaces(target) if s]
-        if not known and samples and all(s.options for s in samples):
-            probe = Task(id=target.id, instructions=list(target.instructions), catalog="",
-                         loader=lambda: iter(samples))
-            known = [s for s in output_spaces(probe) if s]
-        return known[0] if known else None
+        return target_output_space(target, samples)
 
     def _with_output_space(self, sc: Scores, target: Task, pool: Catalog, samples: Sequence[Example],
                            allowed: np.ndarray) -> Scores:
         """``sc`` with ``output_space_weight`` x the output-space cosine added to every allowed source's score."""
-        from ..taskformat import embed_output_spaces, output_space_cosines, output_spaces
+        from ..taskformat import embed_output_spaces, output_space_cosines, task_output_space
 
         space = self._target_space(target, samples)
         if space is None:
             sc.info["output_space"] = "the target's output space is unknown: instructions alone"
             return sc
-        sources = [next((s for s in output_spaces(t) if s), None) for t in pool]
+        sources = [task_output_space(t) for t in pool]
         vectors = embed_output_spaces([space, *sources], get_encoder(self.encoder_name))
         cos = output_space_cosines(space, sources, vectors, allowed)
         score = np.where(allowed, sc.score + self.output_space_weight * cos, sc.score)

@@ -11,6 +11,7 @@ from ..catalogs.base import Catalog
 from ..errors import InstaError
 from ..util.helpers import stable_key, stable_rng
 from ..records import Example, Task
+from ..encoder import encoder_name, get_encoder  # noqa: F401  (the methods' encoders by name)
 from ..selection import leakage_guard
 
 T = TypeVar("T")
@@ -55,42 +56,6 @@ def relatives(target: Task, pool: Catalog) -> list[str]:
     return leakage_guard(pool, target)
 
 
-_ENCODERS: dict[str, Any] = {}
-
-
-def get_encoder(name: Any) -> Any:
-    """A shared encoder per name: ``"hashing"`` (or ``"hashing-<dim>"``) is the dependency-free test encoder,
-    anything else a sentence-transformers model through :class:`insta.encoder.Encoder`. An encoder object (with
-    ``encode`` and ``describe``) is returned as it is, a plain ``SentenceTransformer`` wrapped
-    (:func:`insta.encoder.as_text_encoder`)."""
-    if name is not None and not isinstance(name, str):
-        from ..encoder import as_text_encoder
-
-        return as_text_encoder(name)
-    from ..encoder import DEFAULT_ENCODER
-
-    key = name or DEFAULT_ENCODER
-    if key not in _ENCODERS:
-        if key == "hashing" or key.startswith("hashing-"):
-            from ..encoder import HashingEncoder
-
-            dim = int(key.split("-", 1)[1]) if "-" in key else 512
-            _ENCODERS[key] = HashingEncoder(dim)
-        else:
-            from ..encoder import Encoder
-
-            _ENCODERS[key] = Encoder(key)
-    return _ENCODERS[key]
-
-
-def encoder_name(encoder: Any) -> str:
-    """How an ``encoder`` option is named in parameters and cache keys."""
-    from ..encoder import DEFAULT_ENCODER
-
-    if encoder is not None and not isinstance(encoder, str):
-        encoder = get_encoder(encoder)
-        return str(encoder.describe().get("name") or type(encoder).__name__)
-    return encoder or DEFAULT_ENCODER
 
 
 #: The last pool's source libraries, shared by RoE, DSIR and hybrid across targets (one pool kept: pools are large).

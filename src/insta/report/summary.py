@@ -29,12 +29,12 @@ NORMALISATIONS = {"char": ("_norm", "characters"), "token": ("_norm_token", "tok
 DEFAULT_BASELINES = ("random", "all", "lexical", "roe", "dsir", "base")
 #: every metric the summary table holds (where the cells have what it needs)
 TABLE_METRICS = ("bal_acc_norm", "bal_acc_norm_token", "acc_norm", "acc_norm_token", "acc", "bal_acc",
-                 "bal_acc_calibrated", "acc_calibrated", "gold_logprob", "exact_match")
+                 "bal_acc_calibrated", "acc_calibrated", "gold_logprob", "exact_match", "rouge_l")
 
 
 def _arrays(s: dict[str, Any], metric: str) -> dict[str, np.ndarray] | None:
     """The per-example arrays a metric needs, or None when the cell lacks them."""
-    if metric in ("exact_match", "gold_logprob", "gold_nll_per_token"):
+    if metric in ("exact_match", "rouge_l", "gold_logprob", "gold_nll_per_token"):
         v = s.get(metric) or []
         return None if not v or any(x is None for x in v) else {"value": np.asarray(v, dtype=float)}
     rule = rank_rule(metric)

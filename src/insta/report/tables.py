@@ -22,6 +22,7 @@ METRIC_NAMES = {
     "acc_calibrated": "acc_calibrated: accuracy, calibrated",
     "gold_logprob": "gold log-prob (sum)",
     "exact_match": "exact match",
+    "rouge_l": "ROUGE-L (x100)",
 }
 SECONDARY = ("acc", "acc_norm", "acc_norm_token", "bal_acc", "bal_acc_calibrated", "gold_logprob")
 BETTER, WORSE = "▲", "▼"
@@ -223,7 +224,7 @@ def targets_table(results: dict[str, Any], summary: dict[str, Any]) -> Table:
 
 def methods_table(summary: dict[str, Any]) -> Table:
     """The method groups, their seeds, what they consumed and their parameters."""
-    from ..methods import CONSUMPTIONS
+    from ..selection import CONSUMPTIONS
 
     header = ["method", "seeds", "consumes", "parameters"]
     rows = []

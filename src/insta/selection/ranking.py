@@ -2,6 +2,7 @@
 their order, and how many to keep (a fixed k or a :class:`KRule` read off the score curve)."""
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
@@ -44,6 +45,8 @@ class KRule:
     def __post_init__(self) -> None:
         if self.rule not in K_RULES:
             raise InstaError(f"unknown k rule {self.rule!r} (choose a number or one of {', '.join(K_RULES)})")
+        if not math.isfinite(self.z):
+            raise InstaError(f"the threshold rule's z must be a finite number (got {self.z})")
         if self.k_min < 1 or (self.k_max is not None and self.k_max < self.k_min):
             raise InstaError(f"k rule bounds must satisfy 1 <= k_min <= k_max (got {self.k_min}, {self.k_max})")
 
@@ -83,10 +86,15 @@ def choose_k(scores: Sequence[float], rule: KRule) -> tuple[int, str]:
     sd = float(np.std(s)) or 1.0
     if k_min >= n or k_max == k_min:
         return k_min, f"the bounds leave one choice (k_min={rule.k_min}, k_max={k_max})"
+    if rule.rule in ("gap", "elbow"):
+        cuts = np.arange(k_min, min(k_max, n - 1) + 1)  # select the first c tasks
+        between = cuts[~scores_close(s[cuts - 1], s[cuts])]  # only between distinct scores: never inside a tie
+        if not len(between):
+            return k_min, (f"ranks {k_min}-{min(k_max, n - 1) + 1} all tie: no cut between distinct scores, k_min "
+                           "(--ties decides the tie group)")
     if rule.rule == "gap":
-        cuts = np.arange(k_min, min(k_max, n - 1) + 1)
-        gaps = s[cuts - 1] - s[cuts]
-        c = int(cuts[int(np.argmax(gaps))])
+        gaps = s[between - 1] - s[between]
+        c = int(between[int(np.argmax(gaps))])
         return c, (f"largest score drop within ranks {k_min}-{k_max}: after rank {c} ({s[c - 1]:.4g} -> {s[c]:.4g}, "
                    f"{(s[c - 1] - s[c]) / sd:.2f} SD of the {n} candidates' scores)")
     if rule.rule == "elbow":
@@ -96,8 +104,7 @@ def choose_k(scores: Sequence[float], rule: KRule) -> tuple[int, str]:
         x = np.arange(n) / max(1, n - 1)
         y = (s - s[-1]) / span
         below = (1.0 - x) - y  # how far the curve lies below the chord from the best to the worst candidate
-        idx = np.arange(k_min, min(k_max, n - 1) + 1)  # 0-based knee positions: select the tasks above it
-        c = int(idx[int(np.argmax(below[idx]))])
+        c = int(between[int(np.argmax(below[between]))])  # 0-based knee position: select the tasks above it
         return c, (f"knee of the sorted score curve (farthest below the chord from rank 1 to rank {n}) at rank "
                    f"{c + 1}: the {c} tasks above it")
     mu = float(np.mean(s))

@@ -10,6 +10,7 @@ CONSUMPTIONS = {
     "instructions": "target and source task instructions",
     "target_samples": "unlabelled target instances (inputs with their answer options, no labels)",
     "source_instances": "instances of every source task (a fixed-size library per task)",
+    "prior_matrix": "transfer measured before (a prior transfer matrix's targets and sources)",
     "seed": "a random seed only",
     "nothing": "nothing but the pool",
 }

@@ -113,7 +113,47 @@ def checkpoint_problem(path: str | os.PathLike) -> str | None:
         elif not (name == "optimizer.pt"
                   and any(x.name.startswith(("optimizer_", "global_step")) for x in p.iterdir())):
             return f"no {name}"
+    return pickles_problem(p)
+
+
+def pickles_problem(path: str | os.PathLike) -> str | None:
+    """Why a checkpoint's pickled files cannot be resumed from safely (``None``: they can).
+
+    Every pickled file the Trainer reads back (optimizer, scheduler, random states) must load with
+    ``torch.load(weights_only=True)``: such a file holds tensors and plain containers only, so loading it runs no
+    code, and the Trainer's own loading of it (weights_only too) does not fail halfway through a resume.
+    """
+    import torch
+    from transformers.trainer_pt_utils import safe_globals
+
+    p = Path(path)
+    names = ["optimizer.pt", "scheduler.pt", *sorted(x.name for x in p.glob("rng_state*.pth"))]
+    for name in names:
+        if not (p / name).is_file():
+            continue
+        try:
+            with safe_globals():
+                torch.load(p / name, map_location="cpu", weights_only=True, mmap=True)
+        except Exception as err:  # unpickling refused, truncated or corrupt file
+            return f"{name}: {type(err).__name__}: {(str(err).splitlines() or [''])[0][:120]}"
     return None
+
+
+def finished_run(out: Path, fp: dict[str, Any]) -> dict[str, Any] | None:
+    """The metrics of a finished run of this same configuration in ``out`` (``None``: there is work to do), so that
+    rerunning a finished command trains nothing and leaves ``train_result.json`` as it is."""
+    meta, result = out / "train_config.json", out / "train_result.json"
+    if not (meta.is_file() and result.is_file() and (out / "model" / MODEL_MARKER).is_file()):
+        return None
+    try:
+        old = run_fingerprint(meta)
+        data = json.loads(result.read_text(encoding="utf-8"))
+    except (InstaError, OSError, ValueError, RecursionError):
+        return None
+    if any(old.get(k) != v for k, v in fp.items()) or not isinstance(data, dict):
+        return None
+    metrics = data.get("metrics")
+    return metrics if isinstance(metrics, dict) else None
 
 
 def safetensors_problem(path: str | os.PathLike) -> str | None:

@@ -12,7 +12,8 @@ from typing import Any, Sequence
 
 from ..errors import InstaError
 from ..util.options import apply_overrides
-from .checkpoints import find_resume_checkpoint, refuse_foreign_outputs, refuse_sentence_encoder, run_fingerprint
+from .checkpoints import (find_resume_checkpoint, finished_run, refuse_foreign_outputs, refuse_sentence_encoder,
+                          run_fingerprint)
 from .config import MODEL_MARKER, TrainConfig, TrainResult
 from .features import (base_for_metadata, build_features, choose_batching, mixture_digest, records_of,
                        training_dataset)
@@ -322,6 +323,10 @@ def train_model(mixture: Any, config: TrainConfig | None = None, callbacks: Sequ
     digest = mixture_digest(records)
     fp = {**config.fingerprint(), "mixture_sha": digest}
     _prepare_output(config, out, fp)
+    done = finished_run(out, fp) if config.resume and not config.overwrite else None
+    if done is not None:  # the same command again: nothing to train, nothing overwritten
+        logger.info(f"{out} already holds this finished run: nothing to train (--overwrite trains it again)")
+        return TrainResult(output_dir=str(out), model_dir=str(final_dir), metrics={**done, "already_trained": True})
 
     location, kind, tokenizer, model, load_s = _load_base(config)
     feats, stats = build_features(records, tokenizer, kind, config)

@@ -1,10 +1,16 @@
 """What one transfer cell keeps per evaluation example, and the metrics computed from it.
 
 Per example (parallel arrays, so a cell stays small and a paired analysis needs no model): the gold option's
-negative log-likelihood per token (the primary metric: continuous, one forward pass), and the predictions of
+negative log-likelihood per token (v1's primary metric: continuous, one forward pass), the predictions of
 rank classification under the lm-evaluation-harness rules: ``acc`` (summed log-likelihood), ``acc_norm``
 (divided by the option's length in characters, as lm-eval's ``acc_norm``), ``acc_norm_token`` (divided by its
-token count) and ``acc_calibrated`` (minus the option's log-likelihood after a content-free prompt).
+token count) and ``acc_calibrated`` (minus the option's log-likelihood after a content-free prompt), and (cells
+written since the learnability screen) every option's text, summed log-likelihood and token count, so any
+rank metric can be recomputed from the cells later.
+
+``margin`` is the gold option's summed log-likelihood minus the best distractor's: positive only when the
+``acc`` rule answers correctly, and, unlike the gold NLL, it does not improve when training only raises the
+likelihood of every option of the answer format alike.
 """
 from __future__ import annotations
 
@@ -18,6 +24,7 @@ METRICS = {
     "acc_norm_token": True,
     "acc_calibrated": True,
     "bal_acc_norm": True,
+    "margin": True,
 }
 PRIMARY = "nll_per_token"
 
@@ -31,7 +38,8 @@ def compact_rank_samples(samples: Sequence[dict[str, Any]]) -> dict[str, list]:
     from ..metrics import gold_score
 
     out: dict[str, list] = {k: [] for k in ("ids", "label", "gold", "n_options", "nll_per_token", "pred_sum",
-                                             "pred_norm", "pred_norm_token", "pred_calibrated")}
+                                             "pred_norm", "pred_norm_token", "pred_calibrated", "options",
+                                             "scores_sum", "n_tokens")}
     for s in samples:
         if s.get("type", "rank") != "rank":
             continue
@@ -49,7 +57,32 @@ def compact_rank_samples(samples: Sequence[dict[str, Any]]) -> dict[str, list]:
         out["pred_norm"].append(_argmax([x / c for x, c in zip(sums, chars)]))
         out["pred_norm_token"].append(_argmax([x / max(1, n) for x, n in zip(sums, ntok)]))
         out["pred_calibrated"].append(_argmax(cal) if cal else None)
+        out["options"].append(list(s["options"]))
+        out["scores_sum"].append([round(x, 5) for x in sums])
+        out["n_tokens"].append([int(n) for n in ntok])
     return out
+
+
+def margins(s: dict[str, list]) -> list[float] | None:
+    """Per example: the gold option's summed log-likelihood minus the best distractor's (``None`` for cells
+    written before per-option scores were kept)."""
+    scores = s.get("scores_sum")
+    if not scores or len(scores) != len(s["ids"]):
+        return None
+    out = []
+    for sc, lab in zip(scores, s["label"]):
+        others = [x for i, x in enumerate(sc) if i != lab]
+        out.append(float(sc[lab]) - max(others) if others else float("nan"))
+    return out
+
+
+def predicted_texts(s: dict[str, list], key: str = "pred_sum") -> list[str] | None:
+    """The option text each example's prediction picked (``None`` for cells without option texts): a model
+    that answers one constant text whatever the input shows up as one value here."""
+    opts = s.get("options")
+    if not opts or len(opts) != len(s["ids"]):
+        return None
+    return [o[p] if p is not None else "" for o, p in zip(opts, s[key])]
 
 
 def cell_metrics(s: dict[str, list]) -> dict[str, float | None]:
@@ -79,6 +112,7 @@ def cell_metrics(s: dict[str, list]) -> dict[str, float | None]:
         "acc_norm_token": acc("pred_norm_token"),
         "acc_calibrated": acc("pred_calibrated"),
         "bal_acc_norm": balanced_accuracy(pred_text, golds),
+        "margin": (sum(m) / n) if (m := margins(s)) is not None else None,
     }
 
 
@@ -86,6 +120,9 @@ def per_example(s: dict[str, list], metric: str) -> list[float]:
     """The per-example values of a metric (0/1 for accuracies), for paired standard errors."""
     if metric == "nll_per_token":
         return list(s["nll_per_token"])
+    if metric == "margin":
+        m = margins(s)
+        return m if m is not None else [float("nan")] * len(s["ids"])
     key = {"acc": "pred_sum", "acc_norm": "pred_norm", "acc_norm_token": "pred_norm_token",
            "acc_calibrated": "pred_calibrated", "bal_acc_norm": "pred_norm"}[metric]
     return [float(p == lab) if p is not None else float("nan") for p, lab in zip(s[key], s["label"])]

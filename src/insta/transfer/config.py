@@ -54,7 +54,7 @@ class ScoringSettings:
     encoder: str | None = None  # the encoder of the INSTA variants (None: all-MiniLM-L6-v2)
     aligned_encoder: str | None = None  # INSTA-aligned's encoder (left out when missing and ``align`` is not set)
     align: dict[str, Any] | None = None  # how to train ``aligned_encoder`` when it is missing
-    metric: str = "nll_per_token"
+    metric: str | None = None  # None: the matrix's primary metric (nll_per_token)
     k: int = field(default=5, metadata={"minimum": 1})
     target_samples: int = field(default=32, metadata={"minimum": 1})
     library_size: int = field(default=50, metadata={"minimum": 1})
@@ -100,6 +100,9 @@ def _sources_config(raw: Any) -> SourcesConfig:
         raise _fail(f"sources.n must be at least 2 (got {src.n})")
     if not all(isinstance(x, str) and x for x in src.list):
         raise _fail("sources.list must be a list of task ids")
+    if len(set(src.list)) != len(src.list):
+        twice = sorted({x for x in src.list if src.list.count(x) > 1})
+        raise _fail(f"sources.list names {', '.join(twice)} twice (each source is one row of the matrix)")
     if src.strategy == "list" and len(src.list) < 2:
         raise _fail("sources.strategy 'list' needs at least 2 ids in sources.list")
     return src
@@ -107,6 +110,10 @@ def _sources_config(raw: Any) -> SourcesConfig:
 
 def _scoring(raw: Any) -> ScoringSettings:
     scoring = read_section(ScoringSettings, raw, "scoring", prefix=PREFIX)
+    from .cells import METRICS
+
+    if scoring.metric is not None and scoring.metric not in METRICS:
+        raise _fail(f"scoring.metric must be one of {', '.join(METRICS)} (got {scoring.metric!r})")
     if scoring.methods is not None:  # checked now, not after the matrix has run
         from .methods_vs_matrix import parse_method_specs
 

@@ -163,7 +163,14 @@ def _num(x: Any, what: str, where: str) -> float | None:
         raise InstaError(f"{where}: {what} is not a number ({x!r})") from None
     if not math.isfinite(v):
         raise InstaError(f"{where}: {what} is not finite ({x!r})")
+    if abs(v) > MAX_VALUE:
+        raise InstaError(f"{where}: {what} {x!r} is beyond +-{MAX_VALUE:g}: the reliability and the confidence "
+                         "intervals square these values, which would overflow; rescale the matrix")
     return v
+
+
+#: the largest magnitude a matrix value may have: its square (in variances and correlations) stays finite
+MAX_VALUE = 1e150
 
 
 def _row(r: dict[str, Any], i: int, p: Path) -> dict[str, Any]:
@@ -179,6 +186,8 @@ def _row(r: dict[str, Any], i: int, p: Path) -> dict[str, Any]:
         if value is None or base is None:
             raise InstaError(f"{where}: needs 'transfer', or 'value' and 'base_value'")
         transfer = transfer_value(metric, value, base)
+        if not math.isfinite(transfer):
+            raise InstaError(f"{where}: value - base_value overflows ({value!r}, {base!r}): rescale the matrix")
     seed = r.get("seed")
     return {"target": r["target"].strip(), "source": r["source"].strip(),
             "seed": 0 if seed in (None, "") else seed, "metric": metric, "value": value, "base_value": base,

@@ -3,7 +3,9 @@
 then writes the matrix (CSV + JSON), ``results.json`` with its reliability, and the report."""
 from __future__ import annotations
 
+import json
 import time
+from pathlib import Path
 from typing import Any, Callable
 
 from ..errors import InstaError
@@ -11,6 +13,46 @@ from ..util.paths import atomic_write_json, atomic_write_text
 from .config import TransferConfig
 from .results import assemble_results, build_matrix, score_matrix
 from .runner import TransferRun, sources_summary
+
+#: what a transfer run writes at the top of its folder (cells/, trained/ and models/ are keyed by content)
+OUTPUTS = ("matrix.csv", "matrix.json", "results.json", "report.md", "report.html", "transfer_heatmap.png",
+           "method_scores.png")
+#: config keys that change neither the cells nor the matrix: a rerun that changes only these is the same run
+NOT_IDENTITY = {"out", "data_dir", "executor", "scoring", "description", "keep_models", "reliability_min"}
+
+
+def check_out_folder(cfg: TransferConfig, out: str | Path | None = None, overwrite: bool = False) -> None:
+    """Refuse (unless ``overwrite``) an output folder whose matrix and report this run would replace: files of
+    the same names that no transfer run wrote (a user's own ``matrix.csv``), or another run's, made with a
+    configuration that differs in a key that changes the matrix (as ``insta align`` refuses a changed config)."""
+    folder = Path(out or cfg.out)
+    if overwrite or not folder.is_dir():
+        return
+    prev = _read_results(folder / "results.json")
+    if prev is not None:
+        old, new = prev["config"], cfg.raw
+        diff = [k for k in sorted(set(old) | set(new), key=str) if k not in NOT_IDENTITY and old.get(k) != new.get(k)]
+        if diff:
+            raise InstaError(f"{folder} holds a transfer run with another configuration (differs in: "
+                             f"{', '.join(map(str, diff))}): pass --overwrite to replace its matrix and report, or "
+                             "choose another --out")
+        return
+    if (folder / "cells").is_dir():  # a run killed before its first results.json
+        return
+    foreign = [n for n in OUTPUTS if (folder / n).exists()]
+    if foreign:
+        raise InstaError(f"{folder} holds {', '.join(foreign)} that no insta transfer run wrote: pass --overwrite "
+                         "to replace them, or choose another --out")
+
+
+def _read_results(path: Path) -> dict[str, Any] | None:
+    """A transfer run's ``results.json`` (``None`` when missing, unreadable or written by something else)."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError):
+        return None
+    ok = isinstance(data, dict) and isinstance(data.get("config"), dict) and isinstance(data.get("plan"), dict)
+    return data if ok else None
 
 
 def plan_transfer(cfg: TransferConfig, **kw: Any) -> dict[str, Any]:
@@ -31,9 +73,25 @@ def run_transfer(cfg: TransferConfig, *, out: str | None = None, backend: Any = 
     (``report``) the report with method scoring; ``run_cells=False`` only rewrites them from finished cells."""
     t0 = time.perf_counter()
     run = TransferRun(cfg, out=out, backend=backend, log=log, catalogs=catalogs, pool_encoder=pool_encoder)
+    if not run_cells:
+        return _write_outputs(run, {"units_run": 0}, t0, report, command)
+    from ..util.paths import run_lock
+
+    with run_lock(run.out, "transfer"):  # a second run on this folder is refused: it would delete models in use
+        return _write_outputs(run, None, t0, report, command, executor=executor, progress=progress)
+
+
+def _write_outputs(run: TransferRun, stats: dict[str, Any] | None, t0: float, report: bool, command: str | None,
+                   executor: str | None = None, progress: bool = True) -> dict[str, Any]:
+    """Prepare, run the missing units (``stats`` None) and write the matrix, results and report."""
+    cfg = run.cfg
     run.prepare()
-    stats = run.run(executor, progress=progress) if run_cells else {"units_run": 0}
+    if stats is None:
+        stats = run.run(executor, progress=progress)
     matrix, cells, base = build_matrix(run)
+    if not run_cells_done(stats, cells, base):
+        raise InstaError(f"no finished cells of this configuration under {run.out}: nothing to report yet "
+                         "(run `insta transfer` without --report-only first)")
     out_dir = run.out
     atomic_write_text(out_dir / "matrix.csv", matrix.to_csv())
     atomic_write_json(out_dir / "matrix.json", matrix.to_dict(), indent=None)
@@ -52,4 +110,10 @@ def run_transfer(cfg: TransferConfig, *, out: str | None = None, backend: Any = 
     return results
 
 
-__all__ = ["plan_transfer", "run_transfer"]
+def run_cells_done(stats: dict[str, Any], cells: list[dict[str, Any]], base: dict[str, dict[str, Any]]) -> bool:
+    """Whether there is anything to write: a run that ran units always writes (its failures included); a report
+    from the cells alone needs at least one finished cell."""
+    return bool(stats.get("units_run") or stats.get("failed") or cells or base)
+
+
+__all__ = ["check_out_folder", "plan_transfer", "run_transfer"]

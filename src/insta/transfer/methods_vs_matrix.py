@@ -87,9 +87,12 @@ def read_method_specs(path: str) -> list[tuple[str, str, dict[str, Any]]]:
     """Method specs from a YAML or JSON file (a list, or a mapping with a ``methods`` list)."""
     import yaml
 
+    from ..util.fileio import check_aliases
+
     try:
         with open(path, encoding="utf-8") as f:
-            raw = yaml.safe_load(f)
+            text = f.read()
+        raw = check_aliases(yaml.safe_load(text), text, f"methods file {path}")
     except OSError as err:
         raise InstaError(f"cannot read methods file {path}: {err.strerror or err}") from None
     except yaml.YAMLError as err:
@@ -177,6 +180,8 @@ def evaluate_methods_on_matrix(
     for label, name, opts in specs:
         if name in ("roe", "dsir", "hybrid") and "library_size" not in opts:
             opts = {**opts, "library_size": library_size}
+        if name in ("prior-transfer", "popular-source") and "catalogs" not in opts:
+            opts = {**opts, "catalogs": catalogs}  # its prior matrix's targets come from the same catalogs
         built[label] = load_method(name, label=label, **opts)
     higher = METRICS.get(metric, True)
     gold, perf, scores = {}, {}, {lab: {} for lab in built}

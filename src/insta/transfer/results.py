@@ -83,7 +83,7 @@ def score_matrix(run: TransferRun, matrix: TransferMatrix, log: Callable[[str], 
         log(f"scoring: aligned encoder {enc} not found: INSTA-aligned left out (train it with `insta align`, or "
             "give scoring.align to have the report train it)")
     return evaluate_methods_on_matrix(
-        matrix, run.catalog, metric=sc.metric, methods=methods, k=sc.k, target_samples=sc.target_samples,
+        matrix, run.catalog, metric=sc.metric or PRIMARY, methods=methods, k=sc.k, target_samples=sc.target_samples,
         library_size=sc.library_size, reliability_min=run.cfg.reliability_min,
         include_unreliable=sc.include_unreliable, draws=sc.draws, n_boot=sc.bootstrap, seed=run.cfg.seed, log=log)
 

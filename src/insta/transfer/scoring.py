@@ -17,6 +17,7 @@ is the mean over ``draws`` seeded random permutations. Means over targets carry 
 from __future__ import annotations
 
 import math
+from functools import lru_cache
 from typing import Any, Sequence
 
 import numpy as np
@@ -24,40 +25,51 @@ import numpy as np
 from ..report.stats import bootstrap_mean_ci
 
 
-def _groups(order_scores: Sequence[float]) -> list[list[int]]:
-    """Indices sorted by score (descending) grouped into ties."""
-    idx = sorted(range(len(order_scores)), key=lambda i: -order_scores[i])
-    groups: list[list[int]] = []
-    for i in idx:
-        if groups and order_scores[groups[-1][0]] == order_scores[i]:
-            groups[-1].append(i)
-        else:
-            groups.append([i])
-    return groups
+def _tie_groups(order_scores: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
+    """Indices sorted by score (descending, stable) and where each group of exact ties starts in that order."""
+    sc = np.asarray(order_scores, float)
+    idx = np.argsort(-sc, kind="stable")
+    s = sc[idx]
+    return idx, np.flatnonzero(np.r_[True, s[1:] != s[:-1]])
 
 
 def gold_relevance(transfer: Sequence[float]) -> np.ndarray:
     """N - 0-based gold rank; tied sources share the best rank of their group."""
     t = np.asarray(transfer, float)
-    n = len(t)
-    return np.array([n - int(np.sum(t > x)) for x in t], float)
+    return np.searchsorted(np.sort(t), t, side="right").astype(float)  # N - #(sources with more transfer)
+
+
+@lru_cache(maxsize=8)
+def _discounts(n: int) -> np.ndarray:
+    """1 / log2(position + 2) for positions 0..n-1 (math.log2, as the values were always computed)."""
+    return np.array([1.0 / math.log2(p + 2) for p in range(n)])
 
 
 def _expected_discounts(scores: Sequence[float]) -> np.ndarray:
     """Each item's expected discount 1/log2(pos+2) when tied items take their group's positions in random order."""
-    out = np.zeros(len(scores))
-    pos = 0
-    for g in _groups(scores):
-        d = np.mean([1.0 / math.log2(p + 2) for p in range(pos, pos + len(g))])
-        out[g] = d
-        pos += len(g)
+    idx, starts = _tie_groups(scores)
+    by_pos = _discounts(len(idx)).copy()
+    ends = np.r_[starts[1:], len(idx)]
+    for a, e in zip(starts[ends - starts > 1], ends[ends - starts > 1]):  # tie groups share their mean
+        by_pos[a:e] = np.mean(by_pos[a:e])
+    out = np.zeros(len(idx))
+    out[idx] = by_pos
     return out
+
+
+def _gains(rel: np.ndarray) -> np.ndarray:
+    """The exponential gains ``2^rel - 1``, divided by ``2^max(rel)`` (NDCG is a ratio: the scale cancels).
+
+    Scaling by a power of two is exact, so below ~1,000 sources the NDCG is bit for bit the unscaled one; above,
+    ``2^rel`` itself would overflow float64 (NaN for every method) while the scaled gains stay in [0, 1).
+    """
+    top = float(rel.max()) if len(rel) else 0.0
+    return np.power(2.0, rel - top) - np.power(2.0, -top)
 
 
 def ndcg(transfer: Sequence[float], scores: Sequence[float]) -> float:
     """NDCG of a method's scores against the gold transfer (same source order in both sequences)."""
-    rel = gold_relevance(transfer)
-    gains = np.power(2.0, rel) - 1.0
+    gains = _gains(gold_relevance(transfer))
     dcg = float(np.sum(gains * _expected_discounts(scores)))
     ideal = float(np.sum(np.sort(gains)[::-1] / np.log2(np.arange(len(gains)) + 2)))
     return dcg / ideal if ideal > 0 else float("nan")
@@ -65,10 +77,12 @@ def ndcg(transfer: Sequence[float], scores: Sequence[float]) -> float:
 
 def _expected_topk_mean(values: np.ndarray, scores: Sequence[float], k: int) -> float:
     """Mean of ``values`` over a method's top-k, ties at the cut taken by their inclusion probability."""
+    idx, starts = _tie_groups(scores)
     total, slots = 0.0, k
-    for g in _groups(scores):
+    for a, e in zip(starts, np.r_[starts[1:], len(idx)]):
         if slots <= 0:
             break
+        g = idx[a:e]
         take = min(slots, len(g))
         total += take / len(g) * float(np.sum(values[g]))
         slots -= take
@@ -76,8 +90,14 @@ def _expected_topk_mean(values: np.ndarray, scores: Sequence[float], k: int) -> 
 
 
 def regret_at_k(performance: Sequence[float], scores: Sequence[float], k: int) -> float:
-    """Relative regret of a method's top-k against the gold top-k (higher performance is better)."""
+    """Relative regret of a method's top-k against the gold top-k (higher performance is better).
+
+    Performances near the float64 limit are divided by their largest magnitude first (the relative regret does
+    not change): their top-k sums would otherwise overflow (NaN)."""
     perf = np.asarray(performance, float)
+    scale = float(np.max(np.abs(perf))) if len(perf) else 0.0
+    if math.isfinite(scale) and scale > np.finfo(float).max / max(1, len(perf)):  # a sum could overflow
+        perf = perf / scale
     k = min(k, len(perf))
     gold = float(np.mean(np.sort(perf)[::-1][:k]))
     got = _expected_topk_mean(perf, scores, k)

@@ -49,11 +49,46 @@ def parse_yaml(text: str, where: str) -> Any:
     import yaml
 
     try:
-        return yaml.safe_load(text)
+        return check_aliases(yaml.safe_load(text), text, where)
     except yaml.YAMLError as err:
         raise InstaError(f"malformed YAML in {where}: {' '.join(str(err).split())}") from None
     except RecursionError:
         raise InstaError(f"malformed YAML in {where}: nested too deeply") from None
+
+
+#: values a YAML file may expand to through aliases beyond its own length (a file without aliases holds fewer
+#: values than characters): a "billion laughs" file of a few lines otherwise becomes gigabytes once written out
+ALIAS_EXPANSION_MIN = 100_000
+
+
+def check_aliases(data: Any, text: str, where: str) -> Any:
+    """``data`` (parsed from the YAML ``text``), refused when its aliases (``*name``) expand it to more values than
+    the text has characters (and :data:`ALIAS_EXPANSION_MIN`), or refer to a value from inside itself; counts each
+    shared value once per use, without building the expansion."""
+    if "*" not in text:
+        return data
+    limit = max(ALIAS_EXPANSION_MIN, len(text))
+    sizes: dict[int, int | None] = {}
+
+    def size(obj: Any) -> int:
+        if not isinstance(obj, (dict, list)):
+            return 1
+        key = id(obj)
+        if key in sizes:
+            if sizes[key] is None:
+                raise InstaError(f"{where}: a YAML alias refers to the value that contains it (a cycle)")
+            return sizes[key]  # type: ignore[return-value]
+        sizes[key] = None
+        items = [x for kv in obj.items() for x in kv] if isinstance(obj, dict) else obj
+        n = 1 + sum(size(x) for x in items)
+        sizes[key] = n
+        return n
+
+    n = size(data)
+    if n > limit:
+        raise InstaError(f"{where}: its YAML aliases (*name) expand it to {n:,} values, more than {limit:,} "
+                         "(an alias bomb?): write the values out instead")
+    return data
 
 
 def load_json(path: str | os.PathLike, what: str = "file") -> Any:

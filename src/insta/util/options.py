@@ -3,6 +3,7 @@ align) and the readers of config files (experiment, transfer) use the same check
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 import types
 import typing
@@ -50,6 +51,14 @@ def check_types(config: Any, what: str) -> None:
             setattr(config, f.name, value)
         if not value_matches(value, tp):
             raise InstaError(f"{what} option {f.name!r} must be {describe_type(tp)} (got {value!r})")
+        if not_finite(value):
+            raise InstaError(f"{what} option {f.name!r} must be a finite number (got {value!r})")
+
+
+def not_finite(value: Any) -> bool:
+    """Whether ``value`` is a float NaN or infinity: no option means anything by those (``--lr nan``,
+    ``epochs: .inf``, ``reliability_min: .nan``), so every type check refuses them."""
+    return isinstance(value, float) and not math.isfinite(value)
 
 
 _FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
@@ -138,6 +147,8 @@ def checked(value: Any, tp: Any, name: str, *, minimum: float | None = None, pre
     one error line naming it: ``seed must be an integer (got 'abc')``."""
     if not value_matches(value, tp):
         raise InstaError(f"{prefix}{name} must be {describe_type(tp)} (got {value!r})")
+    if not_finite(value):
+        raise InstaError(f"{prefix}{name} must be a finite number (got {value!r})")
     if minimum is not None and value is not None and value < minimum:
         raise InstaError(f"{prefix}{name} must be at least {minimum} (got {value!r})")
     return value

@@ -4,8 +4,9 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from ..errors import InstaError
 
@@ -95,3 +96,89 @@ def remove_stale_tmp(folder: str | os.PathLike, older_than_s: float = 60.0) -> l
         except FileNotFoundError:
             pass
     return removed
+
+
+@contextmanager
+def run_lock(folder: str | os.PathLike, what: str) -> Iterator[None]:
+    """Hold ``<folder>/.lock`` for a run that writes into ``folder``; a second run on the same folder is refused
+    with one line instead of deleting or evaluating what the first is still writing.
+
+    The lock is ``fcntl.flock`` on an open file: the OS releases it when the process ends, however it ends, so a
+    killed run never leaves a stale lock behind (the file stays; only the lock on it matters). It names the pid
+    holding it. Where ``fcntl`` is missing (Windows) the run goes unguarded.
+    """
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows
+        yield
+        return
+    path = Path(folder) / ".lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+") as fh:
+        try:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            fh.seek(0)
+            holder = fh.read().strip() or "unknown"
+            raise InstaError(f"{folder} is in use by another insta {what} run (pid {holder}): wait for it to "
+                             "finish, or use another --out") from None
+        try:
+            fh.seek(0)
+            fh.truncate()
+            fh.write(str(os.getpid()))
+            fh.flush()
+            yield
+        finally:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+
+
+SECRET_FILE = "secret.key"
+
+
+def cache_secret() -> bytes:
+    """This machine's key for the caches' integrity tags (``<cache>/secret.key``, 32 random bytes, mode 0600,
+    made on first use).
+
+    A cache entry carries a keyed hash (HMAC / keyed BLAKE2b) of what it holds: an entry rewritten by hand, copied
+    from another machine, or given a recomputed plain hash fails its check and is computed again, because the tag
+    cannot be made without this key. (A content hash alone would not do: anyone who can write the entry can
+    recompute it.) When the key cannot be stored (a read-only cache) a per-process key is used: every entry
+    is then recomputed, which costs only speed.
+    """
+    global _SECRET
+    path = cache_root() / SECRET_FILE
+    if _SECRET is not None and _SECRET[0] == path:
+        return _SECRET[1]
+    key = _read_secret(path)
+    if key is None:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=f".{SECRET_FILE}.", suffix=".tmp", dir=path.parent)
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(os.urandom(32))
+            try:
+                os.link(tmp, path)  # atomic and never replaces: of two processes making it, one key wins
+            except FileExistsError:
+                if _read_secret(path) is None:  # a damaged key file: replaced (its entries get recomputed)
+                    os.replace(tmp, path)
+            finally:
+                if os.path.exists(tmp):
+                    os.unlink(tmp)
+            key = _read_secret(path)
+        except OSError:
+            key = None
+    if key is None:
+        key = os.urandom(32)
+    _SECRET = (path, key)
+    return key
+
+
+_SECRET: tuple[Path, bytes] | None = None
+
+
+def _read_secret(path: Path) -> bytes | None:
+    try:
+        data = path.read_bytes()
+    except OSError:
+        return None
+    return data if len(data) == 32 else None

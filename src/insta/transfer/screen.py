@@ -1,0 +1,652 @@
+"""Learnability screen: which candidate targets can the model learn at a training budget, from their own data?
+
+Before a transfer matrix asks "does source s help target t", it must know that t can be learned at all at the
+budget a source gets: otherwise every source only moves the answer format (what matrix v1 measured). For each
+candidate target the screen trains an in-task **oracle** on the target's own instances (disjoint from its
+evaluation examples: split by underlying example, so a P3 row rendered with two templates never sits on both
+sides), evaluates it and the untrained base model on the same held-out examples, and keeps the target when
+
+* the oracle beats the base model on the primary metric (the per-example change of the margin between the gold
+  option's summed log-likelihood and the best distractor's) with a paired bootstrap CI above 0, and
+* the base model does not answer one constant text (its most frequent predicted answer covers less than
+  ``constant_share`` of the examples).
+
+Runs are jobs of the run engine (:func:`insta.engine.jobs.execute_job`), as the matrix's: the base model is evaluated
+on every candidate, each oracle on its own target; every cell is a file under ``<out>/cells`` keyed by everything
+it depends on, so an interrupted screen resumes where it stopped. A learning curve (``curve``) trains oracles of
+a few targets at other budgets (instances, learning rate) to choose the matrix's training budget.
+"""
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from ..catalogs.base import Catalog
+from ..errors import InstaError
+from ..util.helpers import Log, content_hash, stable_key, stable_rng
+from ..util.options import check_keys, checked, read_section
+from ..records import Example, Task
+from .cells import margins, per_example, predicted_texts
+
+CACHE_VERSION = 1
+PREFIX = "screen config: "
+#: the a-priori cost for a first --plan on 2 CPU cores (SmolLM2-135M), replaced by measured costs
+DEFAULT_TRAIN_S_PER_INSTANCE = 0.8
+DEFAULT_EVAL_S_PER_EXAMPLE = 0.3
+EVAL_KEYS = {"n", "seed", "batch_size", "max_source_length", "share_prefix"}
+TRAIN_RESERVED = {"model", "output_dir", "overwrite", "resume", "seed"}
+
+
+@dataclass
+class CandidatesConfig:
+    """Which tasks are candidate targets: every task of ``catalogs`` with enough usable examples (one per family)
+    and the ``include`` tasks, minus ``exclude``; ``later`` ones are screened after all the others."""
+
+    catalogs: list[str] = field(default_factory=lambda: ["bigbench"])
+    include: list[str] = field(default_factory=list)  # "catalog:task" ids added to the catalogs' tasks
+    exclude: list[str] = field(default_factory=list)  # "catalog:task" ids or "catalog:family" families
+    later: list[str] = field(default_factory=list)  # "catalog:task" or "catalog:family": screened last
+    min_train: int = 100  # fewest training instances (renderings) left after the evaluation split
+    max_input_chars: int = 1500  # median input length above this: too long for the evaluation budget
+    one_per_family: bool = True  # the subtask with most usable examples stands for its family
+
+
+@dataclass
+class CurveConfig:
+    """A learning curve: oracles of ``targets`` at each (instances, learning rate) budget."""
+
+    targets: list[str] = field(default_factory=list)
+    instances: list[int] = field(default_factory=list)
+    learning_rates: list[float] = field(default_factory=list)
+
+
+@dataclass
+class ScreenConfig:
+    """Everything a learnability screen depends on (see ``configs/screen-*.yaml``)."""
+
+    name: str
+    path: str = ""
+    data_dir: str | None = None
+    out: str = ""
+    seed: int = 42
+    seeds: list[int] = field(default_factory=lambda: [0])
+    candidates: CandidatesConfig = field(default_factory=CandidatesConfig)
+    model: str = "smollm2"
+    instances: int = 400  # the screen's budget: training instances of each oracle
+    train: dict[str, Any] = field(default_factory=dict)
+    eval: dict[str, Any] = field(default_factory=dict)
+    curve: CurveConfig = field(default_factory=CurveConfig)
+    constant_share: float = 0.95  # a model whose top answer covers this share of the examples is constant
+    confidence: float = 0.95
+    bootstrap: int = 10000
+    backend: str = "transformers"
+    executor: str = "sequential"
+    keep_models: bool = False
+    description: str = ""
+
+    @property
+    def n_eval(self) -> int:
+        return int(self.eval.get("n", 200))
+
+    @property
+    def eval_seed(self) -> int:
+        return int(self.eval.get("seed", 0))
+
+    @property
+    def learning_rate(self) -> float:
+        return float(self.train.get("learning_rate", 5e-5))
+
+
+def _fail(msg: str) -> InstaError:
+    return InstaError(PREFIX + msg)
+
+
+def _ids(value: Any, what: str) -> list[str]:
+    if not isinstance(value, list) or not all(isinstance(x, str) and ":" in x for x in value):
+        raise _fail(f"{what} must be a list of 'catalog:task' ids (got {value!r})")
+    if len(set(value)) != len(value):
+        raise _fail(f"{what} lists an id twice")
+    return list(value)
+
+
+def screen_config_from_dict(raw: Any, path: str = "") -> ScreenConfig:
+    """Check and convert a parsed screen config: unknown keys and wrong types are one clear error now."""
+    from ..engine.sections import eval_config, train_config
+
+    if not isinstance(raw, dict):
+        raise _fail("must be a mapping")
+    top = {"name", "description", "data_dir", "out", "seed", "seeds", "candidates", "model", "instances", "train",
+           "eval", "curve", "constant_share", "confidence", "bootstrap", "backend", "executor", "keep_models"}
+    check_keys(raw, top, "the top level", PREFIX)
+    cand = read_section(CandidatesConfig, raw.get("candidates") or {}, "candidates", prefix=PREFIX)
+    _ids(cand.include, "candidates.include")
+    _ids(cand.exclude, "candidates.exclude")
+    _ids(cand.later, "candidates.later")
+    curve = read_section(CurveConfig, raw.get("curve") or {}, "curve", prefix=PREFIX)
+    _ids(curve.targets, "curve.targets")
+    if any(not isinstance(n, int) or isinstance(n, bool) or n < 1 for n in curve.instances):
+        raise _fail("curve.instances must be positive integers")
+    if any(not isinstance(x, (int, float)) or not math.isfinite(x) or x <= 0 for x in curve.learning_rates):
+        raise _fail("curve.learning_rates must be positive finite numbers")
+    train = dict(checked(raw.get("train") or {}, dict, "train", prefix=PREFIX))
+    evalc = dict(checked(raw.get("eval") or {}, dict, "eval", prefix=PREFIX))
+    train_config(train, reserved=TRAIN_RESERVED, prefix=PREFIX)
+    eval_config(evalc, allowed=EVAL_KEYS, prefix=PREFIX)
+    seeds = raw.get("seeds", [0])
+    if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) and not isinstance(s, bool)
+                                                           for s in seeds) or len(set(seeds)) != len(seeds):
+        raise _fail(f"seeds must be a non-empty list of distinct integers (got {seeds!r})")
+    share = checked(raw.get("constant_share", 0.95), float, "constant_share", prefix=PREFIX)
+    conf = checked(raw.get("confidence", 0.95), float, "confidence", prefix=PREFIX)
+    for name, v in (("constant_share", share), ("confidence", conf)):
+        if not (math.isfinite(v) and 0 < v <= 1):
+            raise _fail(f"{name} must be in (0, 1] (got {v!r})")
+    backend = raw.get("backend", "transformers")
+    if backend not in ("transformers", "dry-run"):
+        raise _fail(f"unknown backend {backend!r} (choose from transformers, dry-run)")
+    executor = raw.get("executor", "sequential")
+    if executor not in ("sequential", "ray"):
+        raise _fail(f"unknown executor {executor!r} (choose from sequential, ray)")
+    cfg = ScreenConfig(
+        name=str(checked(raw.get("name") or (Path(path).stem if path else "screen"), str, "name", prefix=PREFIX)),
+        path=str(path), data_dir=checked(raw.get("data_dir"), str | None, "data_dir", prefix=PREFIX),
+        out=str(checked(raw.get("out") or "", str, "out", prefix=PREFIX)),
+        seed=checked(raw.get("seed", 42), int, "seed", prefix=PREFIX), seeds=list(seeds), candidates=cand,
+        model=checked(raw.get("model", "smollm2"), str, "model", prefix=PREFIX),
+        instances=checked(raw.get("instances", 400), int, "instances", minimum=1, prefix=PREFIX),
+        train=train, eval=evalc, curve=curve, constant_share=float(share), confidence=float(conf),
+        bootstrap=checked(raw.get("bootstrap", 10000), int, "bootstrap", minimum=100, prefix=PREFIX),
+        backend=backend, executor=executor,
+        keep_models=checked(raw.get("keep_models", False), bool, "keep_models", prefix=PREFIX),
+        description=str(checked(raw.get("description") or "", str, "description", prefix=PREFIX)),
+    )
+    if not cfg.out:
+        cfg.out = str(Path("experiments") / cfg.name)
+    return cfg
+
+
+def load_screen_config(path: str, overrides: dict[str, Any] | None = None) -> ScreenConfig:
+    """Read a screen YAML file; ``overrides`` set top-level or dotted keys (``None`` values are ignored)."""
+    from ..util.fileio import load_yaml
+    from ..util.options import set_dotted
+
+    raw = load_yaml(path, "screen config")
+    if isinstance(raw, dict):
+        set_dotted(raw, {k: v for k, v in (overrides or {}).items() if v is not None})
+    return screen_config_from_dict(raw, str(path))
+
+
+# ---------------------------------------------------------------- candidates and their splits
+
+
+def example_group(ex: Example) -> str:
+    """The underlying example an :class:`Example` renders: a P3 row rendered with several templates is one
+    group, so the training and evaluation sides never share it."""
+    prov = ex.provenance or {}
+    if "row" in prov:
+        return f"{prov.get('file', '')}#{prov['row']}"
+    return ex.id
+
+
+@dataclass
+class Candidate:
+    """One candidate target: its task, evaluation examples and the training pool disjoint from them."""
+
+    spec: str  # "catalog:task"
+    task: Task
+    catalog: str
+    eval_examples: list[Example]
+    train_pool: list[Example]
+    n_usable: int
+
+    @property
+    def id(self) -> str:
+        return self.spec
+
+
+def split_examples(task: Task, n_eval: int, eval_seed: int) -> tuple[list[Example], list[Example], int]:
+    """Evaluation examples (``n_eval`` groups in a stable order, one rendering each) and the training pool
+    (every rendering of every other group); also the number of usable groups."""
+    usable = [ex for ex in task.iter_examples() if ex.options and len(ex.options) >= 2 and ex.label is not None]
+    groups: dict[str, list[Example]] = {}
+    for ex in usable:
+        groups.setdefault(example_group(ex), []).append(ex)
+    order = sorted(groups, key=lambda g: stable_key("screen-eval", eval_seed, task.id, g))
+    eval_groups = order[:n_eval]
+    eval_ex = [min(groups[g], key=lambda ex: stable_key("screen-rendering", eval_seed, ex.id)) for g in eval_groups]
+    train = [ex for g in order[n_eval:] for ex in groups[g]]
+    return eval_ex, train, len(groups)
+
+
+def _median_chars(examples: Sequence[Example]) -> float:
+    lengths = sorted(len(ex.input) for ex in examples)
+    return float(lengths[len(lengths) // 2]) if lengths else 0.0
+
+
+def find_candidates(cfg: ScreenConfig, catalogs: dict[str, Catalog], log: Callable[[str], None]
+                    ) -> tuple[list[Candidate], list[dict[str, Any]]]:
+    """The candidates in the screen's order (a stable shuffle by ``seed``) and every task left out, with why."""
+    cc = cfg.candidates
+    specs = [f"{name}:{t.id}" for name in cc.catalogs for t in catalogs[name] if t.has_examples]
+    specs += [s for s in cc.include if s not in specs]
+    excluded_ids = set(cc.exclude)
+    left_out: list[dict[str, Any]] = []
+    by_family: dict[str, list[Candidate]] = {}
+    for spec in specs:
+        cat, tid = spec.split(":", 1)
+        task = catalogs[cat].get(tid)
+        fam = f"{cat}:{task.family or task.id}"
+        if spec in excluded_ids or fam in excluded_ids:
+            left_out.append({"task": spec, "why": "excluded by the config"})
+            continue
+        eval_ex, train, n_groups = split_examples(task, cfg.n_eval, cfg.eval_seed)
+        why = None
+        if n_groups < cfg.n_eval or len(train) < cc.min_train:
+            why = (f"{n_groups} usable examples, {len(train)} training instances after the evaluation split (needs "
+                   f"{cfg.n_eval} examples for evaluation + {cc.min_train} training instances)")
+        elif _median_chars(eval_ex) > cc.max_input_chars:
+            why = f"median input {_median_chars(eval_ex):.0f} characters (limit {cc.max_input_chars})"
+        if why:
+            left_out.append({"task": spec, "why": why})
+            continue
+        cand = Candidate(spec, task, cat, eval_ex, train, n_groups)
+        by_family.setdefault(fam if cc.one_per_family and spec not in cc.include else spec, []).append(cand)
+    chosen = []
+    for fam, members in by_family.items():
+        members.sort(key=lambda c: (-c.n_usable, c.spec))
+        chosen.append(members[0])
+        for other in members[1:]:
+            left_out.append({"task": other.spec, "why": f"one per family: {members[0].spec} stands for {fam}"})
+    later = set(cc.later)
+    chosen.sort(key=lambda c: (c.spec in later or f"{c.catalog}:{c.task.family or c.task.id}" in later,
+                               stable_key("screen-order", cfg.seed, c.spec)))
+    log(f"screen: {len(chosen)} candidate(s), {len(left_out)} task(s) left out")
+    return chosen, sorted(left_out, key=lambda r: r["task"])
+
+
+# ---------------------------------------------------------------- units, keys and jobs
+
+
+@dataclass(frozen=True)
+class Budget:
+    instances: int
+    learning_rate: float
+
+    def label(self) -> str:
+        return f"{self.instances} inst, lr {self.learning_rate:g}"
+
+
+class Screen:
+    """Plans, runs and summarises one learnability screen (see the module docstring)."""
+
+    def __init__(self, cfg: ScreenConfig, *, out: str | None = None, backend: Any = None,
+                 log: Callable[[str], None] | None = None, catalogs: dict[str, Catalog] | None = None):
+        self.cfg = cfg
+        self.out = Path(out or cfg.out)
+        self.backend = backend
+        self.log = log or Log()
+        self._catalogs = dict(catalogs or {})
+        self.candidates: list[Candidate] = []
+        self.left_out: list[dict[str, Any]] = []
+        self._base_id: str | None = None
+
+    def catalog(self, name: str) -> Catalog:
+        if name not in self._catalogs:
+            from ..catalogs import load_catalog
+
+            self._catalogs[name] = load_catalog(name, self.cfg.data_dir)
+        return self._catalogs[name]
+
+    def _backend(self) -> Any:
+        if self.backend is None:
+            from ..engine.backends import make_backend
+
+            self.backend = make_backend(self.cfg.backend)
+        return self.backend
+
+    def prepare(self) -> None:
+        cc = self.cfg.candidates
+        names = sorted({s.split(":", 1)[0] for s in cc.include} | set(cc.catalogs)
+                       | {s.split(":", 1)[0] for s in self.cfg.curve.targets})
+        cats = {n: self.catalog(n) for n in names}
+        self.candidates, self.left_out = find_candidates(self.cfg, cats, self.log)
+        ids = {c.spec for c in self.candidates}
+        stray = [t for t in self.cfg.curve.targets if t not in ids]
+        if stray:
+            raise _fail(f"curve.targets must be screen candidates; not: {', '.join(stray)}")
+
+    def base_identity(self) -> str:
+        if self._base_id is None:
+            self._base_id = self._backend().base_identity(self.cfg.model)
+        return self._base_id
+
+    # -- keys
+    def screen_budget(self) -> Budget:
+        return Budget(self.cfg.instances, self.cfg.learning_rate)
+
+    def curve_budgets(self) -> list[Budget]:
+        c = self.cfg.curve
+        ns = c.instances or [self.cfg.instances]
+        lrs = c.learning_rates or [self.cfg.learning_rate]
+        return [Budget(n, float(lr)) for n in ns for lr in lrs]
+
+    def model_key(self, cand: Candidate | None, budget: Budget | None, seed: int | None) -> str:
+        if cand is None:
+            return "base"
+        return content_hash({"v": CACHE_VERSION, "kind": "screen-oracle", "base": self.base_identity(),
+                             "backend": self.cfg.backend, "target": cand.spec, "seed": seed,
+                             "instances": budget.instances if budget else None,
+                             "train": {**self.cfg.train, "learning_rate": budget.learning_rate if budget else None},
+                             "eval_ids": [ex.id for ex in cand.eval_examples]})
+
+    def eval_key(self, model_key: str, cand: Candidate) -> str:
+        return content_hash({"v": CACHE_VERSION, "kind": "screen-eval", "model": model_key,
+                             "base": self.base_identity() if model_key == "base" else None,
+                             "backend": self.cfg.backend, "target": cand.spec,
+                             "eval_ids": [ex.id for ex in cand.eval_examples],
+                             "eval": {k: v for k, v in self.cfg.eval.items() if k not in ("n", "seed")}})
+
+    def cell_path(self, key: str) -> Path:
+        return self.out / "cells" / f"{key}.json"
+
+    def read_cell(self, model_key: str, cand: Candidate) -> dict[str, Any] | None:
+        p = self.cell_path(self.eval_key(model_key, cand))
+        if not p.is_file():
+            return None
+        try:
+            return json.loads(p.read_text())
+        except ValueError:
+            return None
+
+    # -- units: ("base", spec) ; ("oracle", spec, budget, seed)
+    def units(self) -> list[tuple]:
+        """Candidate by candidate: the base model on it, then its oracle(s); the learning curve last. A screen
+        interrupted at any point has finished verdicts for the candidates it reached."""
+        screen = [u for c in self.candidates
+                  for u in [("base", c.spec)] + [("oracle", c.spec, self.screen_budget(), s) for s in self.cfg.seeds]]
+        curve = [("oracle", t, b, s) for t in self.cfg.curve.targets for b in self.curve_budgets()
+                 for s in self.cfg.seeds if b != self.screen_budget()]
+        return screen + curve
+
+    def _cand(self, spec: str) -> Candidate:
+        return next(c for c in self.candidates if c.spec == spec)
+
+    def unit_cells(self, unit: tuple) -> list[tuple[str, Candidate]]:
+        """(cell key, candidate) of every cell a unit writes."""
+        cand = self._cand(unit[1])
+        if unit[0] == "base":
+            return [(self.eval_key("base", cand), cand)]
+        return [(self.eval_key(self.model_key(cand, unit[2], unit[3]), cand), cand)]
+
+    def base_constant(self, cand: Candidate) -> bool | None:
+        """Whether the base model answers one constant text on this candidate (``None``: not evaluated yet)."""
+        cell = self.read_cell("base", cand)
+        if cell is None:
+            return None
+        return constant_share(cell["samples"]) >= self.cfg.constant_share
+
+    def unit_needed(self, unit: tuple) -> bool:
+        if unit[0] == "oracle" and self.base_constant(self._cand(unit[1])):
+            return False  # the screen drops a target whose base model is constant: its oracle is not trained
+        return any(not self.cell_path(k).is_file() for k, _ in self.unit_cells(unit))
+
+    def records(self, cand: Candidate, budget: Budget, seed: int) -> list[dict[str, Any]]:
+        """A seeded sample of ``budget.instances`` training records from the candidate's own training pool."""
+        from ..mixture.records import make_record
+
+        pool = [ex for ex in cand.train_pool if ex.target]
+        rng = stable_rng("screen-sample", seed, cand.spec)
+        chosen = rng.sample(pool, min(budget.instances, len(pool)))
+        return [make_record(cand.task, ex, cand.catalog) for ex in chosen]
+
+    def job(self, unit: tuple):
+        """The engine job of ``unit`` with only its missing cells (``None`` when none is missing)."""
+        from ..engine.jobs import CellJob, model_job
+        from .cells import score_rank
+
+        evals = [CellJob(key, c.spec, c.task.id, c.catalog, list(c.eval_examples))
+                 for key, c in self.unit_cells(unit) if not self.cell_path(key).is_file()]
+        if not evals or not self.unit_needed(unit):  # read when the job is reached: the base cell may be new
+            return None
+        opts = {"mode": "rank", "progress": False, **{k: v for k, v in self.cfg.eval.items() if k not in ("n", "seed")}}
+        common = {"score": score_rank, "eval": opts, "keep_model": self.cfg.keep_models}
+        if unit[0] == "base":
+            return model_job(self.out, "base", self.cfg.model, self.cfg.backend, evals, list,
+                             cell_fields={"source": None, "seed": None}, **common)
+        _, spec, budget, seed = unit
+        cand = self._cand(spec)
+        fields = {"source": f"oracle:{spec}", "seed": seed}
+        return model_job(self.out, self.model_key(cand, budget, seed), self.cfg.model, self.cfg.backend, evals,
+                         lambda: self.records(cand, budget, seed), cell_fields=fields, record_fields=fields,
+                         train={**self.cfg.train, "learning_rate": budget.learning_rate, "seed": seed}, **common)
+
+    # -- plan and run
+    def measured_costs(self) -> tuple[float, float]:
+        """Seconds per training instance and per evaluated example from finished work (a-priori before)."""
+        per_inst, per_ex = [], []
+        trained = self.out / "trained"
+        for p in sorted(trained.glob("*.json")) if trained.is_dir() else []:
+            try:
+                rec = json.loads(p.read_text())
+                per_inst.append(float(rec["seconds"]) / max(1, int(rec["n_records"])))
+            except (ValueError, KeyError, TypeError):
+                continue
+        cells = self.out / "cells"
+        for p in sorted(cells.glob("*.json"))[:300] if cells.is_dir() else []:
+            try:
+                cell = json.loads(p.read_text())
+                per_ex.append(float(cell["seconds"]) / max(1, len(cell["samples"]["ids"])))
+            except (ValueError, KeyError, TypeError):
+                continue
+        return (sum(per_inst) / len(per_inst) if per_inst else DEFAULT_TRAIN_S_PER_INSTANCE,
+                sum(per_ex) / len(per_ex) if per_ex else DEFAULT_EVAL_S_PER_EXAMPLE)
+
+    def plan(self) -> dict[str, Any]:
+        """Candidates, units, cells done and an ETA (constant-base candidates cost nothing once known)."""
+        inst_s, ex_s = self.measured_costs()
+        rows, eta = [], 0.0
+        for unit in self.units():
+            cells = self.unit_cells(unit)
+            done = sum(self.cell_path(k).is_file() for k, _ in cells)
+            needed = self.unit_needed(unit)
+            if needed:
+                if unit[0] == "oracle":
+                    cand = self._cand(unit[1])
+                    eta += inst_s * min(unit[2].instances, len(cand.train_pool))
+                eta += ex_s * sum(len(c.eval_examples) for k, c in cells if not self.cell_path(k).is_file())
+            rows.append({"unit": _unit_name(unit), "cells": len(cells), "done": done, "needed": needed})
+        return {"candidates": [{"task": c.spec, "n_usable": c.n_usable, "n_eval": len(c.eval_examples),
+                                "n_train_pool": len(c.train_pool)} for c in self.candidates],
+                "left_out": self.left_out, "units": rows, "n_units": len(rows),
+                "units_to_run": sum(r["needed"] for r in rows), "cells": sum(r["cells"] for r in rows),
+                "cells_done": sum(r["done"] for r in rows), "seconds_per_instance": round(inst_s, 3),
+                "seconds_per_eval_example": round(ex_s, 3), "eta_seconds": round(eta)}
+
+    def run(self, executor: str | None = None, progress: bool = True, max_units: int | None = None
+            ) -> dict[str, Any]:
+        """Run every unit still missing, in :meth:`units` order (sequential: a candidate's oracle is skipped as
+        soon as its base cell shows a constant base model; Ray: the base cells first, then the oracles)."""
+        from ..engine.executors import run_jobs
+        from ..engine.jobs import clean_stale, execute_job
+
+        self.out.mkdir(parents=True, exist_ok=True)
+        clean_stale(self.out, ("cells", "trained"))
+        t0 = time.perf_counter()
+        infos: list[dict[str, Any]] = []
+        executor = executor or self.cfg.executor
+        backend = self._backend() if executor == "sequential" else None
+        units = self.units()
+        phases = ([units] if executor == "sequential" else
+                  [[u for u in units if u[0] == "base"], [u for u in units if u[0] != "base"]])
+        for phase in phases:
+            pending = [u for u in phase if self.unit_needed(u)]
+            if max_units is not None:
+                pending = pending[:max(0, max_units - len(infos))]
+            if not pending:
+                continue
+            self.log(f"screen: {len(pending)} unit(s) to run")
+            infos += run_jobs(execute_job, pending, self.job, executor, backend=backend, describe=_unit_name,
+                              log=self.log, progress=progress, keep_going=True)
+        return {"units_run": len([i for i in infos if "error" not in i]),
+                "failed": [i for i in infos if "error" in i],
+                "trained": sum(bool(i.get("trained")) for i in infos),
+                "seconds": round(time.perf_counter() - t0, 1)}
+
+
+def _unit_name(unit: tuple) -> str:
+    if unit[0] == "base":
+        return f"base model on {unit[1]}"
+    return f"oracle {unit[1]} ({unit[2].label()}, seed {unit[3]})"
+
+
+# ---------------------------------------------------------------- the verdicts
+
+
+def constant_share(samples: dict[str, list]) -> float:
+    """The share of examples on which the model gives its most frequent answer text (1.0: constant)."""
+    texts = predicted_texts(samples) or [str(p) for p in samples["pred_sum"]]
+    if not texts:
+        return float("nan")
+    return Counter(texts).most_common(1)[0][1] / len(texts)
+
+
+def paired_change(base: dict[str, list], tuned: dict[str, list], metric: str, n_boot: int, confidence: float,
+                  seed: int = 0) -> dict[str, float]:
+    """Mean per-example change (tuned minus base, on the same examples) and its paired bootstrap CI."""
+    from ..report.stats import bootstrap_mean_ci
+
+    if base["ids"] != tuned["ids"]:
+        raise InstaError("paired change: the two cells were evaluated on different examples")
+    b, t = per_example(base, metric), per_example(tuned, metric)
+    diffs = [x - y for x, y in zip(t, b)]
+    mean, low, high = bootstrap_mean_ci(diffs, n_boot=n_boot, confidence=confidence, seed=seed)
+    return {"base": _mean(b), "tuned": _mean(t), "change": mean, "low": low, "high": high}
+
+
+def _mean(xs: Sequence[float]) -> float:
+    v = [x for x in xs if x is not None and math.isfinite(x)]
+    return sum(v) / len(v) if v else float("nan")
+
+
+def verdict(screen: Screen, cand: Candidate, budget: Budget, seed: int) -> dict[str, Any]:
+    """One candidate at one budget and seed: base vs oracle on accuracy, margin and gold NLL, and the decision."""
+    cfg = screen.cfg
+    row: dict[str, Any] = {"task": cand.spec, "n_eval": len(cand.eval_examples),
+                           "n_train": min(budget.instances, len(cand.train_pool)), "budget": asdict(budget),
+                           "seed": seed}
+    base = screen.read_cell("base", cand)
+    if base is None:
+        return {**row, "status": "pending", "why": "base model not evaluated yet"}
+    row["base_constant_share"] = round(constant_share(base["samples"]), 4)
+    row["eval_s_per_example"] = round(float(base.get("seconds", 0.0)) / max(1, len(base["samples"]["ids"])), 3)
+    row["n_options"] = round(_mean(base["samples"]["n_options"]), 2)
+    if row["base_constant_share"] >= cfg.constant_share:
+        return {**row, "status": "fail", "why": f"base model constant ({row['base_constant_share']:.0%} one answer)"}
+    tuned = screen.read_cell(screen.model_key(cand, budget, seed), cand)
+    if tuned is None:
+        return {**row, "status": "pending", "why": "oracle not trained yet"}
+    if margins(base["samples"]) is None or margins(tuned["samples"]) is None:
+        raise InstaError(f"screen cells of {cand.spec} have no per-option scores (written by an older insta)")
+    row["oracle_constant_share"] = round(constant_share(tuned["samples"]), 4)
+    for metric in ("margin", "acc", "nll_per_token"):
+        row[metric] = {k: round(v, 4) if math.isfinite(v) else None
+                       for k, v in paired_change(base["samples"], tuned["samples"], metric, cfg.bootstrap,
+                                                 cfg.confidence).items()}
+    low = row["margin"]["low"]
+    passed = low is not None and low > 0
+    row["status"] = "pass" if passed else "fail"
+    row["why"] = ("oracle beats base: margin change CI above 0" if passed
+                  else "margin change CI reaches 0 or below")
+    return row
+
+
+def summarise(screen: Screen) -> dict[str, Any]:
+    """Every candidate's verdict at the screen budget (first seed; the others when present) and the curve."""
+    budget = screen.screen_budget()
+    rows = [verdict(screen, c, budget, s) for c in screen.candidates for s in screen.cfg.seeds]
+    curve = [verdict(screen, screen._cand(t), b, s) for t in screen.cfg.curve.targets
+             for b in sorted(set(screen.curve_budgets()) | {budget}, key=lambda b: (b.learning_rate, b.instances))
+             for s in screen.cfg.seeds]
+    counts = Counter(r["status"] for r in rows if r["seed"] == screen.cfg.seeds[0])
+    return {"name": screen.cfg.name, "model": screen.cfg.model, "budget": asdict(budget),
+            "train": screen.cfg.train, "eval": screen.cfg.eval, "constant_share": screen.cfg.constant_share,
+            "confidence": screen.cfg.confidence, "counts": dict(counts), "rows": rows, "curve": curve,
+            "left_out": screen.left_out, "passed": [r["task"] for r in rows if r["status"] == "pass"]}
+
+
+def _ci(d: dict[str, Any] | None, digits: int = 2) -> str:
+    if not d or d.get("change") is None:
+        return ""
+    lo, hi = d.get("low"), d.get("high")
+    band = f" [{lo:+.{digits}f}, {hi:+.{digits}f}]" if lo is not None and hi is not None else ""
+    return f"{d['change']:+.{digits}f}{band}"
+
+
+def _acc(d: dict[str, Any] | None) -> str:
+    return "" if not d or d.get("base") is None else f"{d['base']:.3f} -> {d['tuned']:.3f}"
+
+
+def screen_markdown(summary: dict[str, Any]) -> str:
+    """The screen as a Markdown document: the verdicts, the learning curve, the tasks left out."""
+    from ..util.textsafe import safe_text
+
+    b = summary["budget"]
+    c = summary["counts"]
+    lines = [f"# Learnability screen: {summary['name']}", "",
+             f"Model `{summary['model']}`; oracle budget {b['instances']} in-task instances, learning rate "
+             f"{b['learning_rate']:g}, train options `{json.dumps(summary['train'], sort_keys=True)}`; evaluation "
+             f"`{json.dumps(summary['eval'], sort_keys=True)}`. A target passes when the oracle's change of the "
+             f"gold-vs-best-distractor margin (summed log-likelihood) has a paired {summary['confidence']:.0%} "
+             f"bootstrap CI above 0 and the base model's most frequent answer covers less than "
+             f"{summary['constant_share']:.0%} of the examples.", "",
+             f"**{c.get('pass', 0)} pass, {c.get('fail', 0)} fail, {c.get('pending', 0)} pending.**", "",
+             "| task | n eval | n train | base top answer | accuracy base -> oracle | accuracy change [CI] "
+             "| margin change [CI] | gold NLL/token base -> oracle | eval s/example | verdict |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+
+    def row_line(r: dict[str, Any]) -> str:
+        nll = r.get("nll_per_token")
+        nll_s = "" if not nll or nll.get("base") is None else f"{nll['base']:.2f} -> {nll['tuned']:.2f}"
+        share = r.get("base_constant_share")
+        return (f"| {safe_text(r['task'], newlines=False)} | {r['n_eval']} | {r['n_train']} | "
+                f"{'' if share is None else f'{share:.0%}'} | {_acc(r.get('acc'))} | {_ci(r.get('acc'), 3)} | "
+                f"{_ci(r.get('margin'))} | {nll_s} | {r.get('eval_s_per_example', '')} | "
+                f"**{r['status']}**: {r['why']} |")
+
+    order = {"pass": 0, "fail": 1, "pending": 2}
+    for r in sorted(summary["rows"], key=lambda r: (order[r["status"]], r["task"], r["seed"])):
+        lines.append(row_line(r))
+    if summary["curve"]:
+        lines += ["", "## Learning curve", "", "| task | budget | seed | accuracy base -> oracle | margin change [CI] "
+                  "| gold NLL/token base -> oracle | verdict |", "|---|---|---|---|---|---|---|"]
+        for r in summary["curve"]:
+            nll = r.get("nll_per_token")
+            nll_s = "" if not nll or nll.get("base") is None else f"{nll['base']:.2f} -> {nll['tuned']:.2f}"
+            bud = f"{r['budget']['instances']} inst, lr {r['budget']['learning_rate']:g}"
+            lines.append(f"| {r['task']} | {bud} | {r['seed']} | {_acc(r.get('acc'))} | {_ci(r.get('margin'))} | "
+                         f"{nll_s} | {r['status']} |")
+    if summary["left_out"]:
+        lines += ["", f"## Tasks left out ({len(summary['left_out'])})", ""]
+        lines += [f"- {safe_text(r['task'], newlines=False)}: {r['why']}" for r in summary["left_out"]]
+    return "\n".join(lines) + "\n"
+
+
+def write_summary(screen: Screen) -> dict[str, Any]:
+    """Write ``screen.json`` and ``screen.md`` under the output folder; returns the summary."""
+    from ..util.paths import atomic_write_json, atomic_write_text
+
+    summary = summarise(screen)
+    atomic_write_json(screen.out / "screen.json", summary)
+    atomic_write_text(screen.out / "screen.md", screen_markdown(summary))
+    return summary
+
+
+__all__: Sequence[str] = ["Budget", "Candidate", "CandidatesConfig", "CurveConfig", "Screen", "ScreenConfig",
+                          "constant_share", "example_group", "find_candidates", "load_screen_config",
+                          "paired_change", "screen_config_from_dict", "screen_markdown", "split_examples",
+                          "summarise", "verdict", "write_summary"]
