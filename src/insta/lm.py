@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import paths
+from .util import paths
 from .errors import InstaError
 from .util.helpers import timestamp
 from .prompt_format import join_prompt_target
