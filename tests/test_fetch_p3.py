@@ -1,4 +1,4 @@
-"""P3 instances through the datasets library (insta.fetch_p3), offline: the loader pointed at a local folder in
+"""P3 instances through the datasets library (insta.fetch.p3), offline: the loader pointed at a local folder in
 the hub dataset's own layout (tests/fixtures/p3_hub: README.md card + data/<config>/<split>-*.parquet)."""
 import json
 import shutil
@@ -9,7 +9,7 @@ import pytest
 from insta import cli
 from insta.catalogs import load_catalog
 from insta.errors import InstaError
-from insta.fetch_p3 import (
+from insta.fetch.p3 import (
     DEFAULT_MAX_ROWS,
     fetch_instances,
     output_file,
@@ -126,7 +126,7 @@ def test_resume_skips_finished_files_and_redoes_partial_ones(root):
 
 
 def _failing_after(n, fail=False):
-    from insta.fetch_p3 import _rows
+    from insta.fetch.p3 import _rows
 
     def reader(source, config, split):
         for i, row in enumerate(_rows(source, config, split)):

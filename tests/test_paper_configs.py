@@ -57,7 +57,7 @@ def here(tmp_path_factory):
 def runnable(here, tmp_path_factory):
     """``here`` plus P3 instances of three T0 training datasets fetched from the hub fixture, and three NIV2
     fixture tasks (two English training tasks, one test task)."""
-    from insta.fetch_p3 import fetch_instances
+    from insta.fetch.p3 import fetch_instances
 
     root = tmp_path_factory.mktemp("runnable")
     for sub in ("promptsource", "superglue", "big-bench", "bbh"):

@@ -13,8 +13,8 @@ from insta.catalogs import load_catalog
 from insta.catalogs.base import Catalog
 from insta.errors import InstaError
 from insta.methods import load_method
-from insta.transfer.matrix import TransferMatrix
-from insta.transfer.prior import (
+from insta.matrix.matrix import TransferMatrix
+from insta.matrix.prior import (
     PriorMatrix,
     combine,
     fit_weights,
@@ -23,7 +23,7 @@ from insta.transfer.prior import (
     prior_and_pivot,
     weight_grid,
 )
-from insta.transfer.topk_metrics import linear_ndcg
+from insta.matrix.topk_metrics import linear_ndcg
 
 DATA = Path(__file__).parent / "fixtures" / "experiment" / "data"
 SOURCES = ["animal_trivia", "arith", "color_names", "plant_facts", "zoo_statements", "story_writing"]
@@ -152,7 +152,7 @@ def test_fit_prefers_the_component_that_predicts_the_held_out_columns():
     rng = np.random.default_rng(0)
     base = np.linspace(0, 1, 8)
     folds = []
-    from insta.transfer.prior import Fold
+    from insta.matrix.prior import Fold
 
     for i in range(4):
         pct = np.vstack([base + rng.normal(0, 0.01, 8) for _ in range(3)])
@@ -293,7 +293,7 @@ def test_cli_bad_prior_matrix_is_one_line(tmp_path, capsys):
 
 
 def test_precision_and_best_of_k_regret_by_hand():
-    from insta.transfer.topk_metrics import best_of_k_regret, precision_at_k
+    from insta.matrix.topk_metrics import best_of_k_regret, precision_at_k
 
     t = [0.3, 0.1, 0.2, 0.0]
     assert precision_at_k(t, [4, 3, 2, 1], 2) == 0.5  # picks 0.3 and 0.1; gold top 2 is 0.3 and 0.2
@@ -309,7 +309,7 @@ def test_precision_and_best_of_k_regret_by_hand():
 
 
 def test_a_family_row_serves_each_of_its_tasks_and_counts_once_in_the_fit(bigbench, monkeypatch):
-    import insta.transfer.prior as prior_mod
+    import insta.matrix.prior as prior_mod
 
     pool = Catalog("bigbench", [t for t in bigbench if t.family in SOURCES])  # arith: addition and subtraction
     seen = {}

@@ -10,7 +10,7 @@ from insta import cli
 from insta.errors import InstaError
 from insta.engine import DryRunBackend
 from insta.records import Example, Task
-from insta.transfer.cells import cell_metrics, compact_rank_samples, margins, predicted_texts
+from insta.matrix.cells import cell_metrics, compact_rank_samples, margins, predicted_texts
 from insta.transfer.screen import (
     Screen,
     constant_share,

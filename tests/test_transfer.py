@@ -20,7 +20,7 @@ from insta.transfer import (
     run_transfer,
 )
 from insta.transfer.runner import TransferRun
-from insta.transfer.scoring import random_expectation
+from insta.matrix.scoring import random_expectation
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = REPO / "configs" / "transfer-tiny.yaml"

@@ -20,7 +20,7 @@ Layout: ``<root>/promptsource/templates/<dataset>/[<subset>/]templates.yaml`` (P
   1. ``<root>/p3/<task id with "/" replaced by "__">/<split>.jsonl``: rows for every template of the task;
      for a grouped task, ``<root>/p3/<folder>__<subset>/<split>.jsonl`` feeds only that subset's templates.
      A row with ``inputs_pretokenized`` is one already rendered by P3 (``insta data fetch p3 --instances``,
-     :mod:`insta.fetch_p3`): it becomes one Example as it is (targets stripped; options = its
+     :mod:`insta.fetch.p3`): it becomes one Example as it is (targets stripped; options = its
      ``answer_choices``), named by its ``template_id`` and ``p3_config``;
   2. built in: ``super_glue/rte`` and ``super_glue/wsc.fixed`` from the official SuperGLUE files
      ``<root>/superglue/{RTE,WSC}/<split>.jsonl``, converted to the HF fields.
@@ -372,7 +372,7 @@ def _row_sources(root: Path, task_id: str, templates: list[dict], split: str):
 
 
 def prerendered_example(raw: dict, task_id: str, i: int, path: Path) -> Example:
-    """The Example of a row fetched from the hub's P3 (:mod:`insta.fetch_p3`): its rendered input and target
+    """The Example of a row fetched from the hub's P3 (:mod:`insta.fetch.p3`): its rendered input and target
     (stripped, as T0 strips them), its answer choices as options; the template named by the row."""
     inp, target, choices = raw.get("inputs_pretokenized"), raw.get("targets_pretokenized"), raw.get("answer_choices")
     if not isinstance(inp, str) or not isinstance(target, str) or not (

@@ -48,7 +48,7 @@ def run_fetch(args: argparse.Namespace) -> int:
     out = {"source": args.source, "path": str(dest)}
     talk = not args.quiet and args.json_out != "-"
     if args.instances:
-        from ..fetch_p3 import DEFAULT_MAX_ROWS, HUB_REPO, fetch_instances
+        from ..fetch.p3 import DEFAULT_MAX_ROWS, HUB_REPO, fetch_instances
         from ..util.helpers import Log
 
         log = Log(quiet=not talk)

@@ -1,9 +1,9 @@
 """Selection that learns from transfer already measured: ``prior-transfer`` and its ``popular-source`` baseline.
 
 ``prior-transfer`` reads a prior transfer matrix (insta's long CSV/JSON, or a user's in the same format,
-:func:`insta.transfer.matrix.read_matrix`) and scores a pool's sources for a target the matrix does not hold
+:func:`insta.matrix.matrix.read_matrix`) and scores a pool's sources for a target the matrix does not hold
 from a popular-source prior, pivots through the matrix's targets (TaskShop's idea, Kim et al. 2023) and direct
-INSTA similarity; the arithmetic and the fitting of its weights live in :mod:`insta.transfer.prior`.
+INSTA similarity; the arithmetic and the fitting of its weights live in :mod:`insta.matrix.prior`.
 
 What the matrix may look like, and what happens when it is not clean:
 
@@ -40,7 +40,7 @@ from .resources import encoder_name, get_encoder, instance_text, unlabelled_samp
 
 
 def _weights_option(weights: Any) -> tuple[float, float, float] | None:
-    from ..transfer.prior import COMPONENTS
+    from ..matrix.prior import COMPONENTS
 
     if weights is None:
         return None
@@ -74,7 +74,7 @@ def prior_why_text(w: dict) -> str:
 class PriorTransferMethod(SelectionMethod):
     """Scores sources for a new target from a prior transfer matrix (see the module docstring).
 
-    Options: ``prior_matrix`` (a file or a :class:`~insta.transfer.matrix.TransferMatrix`), ``metric``,
+    Options: ``prior_matrix`` (a file or a :class:`~insta.matrix.matrix.TransferMatrix`), ``metric``,
     ``encoder`` (instructions, output spaces and inputs), ``weights`` / ``temperature`` (skip the fit),
     ``target_inputs`` (also compare the target's unlabelled inputs with each matrix target's: needs target
     samples), ``n_pivot_samples`` (inputs per matrix target), ``data_dir`` / ``target_catalog`` (where the
@@ -98,8 +98,8 @@ class PriorTransferMethod(SelectionMethod):
                  target_inputs: bool = False, n_pivot_samples: int = 32, data_dir: str | None = None,
                  target_catalog: str | Catalog | None = None, catalogs: Any = None, **options: Any):
         super().__init__(label, **options)
-        from ..transfer.matrix import TransferMatrix, read_matrix
-        from ..transfer.prior import TEMPERATURES, PriorMatrix
+        from ..matrix.matrix import TransferMatrix, read_matrix
+        from ..matrix.prior import TEMPERATURES, PriorMatrix
 
         if prior_matrix is None or prior_matrix == "":
             raise InstaError(f"method {self.name!r} needs a prior transfer matrix (--prior-matrix FILE, "
@@ -244,7 +244,7 @@ class PriorTransferMethod(SelectionMethod):
     def fit(self, pool: Catalog, prior: Any, tasks: dict[str, Task], profiles: dict[str, dict[str, Any]],
             src: np.ndarray) -> Any:
         """The weights fitted leave-one-target-out on ``prior`` (whose held-out column is already gone)."""
-        from ..transfer.prior import Fold, fit_weights, pivot_similarity
+        from ..matrix.prior import Fold, fit_weights, pivot_similarity
 
         key = (tuple(prior.targets), tuple(pool.ids), self.target_inputs)
         if key in self._fits:
@@ -274,7 +274,7 @@ class PriorTransferMethod(SelectionMethod):
 
     # ------------------------------------------------------------------ scoring
     def _score(self, target: Task, pool: Catalog, samples: list[Example], allowed: np.ndarray) -> Scores:
-        from ..transfer.prior import combine, pivot_similarity, pivot_weights, prior_and_pivot
+        from ..matrix.prior import combine, pivot_similarity, pivot_weights, prior_and_pivot
 
         own = self.matrix_id(target)
         prior = self.prior.without([own]) if own else self.prior

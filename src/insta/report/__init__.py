@@ -3,7 +3,7 @@
 * :mod:`insta.report.summary`: every number (metrics per target and method, averages, paired comparisons) from
   the cells' per-example arrays.
 * :mod:`insta.report.stats`: bootstrap resamples, percentile and BCa intervals, p-values (also used by
-  :mod:`insta.transfer.scoring`).
+  :mod:`insta.matrix.scoring`).
 * :mod:`insta.report.tables` and :mod:`insta.report.plots`: what a reader sees.
 * :mod:`insta.report.render`: Markdown and HTML from one Jinja2 template (also used by the transfer report).
 * :mod:`insta.report.document`: the experiment report's sections in reading order and its files.

@@ -1,5 +1,5 @@
 """Bootstrap inference: resamples, confidence intervals and p-values, one implementation for the experiment report
-(:mod:`insta.report.summary`) and the transfer scores (:mod:`insta.transfer.scoring`).
+(:mod:`insta.report.summary`) and the transfer scores (:mod:`insta.matrix.scoring`).
 
 A sample's resamples are drawn once (:func:`resample_indices`) and reused by every statistic on that sample, so a
 paired comparison applies the same resamples to both methods. Two intervals, from the same resamples:

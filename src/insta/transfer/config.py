@@ -110,7 +110,7 @@ def _sources_config(raw: Any) -> SourcesConfig:
 
 def _scoring(raw: Any) -> ScoringSettings:
     scoring = read_section(ScoringSettings, raw, "scoring", prefix=PREFIX)
-    from .cells import METRICS
+    from ..matrix.cells import METRICS
 
     if scoring.metric is not None and scoring.metric not in METRICS:
         raise _fail(f"scoring.metric must be one of {', '.join(METRICS)} (got {scoring.metric!r})")

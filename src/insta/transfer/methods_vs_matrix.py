@@ -12,9 +12,9 @@ from ..catalogs.base import Catalog
 from ..errors import InstaError
 from ..methods import unlabelled_samples  # noqa: F401  (was defined here)
 from ..selection import ranking_scores
-from .cells import METRICS, PRIMARY
-from .matrix import TransferMatrix, reliability
-from .scoring import score_rankings
+from ..matrix.cells import METRICS, PRIMARY
+from ..matrix.matrix import TransferMatrix, reliability
+from ..matrix.scoring import score_rankings
 
 #: (label, method name, options): the methods scored by default
 DEFAULT_METHODS: list[tuple[str, str, dict[str, Any]]] = [

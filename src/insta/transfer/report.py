@@ -16,8 +16,8 @@ from ..util.paths import atomic_write_bytes, atomic_write_text
 from ..report import notes_section
 from ..report.plots import png as _png
 from ..report.tables import fmt as _f
-from .cells import PRIMARY
-from .matrix import TransferMatrix
+from ..matrix.cells import PRIMARY
+from ..matrix.matrix import TransferMatrix
 
 
 def _ci(row: dict[str, float], d: int = 3) -> str:

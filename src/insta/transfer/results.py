@@ -9,8 +9,8 @@ from typing import Any, Callable
 
 from ..engine.jobs import read_train_records
 from ..util.helpers import timestamp
-from .cells import PRIMARY
-from .matrix import TransferMatrix, matrix_from_cells, noise_figures, reliability
+from ..matrix.cells import PRIMARY
+from ..matrix.matrix import TransferMatrix, matrix_from_cells, noise_figures, reliability
 from .runner import TransferRun, sources_summary
 
 

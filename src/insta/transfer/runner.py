@@ -18,7 +18,7 @@ from ..catalogs.base import Catalog
 from ..engine import BASE, CACHE_VERSION, EngineRun, ModelJob, TargetInfo
 from ..errors import InstaError
 from ..util.helpers import content_hash, stable_int
-from .cells import score_rank
+from ..matrix.cells import score_rank
 from .config import TransferConfig
 
 #: a-priori costs for the first --plan (replaced by measured ones as soon as cells exist): SmolLM2, 2 CPU cores

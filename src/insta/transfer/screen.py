@@ -31,7 +31,7 @@ from ..errors import InstaError
 from ..util.helpers import Log, content_hash, stable_key, stable_rng
 from ..util.options import check_keys, checked, read_section
 from ..records import Example, Task
-from .cells import margins, per_example, predicted_texts
+from ..matrix.cells import margins, per_example, predicted_texts
 
 CACHE_VERSION = 1
 PREFIX = "screen config: "
@@ -407,7 +407,7 @@ class Screen:
     def job(self, unit: tuple):
         """The engine job of ``unit`` with only its missing cells (``None`` when none is missing)."""
         from ..engine.jobs import CellJob, model_job
-        from .cells import score_rank
+        from ..matrix.cells import score_rank
 
         evals = [CellJob(key, c.spec, c.task.id, c.catalog, list(c.eval_examples))
                  for key, c in self.unit_cells(unit) if not self.cell_path(key).is_file()]

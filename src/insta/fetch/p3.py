@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
-from .errors import InstaError
+from ..errors import InstaError
 
 HUB_REPO = "bigscience/P3"
 #: hub split -> the split name of ``p3/<task>/<split>.jsonl``
@@ -129,7 +129,7 @@ def template_configs(task) -> dict[str, tuple[str, str]]:
 
 def resolve_tasks(catalog, names: Sequence[str] | None) -> list:
     """Catalog tasks for ``--tasks`` (task ids or T0 names); default: the T0 training and held-out datasets."""
-    from .catalogs.p3 import T0_EVAL, T0_TRAIN, t0_task_id
+    from ..catalogs.p3 import T0_EVAL, T0_TRAIN, t0_task_id
 
     wanted = list(names) if names else [t0_task_id(n) for n in T0_TRAIN + T0_EVAL]
     tasks, seen = [], set()
@@ -220,8 +220,8 @@ def fetch_instances(root: Path, source: str = HUB_REPO, tasks: Sequence[str] | N
 
     The P3 templates (``insta data fetch p3``) must be in ``root`` first: they name the tasks and templates.
     """
-    from .catalogs import load_catalog
-    from .util.helpers import progress_bar
+    from ..catalogs import load_catalog
+    from ..util.helpers import progress_bar
 
     bad = [s for s in splits if s not in SPLITS]
     if bad:

@@ -13,7 +13,7 @@ import tarfile
 import tempfile
 from pathlib import Path
 
-from .errors import InstaError
+from ..errors import InstaError
 
 SDISTS = {
     "p3": ("promptsource==0.2.3", "promptsource/templates/", "promptsource/templates"),
@@ -67,7 +67,7 @@ def download_sdist(name: str, version: str, tmp: Path) -> Path:
     import hashlib
     import urllib.request
 
-    from .util.helpers import progress_bar
+    from ..util.helpers import progress_bar
 
     url, sha = sdist_url(name, version)
     out = tmp / f"{name}-{version}.tar.gz"
