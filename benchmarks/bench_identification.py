@@ -31,7 +31,8 @@ def main() -> None:
     sys.path.insert(0, str(REPO / "src"))
     from insta.align import read_alignment_metadata
     from insta.catalogs import load_catalog
-    from insta.identification import evaluate_identification, format_markdown
+    from insta.evaluators.identification import evaluate_identification
+    from insta.evaluators.identification_table import format_markdown
 
     data_dir = os.environ.get("INSTA_DATA_DIR") or str(REPO.parent / "shared" / "data")
     models = {name: RUNS / name for name in ("p3-cosine", "p3-cosine-lr2e-5", "p3-mnrl", "bigbench-mnrl",

@@ -48,7 +48,7 @@ def _rel(p: Path | str) -> str:
 def identification_by_label(methods: list[dict], data_dir: str, catalog_name: str) -> dict[str, dict]:
     """Top-1 / top-5 identification of each INSTA variant (label -> figures), every variant on the same queries."""
     from insta.catalogs import load_catalog
-    from insta.identification import evaluate_identification
+    from insta.evaluators.identification import evaluate_identification
     from insta.methods import load_method
     from insta.methods.insta import InstaMethod
 
@@ -237,7 +237,7 @@ def main() -> None:
                     help="take the identification figures from the existing OUT.json instead of recomputing them "
                          "(e.g. where the aligned encoder of the methods file is not on disk)")
     args = ap.parse_args()
-    from insta.transfer.methods_vs_matrix import read_method_specs
+    from insta.evaluators.methods_vs_matrix import read_method_specs
 
     scores = json.loads(Path(args.scores).read_text())
     specs = {lab: {"method": name, "options": opts} for lab, name, opts in read_method_specs(args.methods)}

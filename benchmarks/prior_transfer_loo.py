@@ -56,7 +56,7 @@ def run(data_dir: str, target_samples: int = 32, n_boot: int = 10000, log=print)
     from insta.selection import ranking_scores
     from insta.matrix.cells import METRICS as METRIC_ORIENTATION
     from insta.matrix.matrix import TransferMatrix, read_matrix, reliability
-    from insta.transfer.methods_vs_matrix import _matrix_metric, _scored_targets, _source_pool
+    from insta.evaluators.methods_vs_matrix import _matrix_metric, _scored_targets, _source_pool
     from insta.matrix.scoring import ndcg, regret_at_k
     from insta.matrix.topk_metrics import best_of_k_regret, linear_ndcg, precision_at_k
 

@@ -260,7 +260,7 @@ def _top1(result, group="heldout", agg="mean"):
 
 
 def test_mnrl_alignment_raises_identification_accuracy(tiny, style, tmp_path):
-    from insta.identification import evaluate_identification
+    from insta.evaluators.identification import evaluate_identification
 
     out = align_encoder(style, tiny_config(tiny), tmp_path / "aligned", log=quiet)
     meta = json.loads((out / METADATA_FILE).read_text())
@@ -277,7 +277,7 @@ def test_mnrl_alignment_raises_identification_accuracy(tiny, style, tmp_path):
 
 
 def test_cosine_alignment_runs_and_helps(tiny, style, tmp_path):
-    from insta.identification import evaluate_identification
+    from insta.evaluators.identification import evaluate_identification
 
     cfg = tiny_config(tiny, objective="cosine", learning_rate=1e-2, epochs=10, dev_fraction=0.0)
     out = align_encoder(style, cfg, tmp_path / "cos", log=quiet)

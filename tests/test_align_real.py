@@ -7,7 +7,7 @@ import pytest
 
 from insta.align import METADATA_FILE, AlignConfig, align_encoder, split_catalog
 from insta.catalogs import load_catalog
-from insta.identification import evaluate_identification
+from insta.evaluators.identification import evaluate_identification
 
 pytestmark = pytest.mark.slow
 

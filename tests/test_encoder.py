@@ -118,7 +118,7 @@ def test_a_loaded_sentence_transformer_is_used_as_it_is():
     disk cache (its weights may differ from any saved copy), same vectors as it gives."""
     from insta.catalogs.base import Catalog
     from insta.encoder import as_text_encoder
-    from insta.identification import evaluate_identification
+    from insta.evaluators.identification import evaluate_identification
     from insta.methods import load_method
     from insta.records import Task
     from insta.methods import Selector

@@ -12,14 +12,14 @@ from insta.catalogs.base import Catalog
 from insta.cli import main
 from insta.encoder import HashingEncoder
 from insta.errors import InstaError
-from insta.identification import (
+from insta.evaluators.identification import (
     Query,
     catalog_units,
     evaluate_identification,
-    format_markdown,
     leave_one_out_ranks,
     make_queries,
 )
+from insta.evaluators.identification_table import format_markdown
 from insta.records import Example, Task
 from insta.methods import Selector
 
@@ -263,7 +263,7 @@ def test_cli_format_aware_identification(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("aggregation", ["mean", "max"])
 def test_any_method_path_agrees_with_the_vectorised_ranks(tasks, aggregation):
-    from insta.identification import method_leave_one_out_ranks
+    from insta.evaluators.identification import method_leave_one_out_ranks
     from insta.methods import load_method
 
     flat = Catalog("flat", [Task(t.id, t.instructions, t.catalog) for t in tasks])
@@ -276,7 +276,7 @@ def test_any_method_path_agrees_with_the_vectorised_ranks(tasks, aggregation):
 
 
 def test_lexical_identification_counts_ties_against_and_refuses_sample_methods():
-    from insta.identification import method_leave_one_out_ranks
+    from insta.evaluators.identification import method_leave_one_out_ranks
     from insta.methods import load_method
 
     cat = _twins_catalog()

@@ -26,7 +26,7 @@ _LAZY = {
     "select": ("insta.methods", "select"),
     "AlignConfig": ("insta.align", "AlignConfig"),
     "align_encoder": ("insta.align", "align_encoder"),
-    "evaluate_identification": ("insta.identification", "evaluate_identification"),
+    "evaluate_identification": ("insta.evaluators.identification", "evaluate_identification"),
     "build_mixture": ("insta.mixture", "build_mixture"),
     "mixture_from_selection": ("insta.mixture", "mixture_from_selection"),
     "TrainConfig": ("insta.train", "TrainConfig"),

@@ -70,7 +70,8 @@ def run(args: argparse.Namespace) -> int:
     if args.transfer:
         return run_transfer_scoring(args)
     from ..encoder import DEFAULT_ENCODER
-    from ..identification import evaluate_identification, format_markdown
+    from ..evaluators.identification import evaluate_identification
+    from ..evaluators.identification_table import format_markdown
     from ..util.paths import atomic_write_text
     from ._common import check_output_files, load_pool, write_json
 
@@ -101,7 +102,7 @@ def print_table(result, ks) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from ..identification import identification_table
+    from ..evaluators.identification_table import identification_table
     from ..util.textsafe import safe_markup as esc
 
     title = esc(f"task identification on {result['catalog']}{' / ' + result['pool'] if result.get('pool') else ''}: "
@@ -132,8 +133,9 @@ def run_transfer_scoring(args: argparse.Namespace) -> int:
     from ..errors import InstaError
     from ..util.helpers import Log
     from ..util.paths import atomic_write_text
-    from ..transfer import PRIMARY, evaluate_methods_on_matrix, read_matrix
-    from ..transfer.methods_vs_matrix import DEFAULT_METHODS, aligned_methods, read_method_specs, with_encoder
+    from ..evaluators.methods_vs_matrix import (DEFAULT_METHODS, aligned_methods, evaluate_methods_on_matrix,
+                                                read_method_specs, with_encoder)
+    from ..matrix import PRIMARY, read_matrix
     from ._common import write_json
 
     from ._common import check_output_files

@@ -26,7 +26,7 @@ the chosen k and why.
 
 **INSTA** (:class:`insta.methods.Selector`): cosine similarity over every (target instruction, source instruction) pair,
 aggregated per source task by :func:`aggregate` (``mean``, ``max`` or ``topk-vote``, METHOD.md §1); the same
-function scores leave-one-out identification (:mod:`insta.identification`).
+function scores leave-one-out identification (:mod:`insta.evaluators.identification`).
 """
 from __future__ import annotations
 

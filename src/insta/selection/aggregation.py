@@ -1,6 +1,6 @@
 """INSTA's one aggregation of (query x source instruction) cosines into per-task scores, shared by selection and
-leave-one-out identification (:mod:`insta.identification`), the float tolerance under which scores tie, and the
-unit-length rows every cosine is taken over (with the encoder protocol that produces them)."""
+leave-one-out identification (:mod:`insta.evaluators.identification`), the float tolerance under which scores
+tie, and the unit-length rows every cosine is taken over (with the encoder protocol that produces them)."""
 from __future__ import annotations
 
 from typing import Protocol, Sequence

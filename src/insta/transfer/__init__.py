@@ -13,7 +13,7 @@ from __future__ import annotations
 from ..matrix import METRICS, PRIMARY, TransferMatrix, ndcg, read_matrix, regret_at_k, reliability, score_rankings
 from .config import TransferConfig, config_from_dict, load_transfer_config
 from .measure import plan_transfer, run_transfer
-from .methods_vs_matrix import evaluate_methods_on_matrix
+from ..evaluators.methods_vs_matrix import evaluate_methods_on_matrix
 from .runner import TransferRun
 
 __all__ = [

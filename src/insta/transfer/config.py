@@ -47,7 +47,7 @@ class MatrixEvalConfig(RunEvalConfig):
 
 @dataclass
 class ScoringSettings:
-    """The report's scoring of selection methods against the matrix (:mod:`insta.transfer.methods_vs_matrix`)."""
+    """The report's scoring of selection methods against the matrix (:mod:`insta.evaluators.methods_vs_matrix`)."""
 
     enabled: bool = True
     methods: list[Any] | None = None  # method specs (default: every method of the comparison)
@@ -115,7 +115,7 @@ def _scoring(raw: Any) -> ScoringSettings:
     if scoring.metric is not None and scoring.metric not in METRICS:
         raise _fail(f"scoring.metric must be one of {', '.join(METRICS)} (got {scoring.metric!r})")
     if scoring.methods is not None:  # checked now, not after the matrix has run
-        from .methods_vs_matrix import parse_method_specs
+        from ..evaluators.methods_vs_matrix import parse_method_specs
 
         parse_method_specs(scoring.methods, "scoring.methods")
     return scoring

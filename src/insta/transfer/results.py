@@ -66,9 +66,9 @@ def assemble_results(run: TransferRun, matrix: TransferMatrix, cells: list[dict[
 
 def score_matrix(run: TransferRun, matrix: TransferMatrix, log: Callable[[str], None] = lambda m: None
                  ) -> dict[str, Any]:
-    """The configured method scoring of this run's matrix (see :mod:`insta.transfer.methods_vs_matrix`)."""
-    from .methods_vs_matrix import (DEFAULT_METHODS, aligned_methods, evaluate_methods_on_matrix, parse_method_specs,
-                                    with_encoder)
+    """The configured method scoring of this run's matrix (see :mod:`insta.evaluators.methods_vs_matrix`)."""
+    from ..evaluators.methods_vs_matrix import (DEFAULT_METHODS, aligned_methods, evaluate_methods_on_matrix,
+                                                parse_method_specs, with_encoder)
 
     from ..align import ensure_aligned_encoder
 

@@ -24,16 +24,16 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from .align.data import catalog_units
-from .catalogs.base import Catalog
-from .errors import InstaError
-from .records import Task
-from .methods import Selector
-from .selection import AGGREGATIONS, aggregate, ranking_scores, scores_close
+from ..align.data import catalog_units
+from ..catalogs.base import Catalog
+from ..errors import InstaError
+from ..records import Task
+from ..methods import Selector
+from ..selection import AGGREGATIONS, aggregate, ranking_scores, scores_close
 
 GROUPS = ("all", "heldout", "excluded", "unseen", "mixed")
 
@@ -149,7 +149,7 @@ def _summarise(ranks: np.ndarray, units: Sequence[str], ks: Sequence[int]) -> di
 
 def alignment_info(encoder_name: str) -> dict | None:
     """The alignment metadata of an encoder given as a directory (``None`` for a plain encoder)."""
-    from .align import read_alignment_metadata
+    from ..align import read_alignment_metadata
 
     path = Path(str(encoder_name)).expanduser()
     return read_alignment_metadata(path) if path.is_dir() else None
@@ -165,7 +165,7 @@ def make_queries(
 ) -> tuple[list[Query], dict[str, int]]:
     """Queries = every instruction of a unit with >= 2 instructions that no aligned encoder saw, with its group
     and whether it is ambiguous (its text belongs to another unit too; left out with ``drop_ambiguous``)."""
-    from .align.data import AlignmentSplit
+    from ..align.data import AlignmentSplit
 
     text_units: dict[str, set[str]] = {}
     for u, texts in units.items():
@@ -260,19 +260,7 @@ def evaluate_identification(
     asked the same queries through :func:`method_leave_one_out_ranks` (plain instructions; the aggregation
     rows repeat its one figure).
     """
-    if unit not in ("family", "task"):
-        raise InstaError(f"unknown unit {unit!r} (choose family or task)")
-    if len(catalog) == 0:
-        raise InstaError(f"catalog {catalog.name!r} has no tasks")
-    if not encoders and not methods:
-        raise InstaError("give at least one encoder or method")
-    if (isinstance(output_space_weight, bool) or not isinstance(output_space_weight, (int, float))
-            or not output_space_weight >= 0):
-        raise InstaError(f"output_space_weight must be a number >= 0 (got {output_space_weight!r})")
-    for name, values in (("top-k", ks), ("vote depth", [vote_depth])):
-        for v in values:
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise InstaError(f"{name} must be a positive integer (got {v!r})")
+    _check_options(catalog, encoders, methods, unit, ks, vote_depth, output_space_weight)
     t0 = time.perf_counter()
     units = catalog_units(catalog, unit)
     metas, labels, objs = _load_encoders(encoders)
@@ -298,11 +286,9 @@ def evaluate_identification(
         "encoders": [],
         "groups": {},
     }
-    candidates, asked = units, queries
-    if format_aware:
-        candidates, asked = _format_aware(catalog, unit, units, queries)
+    candidates, asked = _format_aware(catalog, unit, units, queries) if format_aware else (units, queries)
     spaces = unit_output_spaces(catalog, unit) if output_space_weight else {}
-    all_ranks = {}
+    all_ranks: dict[str, dict[str, np.ndarray]] = {}
     for label, enc in zip(labels, objs):
         t_enc = time.perf_counter()
         bonus = (output_space_weight * _output_space_cosines(spaces, list(units), queries, enc)
@@ -310,15 +296,7 @@ def evaluate_identification(
         all_ranks[label] = leave_one_out_ranks(candidates, enc, asked, aggregations, vote_depth, unit_bonus=bonus)
         result["encoders"].append({**_encoder_info(enc), "label": label,
                                    "seconds": round(time.perf_counter() - t_enc, 2)})
-    for method in methods:
-        t_enc = time.perf_counter()
-        label = str(getattr(method, "label", None) or method.name)
-        if label in all_ranks:
-            raise InstaError(f"two columns are labelled {label!r}")
-        ranks = method_leave_one_out_ranks(method, units, queries)
-        all_ranks[label] = {agg: ranks for agg in aggregations}
-        result["encoders"].append({"name": method.name, "label": label, "method": method.name,
-                                   "params": method.params(), "seconds": round(time.perf_counter() - t_enc, 2)})
+    result["encoders"] += _method_columns(methods, units, queries, aggregations, all_ranks)
     for g in groups:
         result["groups"][g] = _group_summary(g, queries, all_ranks, aggregations, ks)
     if details:
@@ -331,10 +309,44 @@ def evaluate_identification(
     return result
 
 
+def _check_options(catalog: Catalog, encoders: Sequence[Any], methods: Sequence[Any], unit: str,
+                   ks: Sequence[int], vote_depth: int, output_space_weight: float) -> None:
+    """One clear error for options :func:`evaluate_identification` cannot use."""
+    if unit not in ("family", "task"):
+        raise InstaError(f"unknown unit {unit!r} (choose family or task)")
+    if len(catalog) == 0:
+        raise InstaError(f"catalog {catalog.name!r} has no tasks")
+    if not encoders and not methods:
+        raise InstaError("give at least one encoder or method")
+    if (isinstance(output_space_weight, bool) or not isinstance(output_space_weight, (int, float))
+            or not output_space_weight >= 0):
+        raise InstaError(f"output_space_weight must be a number >= 0 (got {output_space_weight!r})")
+    for name, values in (("top-k", ks), ("vote depth", [vote_depth])):
+        for v in values:
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise InstaError(f"{name} must be a positive integer (got {v!r})")
+
+
+def _method_columns(methods: Sequence[Any], units: Mapping[str, Sequence[str]], queries: Sequence[Query],
+                    aggregations: Sequence[str], all_ranks: dict[str, dict[str, np.ndarray]]) -> list[dict[str, Any]]:
+    """The ranks of each further selection method (added to ``all_ranks``) and its column's description."""
+    columns = []
+    for method in methods:
+        t_enc = time.perf_counter()
+        label = str(getattr(method, "label", None) or method.name)
+        if label in all_ranks:
+            raise InstaError(f"two columns are labelled {label!r}")
+        ranks = method_leave_one_out_ranks(method, units, queries)
+        all_ranks[label] = {agg: ranks for agg in aggregations}
+        columns.append({"name": method.name, "label": label, "method": method.name,
+                        "params": method.params(), "seconds": round(time.perf_counter() - t_enc, 2)})
+    return columns
+
+
 def unit_output_spaces(catalog: Catalog, unit: str = "family") -> dict[str, str | None]:
     """Unit -> the output space of its first task that has a known one (:func:`insta.taskformat.task_output_space`;
     ``None`` where none is known)."""
-    from .taskformat import task_output_space
+    from ..taskformat import task_output_space
 
     out: dict[str, str | None] = {}
     for task in catalog:
@@ -347,7 +359,7 @@ def unit_output_spaces(catalog: Catalog, unit: str = "family") -> dict[str, str 
 def _format_aware(catalog: Catalog, unit: str, units: Mapping[str, Sequence[str]], queries: Sequence[Query]
                   ) -> tuple[dict[str, list[str]], list[Query]]:
     """The candidates and the queries with every instruction carrying its task's output space."""
-    from .taskformat import format_aware_texts
+    from ..taskformat import format_aware_texts
 
     formatted: dict[tuple[str, str], str] = {}
     for task in catalog:
@@ -364,7 +376,7 @@ def _output_space_cosines(spaces: Mapping[str, str | None], names: Sequence[str]
                           encoder: Any) -> np.ndarray:
     """Queries x units: cosine of the query unit's output space and each unit's, as the method computes it
     (:func:`insta.taskformat.output_space_cosines`); a query with an unknown space gets zeros."""
-    from .taskformat import embed_output_spaces, output_space_cosines
+    from ..taskformat import embed_output_spaces, output_space_cosines
 
     vectors = embed_output_spaces(spaces.values(), encoder)
     out = np.zeros((len(queries), len(names)))
@@ -376,8 +388,8 @@ def _output_space_cosines(spaces: Mapping[str, str | None], names: Sequence[str]
 
 def _load_encoders(encoders: Sequence[Any]) -> tuple[list[dict], list[str], list[Any]]:
     """The alignment metadata of the aligned ones, a unique label per encoder, and the encoder objects."""
-    from .encoder import as_text_encoder
-    from .methods.resources import get_encoder
+    from ..encoder import as_text_encoder
+    from ..methods.resources import get_encoder
 
     metas, labels, objs = [], [], []
     for enc in encoders:
@@ -427,48 +439,3 @@ def _group_summary(group: str, queries: Sequence[Query], all_ranks: Mapping[str,
             for label, r in all_ranks.items()
         },
     }
-
-
-def format_markdown(result: Mapping[str, Any], ks: Iterable[int] = (1, 5), macro: bool = False) -> str:
-    """The result as a Markdown table: one row per (group, aggregation), top-k per encoder (in %).
-
-    Every query counts (ambiguous ones too: a tie is a miss); when some are ambiguous, a second column per
-    figure gives the unambiguous queries alone. ``macro=True`` reports the mean over units of each unit's
-    accuracy instead of the mean over queries.
-    """
-    ks = list(ks)
-    head, rows = identification_table(result, ks, macro)
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    lines += ["| " + " | ".join(r) + " |" for r in rows]
-    return "\n".join(lines)
-
-
-def identification_table(result: Mapping[str, Any], ks: Sequence[int] = (1, 5),
-                         macro: bool = False) -> tuple[list[str], list[list[str]]]:
-    """Header and rows of :func:`format_markdown` (also the terminal table of ``insta eval-selection``)."""
-    prefix = "macro_top" if macro else "top"
-    labels = [e["label"] for e in result["encoders"]]
-    second = any(d.get("n_ambiguous") for d in result["groups"].values())
-    head = ["group (queries / units)", "aggregation"]
-    for lab in labels:
-        for k in ks:
-            head.append(f"{lab} {'macro ' if macro else ''}top-{k}")
-            if second:
-                head.append(f"{lab} {'macro ' if macro else ''}top-{k} unambiguous")
-
-    def pct(s: Mapping[str, Any], key: str) -> str:
-        return "–" if s.get(key) is None else f"{100 * s[key]:.1f}"
-
-    rows = []
-    for g, data in result["groups"].items():
-        amb = f", {data['n_ambiguous']} ambiguous" if data.get("n_ambiguous") else ""
-        for agg in result["aggregations"]:
-            cells = [f"{g} ({data['n_queries']} / {data['n_units']}{amb})", agg]
-            for lab in labels:
-                s = data["by_encoder"][lab][agg]
-                for k in ks:
-                    cells.append(pct(s, f"{prefix}{k}"))
-                    if second:
-                        cells.append(pct(s.get("unambiguous") or {}, f"{prefix}{k}"))
-            rows.append(cells)
-    return head, rows
