@@ -45,6 +45,13 @@ def test_experiment_and_transfer_do_not_import_each_other():
     assert cross == KNOWN_CROSS_IMPORTS
 
 
+def test_long_modules_and_functions_say_why():
+    """No module over 400 lines and no function over 60 without a note saying why (``# long module: ...`` among
+    the module's first lines, ``# long: ...`` right above the function)."""
+    assert ig.long_modules(noted=False) == []
+    assert ig.long_functions(noted=False) == []
+
+
 def test_no_backslash_continuation_lines():
     """A backslash at the end of a code line stops simple line-based readers of the code; parentheses do not."""
     found = []

@@ -210,6 +210,7 @@ def _progress(iterable, total: int | None, desc: str, enabled: bool):
     return progress_bar(iterable, total=total, desc=desc, mininterval=1.0, dynamic_ncols=True)
 
 
+# long: the authors' pair recipe (positives, then thresholded negatives) in one place
 def build_pairs(
     groups: Mapping[str, Sequence[str]],
     encoder,

@@ -67,6 +67,7 @@ def _versions() -> dict[str, str]:
 # ---------------------------------------------------------------- the run
 
 
+# long: the alignment pipeline in reading order (split, pairs, training, saving), each step a helper
 def align_encoder(
     catalog: Catalog,
     config: AlignConfig | None = None,

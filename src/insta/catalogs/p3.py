@@ -34,6 +34,7 @@ Layout: ``<root>/promptsource/templates/<dataset>/[<subset>/]templates.yaml`` (P
   function globals, unsafe callables), is malformed, or fails on a row stops the loading with one
   :class:`~insta.errors.InstaError` line naming its ``templates.yaml`` and template id (see :func:`render_error`).
 """
+# long module: one reader (templates, rendering, pools, hub instances) sharing its parsing state
 from __future__ import annotations
 
 import json

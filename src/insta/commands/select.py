@@ -59,6 +59,7 @@ def add_parser(sub) -> None:
     p.set_defaults(func=run)
 
 
+# long: one command's flow (target, pool, method, k, output) in the order its flags are documented
 def run(args: argparse.Namespace) -> int:
     from ..errors import InstaError
     from ..methods import METHODS, load_method, read_target_examples, unlabelled_samples

@@ -193,6 +193,7 @@ def _record_written(out: Path, written: dict[str, str], names: Sequence[str]) ->
     atomic_write_json(out / MANIFEST, {**written, **{n: _sha256(out / n) for n in names}})
 
 
+# long: a wide keyword signature and its docstring; the body writes one task folder
 def export_lm_eval_task(
     task: Task | Sequence[Example],
     out_dir: str | os.PathLike,

@@ -20,6 +20,7 @@ from .results import argmax, metrics_by_template, write_results
 from .scoring import Scorer
 
 
+# long: mostly its docstring; the body is one pass over the examples
 def evaluate_examples(lm: Any, examples: Sequence[Example], config: EvalConfig | None = None, task_id: str = "",
                       catalog: str = "") -> dict[str, Any]:
     """Evaluate a loaded model on examples; returns the results dict with ``samples`` (per-sample records).

@@ -18,6 +18,7 @@ they are reported by group: ``heldout`` (the unit was trained on, this instructi
 (an evaluation target kept out of alignment), ``unseen`` (a unit outside the alignment data, e.g. another
 catalog), and ``all``.
 """
+# long module: leave-one-out ranks, queries and summaries share the Query record, read together
 from __future__ import annotations
 
 import os
@@ -226,6 +227,7 @@ def encoder_label(name: str) -> str:
     return path.name if path.is_dir() and alignment_info(str(path)) else str(name)
 
 
+# long: mostly its docstring (what each option measures); one pass per column
 def evaluate_identification(
     catalog: Catalog,
     encoders: Sequence[Any],

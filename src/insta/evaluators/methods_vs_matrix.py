@@ -148,6 +148,7 @@ def _scored_targets(matrix: TransferMatrix, rel: dict[str, dict[str, Any]], incl
     return kept, left_out
 
 
+# long: a wide signature and its docstring; one pass over methods and targets
 def evaluate_methods_on_matrix(
     matrix: TransferMatrix,
     catalogs: Callable[[str], Catalog],

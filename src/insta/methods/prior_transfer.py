@@ -273,6 +273,7 @@ class PriorTransferMethod(SelectionMethod):
         return fit
 
     # ------------------------------------------------------------------ scoring
+    # long: the three components combined in one place, so the weights read as they are applied
     def _score(self, target: Task, pool: Catalog, samples: list[Example], allowed: np.ndarray) -> Scores:
         from ..matrix.prior import combine, pivot_similarity, pivot_weights, prior_and_pivot
 

@@ -300,6 +300,7 @@ def _tokens_seen(trainer: Any, args: Any) -> int:
     return tokens
 
 
+# long: the named training steps in order, each a helper, so the sequence reads top to bottom
 def train_model(mixture: Any, config: TrainConfig | None = None, callbacks: Sequence[Any] = (),
                 **overrides: Any) -> TrainResult:
     """Fine-tune ``config.model`` on a mixture (a JSONL path, a :class:`~insta.mixture.Mixture` or records).

@@ -16,6 +16,7 @@ on every candidate, each oracle on its own target; every cell is a file under ``
 it depends on, so an interrupted screen resumes where it stopped. A learning curve (``curve``) trains oracles of
 a few targets at other budgets (instances, learning rate) to choose the matrix's training budget.
 """
+# long module: merged from main during the #18 reshaping; config, candidates, units, verdicts to split
 from __future__ import annotations
 
 import json
