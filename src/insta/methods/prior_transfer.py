@@ -172,8 +172,8 @@ class PriorTransferMethod(SelectionMethod):
         """Matrix target id -> its task (instructions, examples); one error line for an id not found."""
         if self._pivot_tasks is None:
             given = self.target_catalog if isinstance(self.target_catalog, Catalog) else None
-            default = (given.name if given else self.target_catalog) or self.matrix_meta.get("source_catalog") \
-                or pool.name
+            default = ((given.name if given else self.target_catalog) or self.matrix_meta.get("source_catalog")
+                       or pool.name)
             cache: dict[str, Catalog] = {given.name: given} if given else {}
             out = {}
             for t in self.prior.targets:
