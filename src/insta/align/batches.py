@@ -2,10 +2,10 @@
 another's false negative (:class:`TaskAwareBatchSampler`)."""
 from __future__ import annotations
 
-import random
 from typing import Any, Iterator, Sequence
 
 from ..errors import InstaError
+from ..util.helpers import text_rng
 
 class TaskAwareBatchSampler:
     """Batches of example indices in which no two examples share a group key (no same-task negatives).
@@ -67,7 +67,7 @@ class TaskAwareBatchSampler:
         return batches, dropped
 
     def _make(self, epoch: int) -> tuple[list[list[int]], int]:
-        rng = random.Random(f"{self.seed}:batches:{epoch}")
+        rng = text_rng(self.seed, "batches", epoch)
         buckets: dict[str, list[int]] = {}
         for i, ks in enumerate(self.keys):
             buckets.setdefault(min(ks) if ks else f"#{i}", []).append(i)

@@ -15,6 +15,7 @@ from .config import EVAL_POOLS, FORMAT_VERSION, METADATA_FILE, OBJECTIVES, UNITS
 from ..catalogs import evaluation_families
 from ..catalogs.base import Catalog
 from ..errors import InstaError
+from ..util.helpers import text_rng
 
 # ---------------------------------------------------------------- split
 
@@ -126,7 +127,7 @@ def split_catalog(catalog: Catalog, config: AlignConfig) -> AlignmentSplit:
         unit_tasks.setdefault(unit_of(task, config.unit), []).append(task.id)
     train, dev, heldout = {}, {}, {}
     for u, texts in units.items():
-        rng = random.Random(f"{config.seed}:split:{u}")
+        rng = text_rng(config.seed, "split", u)
         order = list(texts)
         rng.shuffle(order)
         n = len(order)
@@ -231,7 +232,7 @@ def build_pairs(
     times as a negative; an instruction with no such candidate gets none (counted in ``stats``). A text that
     belongs to the anchor's unit is never its negative, even if it also belongs to another unit.
     """
-    rng = random.Random(f"{seed}:pairs")
+    rng = text_rng(seed, "pairs")
     units = {u: list(dict.fromkeys(t for t in texts if t.strip())) for u, texts in groups.items()}
     owners = text_units(units)
     positives: list[Pair] = []
@@ -240,7 +241,7 @@ def build_pairs(
         combos = [(a, b) for i, a in enumerate(texts) for b in texts[i + 1:]]
         n_all += len(combos)
         if max_positive_pairs_per_unit is not None and len(combos) > max_positive_pairs_per_unit:
-            combos = random.Random(f"{seed}:cap:{u}").sample(combos, max_positive_pairs_per_unit)
+            combos = text_rng(seed, "cap", u).sample(combos, max_positive_pairs_per_unit)
             n_capped += 1
         positives.extend(Pair(a, b, 1.0, u, u) for a, b in combos)
     n_before = len(positives)
@@ -292,7 +293,7 @@ def build_dev_pairs(
 ) -> PairSet:
     """Dev pairs: each dev instruction with each training instruction of its unit (1) and one training
     instruction of another unit under the threshold (0)."""
-    rng = random.Random(f"{seed}:dev")
+    rng = text_rng(seed, "dev")
     owners = text_units(split.train)
     for u, texts in split.dev.items():
         for t in texts:

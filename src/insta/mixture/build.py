@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass
 from typing import Any, Iterable, Sequence
 
 from ..errors import InstaError
-from ..util.helpers import progress_bar, stable_rng, timestamp
+from ..util.helpers import progress_bar, stable_rng, text_rng, timestamp
 from ..util.options import option
 from ..records import Example, Task
 from .leakage import LeakFilter
@@ -53,7 +53,7 @@ class MixtureConfig:
 
 
 def _task_rng(seed: int, task_id: str, salt: str = "") -> random.Random:
-    return random.Random(f"insta-mixture:{seed}:{task_id}:{salt}")  # str seeds hash with sha512: stable
+    return text_rng("insta-mixture", seed, task_id, salt)
 
 
 def _reservoir(examples: Iterable[Example], k: int, rng: random.Random, keep, max_scan: int | None):
@@ -152,7 +152,7 @@ def build_mixture(
         records.extend(_records_of(task, samples[task.id], n, config.seed, catalog_name or task.catalog))
         per_task_info[task.id]["taken"] = n
     if config.shuffle:
-        random.Random(f"insta-mixture-shuffle:{config.seed}").shuffle(records)
+        text_rng("insta-mixture-shuffle", config.seed).shuffle(records)
     manifest = {
         "n_records": len(records),
         "tasks": [t.id for t in live],

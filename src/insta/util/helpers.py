@@ -2,7 +2,8 @@
 
 * **Stable hashes and seeded random generators**: the same on every machine and Python run (``hash()`` is salted
   per process, ``random.Random(obj)`` of a non-string is not stable): :func:`stable_key`, :func:`stable_int`,
-  :func:`stable_rng`, and :func:`content_hash` for cache keys of JSON-like objects.
+  :func:`stable_rng` (and :func:`text_rng`, the older text-seeded streams), and :func:`content_hash` for cache keys
+  of JSON-like objects.
 * **Time**: :func:`format_duration` and :func:`timestamp` (the ``finished`` stamp of every record).
 * **Progress**: :class:`Log` (timed progress lines on stderr) and :func:`progress_bar` (a tqdm bar).
 
@@ -33,6 +34,13 @@ def stable_int(*parts: Any, digits: int = 16) -> int:
 def stable_rng(*parts: Any) -> random.Random:
     """A ``random.Random`` seeded with :func:`stable_int` of ``parts``: one reproducible stream per purpose."""
     return random.Random(stable_int(*parts))
+
+
+def text_rng(*parts: Any) -> random.Random:
+    """A ``random.Random`` seeded with the text of ``parts`` joined by ``:`` (Python hashes a str seed with SHA-512:
+    stable across runs and machines): the streams of alignment splits, pairs, batches and mixtures, which committed
+    results were drawn with (:func:`stable_rng` draws a different stream)."""
+    return random.Random(":".join(map(str, parts)))
 
 
 def content_hash(obj: Any, n: int = 16) -> str:
