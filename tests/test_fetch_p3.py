@@ -46,6 +46,15 @@ def test_config_names_follow_p3():
     assert p3_config_name("duorc", "SelfRC", "build_story_around_qa") == "duorc_SelfRC_build_story_around_qa"
 
 
+def test_winogrande_is_fetched_from_its_xl_subset_only(data_dir):
+    from insta.fetch.p3 import template_configs
+
+    configs = template_configs(load_catalog("p3", data_dir).get("winogrande"))
+    assert configs and all(c.startswith("winogrande_winogrande_xl_") for c in configs)
+    anli = template_configs(load_catalog("p3", data_dir).get("anli"))
+    assert anli and {c.rsplit("_", 1)[1] for c in anli} == {"r1", "r2", "r3"}
+
+
 def test_card_sizes_and_plan(root):
     card = read_card(HUB)
     assert card["super_glue_rte_fact_supports_claim"]["splits"] == {"train": 3, "validation": 1}

@@ -211,3 +211,16 @@ def test_real_config_plans():
     assert later == list(range(len(ids) - len(later), len(ids)))  # v1's targets last
     why = {r["task"]: r["why"] for r in s.left_out}
     assert "104 usable examples" in why["p3:super_glue/wsc.fixed"]
+
+
+def test_second_screen_on_one_folder_is_refused(tmp_path, capsys):
+    from insta.util.paths import run_lock
+
+    out = tmp_path / "out"
+    args = ["screen", str(TINY), "--data-dir", str(DATA), "--out", str(out), "-q"]
+    with run_lock(out, "screen"):  # as another process holding the folder would
+        assert cli.main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "in use by another insta screen run" in err[0]
+    assert not (out / "cells").exists()  # nothing written
+    assert cli.main(args) == 0  # released: the screen runs

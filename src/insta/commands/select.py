@@ -11,7 +11,7 @@ def add_parser(sub) -> None:
         help="rank source tasks for a target (INSTA by default; any selection method with --method)",
         description="Score every source task of a catalog against the target and print the top k, with the why "
                     "of each pick. Methods: insta-mean (default), insta-max, insta-topk-vote, insta-aligned, "
-                    "insta-format, hybrid, lexical, roe, dsir, random, all.",
+                    "insta-format, hybrid, lexical, roe, dsir, prior-transfer, popular-source, random, all.",
     )
     from ._common import add_catalog_args, add_output_args, finite_float, positive_int
 
@@ -148,8 +148,9 @@ PRIOR_MATRIX_METHODS = ("prior-transfer", "popular-source")
 
 
 def _with_prior_matrix(args: argparse.Namespace, name: str, options: dict) -> str:
-    """``--prior-matrix`` as the ``prior_matrix`` option (prior-transfer when no --method is given), and the data
-    directory where the matrix's targets are looked up; the method name to use."""
+    """``--prior-matrix`` as the ``prior_matrix`` option (prior-transfer when no --method is given), the data
+    directory where the matrix's targets are looked up, and ``target_inputs`` when ``--target-examples`` gives
+    the target's inputs; the method name to use."""
     from ..errors import InstaError
 
     if getattr(args, "prior_matrix", None):
@@ -160,6 +161,8 @@ def _with_prior_matrix(args: argparse.Namespace, name: str, options: dict) -> st
         options.setdefault("prior_matrix", args.prior_matrix)
     if name in PRIOR_MATRIX_METHODS:
         options.setdefault("data_dir", args.data_dir)
+    if name == "prior-transfer" and getattr(args, "target_examples", None):
+        options.setdefault("target_inputs", True)  # inputs given: the pivots compare them too
     return name
 
 

@@ -257,7 +257,8 @@ def token_lengths(cfg: ExperimentConfig, check: DataCheck) -> dict[str, Any]:
 
 def grid_counts(cfg: ExperimentConfig, n_targets: int | None = None) -> dict[str, int]:
     """Models to train and cells to evaluate: each target-dependent method trains one model per target, the
-    others (all, random) one model for every target; every column is one cell per target."""
+    others (all, random) one model for every target; every column is one cell per target. The models are an upper
+    bound: methods that select the same tasks share a model (the full plan counts those)."""
     from ..methods import load_method
 
     n_targets = len(cfg.targets) if n_targets is None else n_targets
@@ -310,7 +311,7 @@ def describe(est: dict[str, Any]) -> list[str]:
     """The estimate as a few printable lines."""
     return [
         f"cost on one H100 (bf16): ~{est['gpu_hours']:.1f} GPU-hours = training {est['gpu_hours_train']:.1f} h "
-        f"({est['models']} models x {est['train_instances_per_model']:,.0f} instances x "
+        f"(up to {est['models']} models x {est['train_instances_per_model']:,.0f} instances x "
         f"{est['train_tokens_per_instance']:.0f} tokens) + evaluation {est['gpu_hours_eval']:.2f} h "
         f"({est['cells']} cells x {est['eval_tokens_per_example']:.0f} tokens per example)",
         f"  model {est['model']}: {est['params'] / 1e9:.2f}B parameters, {est['forward_flops_per_token'] / 1e9:.2f} "

@@ -32,6 +32,9 @@ SPLITS = {"train": "train", "validation": "val", "test": "test"}
 DEFAULT_MAX_ROWS = 50_000
 SCORE_EVAL = "_score_eval"
 ANLI_ROUNDS = ("r1", "r2", "r3")
+#: datasets whose promptsource subsets are sizes of one dataset sharing one validation set: only the subset T0
+#: trains and evaluates on is fetched (the others would repeat the same rows)
+ONE_SUBSET = {"winogrande": "winogrande_xl"}
 
 
 def p3_config_name(dataset: str, subset: str | None, template_name: str) -> str:
@@ -120,6 +123,8 @@ def template_configs(task) -> dict[str, tuple[str, str]]:
     out = {}
     for t in (task.meta or {}).get("templates") or []:
         dataset = str(t.get("file", "")).split("/")[0] or task.id.split("/")[0]
+        if dataset in ONE_SUBSET and t.get("subset") != ONE_SUBSET[dataset]:
+            continue
         base = p3_config_name(dataset, t.get("subset"), t["name"])
         names = [f"{base}_{r}" for r in ANLI_ROUNDS] if dataset == "anli" else [base]
         for name in names:

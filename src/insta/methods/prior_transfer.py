@@ -323,7 +323,8 @@ class PriorTransferMethod(SelectionMethod):
             if src[i] < 0:
                 out.update(driver="similarity", in_matrix=False)
             else:
-                out["driver"] = ("prior", "pivot", "similarity")[int(np.argmax(parts[:, i]))]
+                used = [c for c, w in enumerate(weights) if w > 0]  # the largest contribution among the weighted
+                out["driver"] = ("prior", "pivot", "similarity")[max(used, key=lambda c: parts[c, i])]
                 out["prior_percentile"] = round(float(prior_s[i]), 4)
                 col = pct[:, src[i]]
                 measured = np.isfinite(col)

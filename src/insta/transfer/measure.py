@@ -42,7 +42,7 @@ def check_out_folder(cfg: TransferConfig, out: str | Path | None = None, overwri
     foreign = [n for n in OUTPUTS if (folder / n).exists()]
     if foreign:
         raise InstaError(f"{folder} holds {', '.join(foreign)} that no insta transfer run wrote: pass --overwrite "
-                         "to replace them, or choose another --out")
+                         f"to replace {'it' if len(foreign) == 1 else 'them'}, or choose another --out")
 
 
 def _read_results(path: Path) -> dict[str, Any] | None:

@@ -472,6 +472,12 @@ class Screen:
             ) -> dict[str, Any]:
         """Run every unit still missing, in :meth:`units` order (sequential: a candidate's oracle is skipped as
         soon as its base cell shows a constant base model; Ray: the base cells first, then the oracles)."""
+        from ..util.paths import run_lock
+
+        with run_lock(self.out, "screen"):  # a second screen on this folder is refused: it would delete models in use
+            return self._run_locked(executor, progress, max_units)
+
+    def _run_locked(self, executor: str | None, progress: bool, max_units: int | None) -> dict[str, Any]:
         from ..engine.executors import run_jobs
         from ..engine.jobs import clean_stale, execute_job
 
