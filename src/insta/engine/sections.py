@@ -15,6 +15,7 @@ from ..errors import InstaError
 from ..eval_config import EvalConfig
 from ..util.options import check_keys, checked, checked_mapping, option, read_section
 from ..train import TrainConfig
+from .executors import EXECUTORS
 
 BACKENDS = ("transformers", "dry-run")
 TARGET_CATALOGS = ("bigbench", "bbh", "p3", "niv2")
@@ -62,7 +63,7 @@ class RunSettings:
     out: str = option("", "output folder (default: the config's 'out', else experiments/<name>)")
     data_dir: str | None = option(None, "upstream data folder (default: the config's data_dir, $INSTA_DATA_DIR)")
     executor: str = option("sequential", "where the models are trained and evaluated; ray joins $RAY_ADDRESS or "
-                           "starts a local instance", choices=("sequential", "ray"))
+                           "starts a local instance", choices=EXECUTORS)
     keep_models: bool = option(False, "keep trained model folders (default: deleted once evaluated)")
 
 
@@ -147,8 +148,6 @@ def check_targets(raw: dict[str, Any], prefix: str = "", what: str = "the config
 
 def check_runner(raw: dict[str, Any], prefix: str = "") -> None:
     """``backend`` and ``executor``: known names."""
-    from .executors import EXECUTORS
-
     if raw.get("backend", "transformers") not in BACKENDS:
         raise InstaError(f"{prefix}unknown backend {raw.get('backend')!r} (choose from {', '.join(BACKENDS)})")
     if raw.get("executor", "sequential") not in EXECUTORS:
