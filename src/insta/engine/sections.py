@@ -62,9 +62,10 @@ class RunSettings:
 
     out: str = option("", "output folder (default: the config's 'out', else experiments/<name>)")
     data_dir: str | None = option(None, "upstream data folder (default: the config's data_dir, $INSTA_DATA_DIR)")
-    executor: str = option("sequential", "where the models are trained and evaluated; ray joins $RAY_ADDRESS or "
-                           "starts a local instance", choices=EXECUTORS)
-    keep_models: bool = option(False, "keep trained model folders (default: deleted once evaluated)")
+    executor: str = option("sequential", "where the models are trained and evaluated (default: the config's, else "
+                           "sequential); ray joins $RAY_ADDRESS or starts a local instance", choices=EXECUTORS)
+    keep_models: bool = option(False, "keep trained model folders (default: the config's, else deleted once "
+                               "evaluated)")
 
 
 @dataclass(kw_only=True)
