@@ -52,6 +52,24 @@ def test_long_modules_and_functions_say_why():
     assert ig.long_functions(noted=False) == []
 
 
+def test_every_insta_import_names_a_module_that_exists():
+    """An import of an insta module that is not there (e.g. a relative import written before a module moved)
+    fails only when that line runs; here it fails at once, function-level imports included."""
+    files = ig.module_files()
+    missing = []
+    for mod, path in files.items():
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.level:
+                target = ig._resolve(mod, path.name == "__init__.py", node.level, node.module)
+                if target not in files:
+                    missing.append(f"{mod}: from {'.' * node.level}{node.module or ''} ({target})")
+            elif isinstance(node, (ast.Import, ast.ImportFrom)) and not getattr(node, "level", 0):
+                names = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module or ""]
+                missing += [f"{mod}: {n}" for n in names if n.startswith("insta.") and n not in files]
+    assert missing == []
+
+
 def test_no_backslash_continuation_lines():
     """A backslash at the end of a code line stops simple line-based readers of the code; parentheses do not."""
     found = []

@@ -74,14 +74,13 @@ class EngineRun:
         for spec in cfg.targets:
             cat, _ = parse_target(spec, cfg.pool.catalog)
             cats[cat] = self.catalog(cat)
-        if cfg.pool.split:
-            self.catalog(cfg.pool.catalog, cfg.pool.split)  # pool.split (e.g. P3's train rows): loaded, checked now
+        self.catalog(cfg.pool.catalog, cfg.pool.split)  # the pool's catalog (of pool.split): loaded, checked now
         self.targets = prepare_targets(cfg, cats, n_samples)
 
     def load_pool(self) -> None:
         """The source pool without the targets and their relatives (:func:`insta.engine.pool.build_pool`)."""
-        self.pool = build_pool(self.cfg, self.catalog(self.cfg.pool.catalog), self.targets,
-                               encoder=self.pool_encoder, log=self.log)
+        source = self.catalog(self.cfg.pool.catalog, self.cfg.pool.split)  # pool.split: e.g. P3's train rows
+        self.pool = build_pool(self.cfg, source, self.targets, encoder=self.pool_encoder, log=self.log)
 
     def check_base_model(self) -> None:
         """A missing model directory is an error now, not after hours of work."""

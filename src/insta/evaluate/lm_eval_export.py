@@ -188,7 +188,7 @@ def _refuse_edited(out: Path, names: Sequence[str], overwrite: bool) -> dict[str
 
 
 def _record_written(out: Path, written: dict[str, str], names: Sequence[str]) -> None:
-    from .paths import atomic_write_json
+    from ..util.paths import atomic_write_json
 
     atomic_write_json(out / MANIFEST, {**written, **{n: _sha256(out / n) for n in names}})
 
