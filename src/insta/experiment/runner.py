@@ -101,7 +101,7 @@ class Experiment:
 
             if not builtin_name(cfg.model):
                 resolve_model(cfg.model)  # a missing model directory is an error now, not after the selections
-        self.pool = build_pool(cfg, cats[cfg.pool.catalog], self.targets, encoder=self.pool_encoder, log=self.log)
+        self.pool = build_pool(cfg, source, self.targets, encoder=self.pool_encoder, log=self.log)
         for spec in cfg.methods:
             self.methods[spec.label].check(self.pool.catalog, cfg.k)
         if cfg.n_total < 1:
