@@ -636,7 +636,7 @@ def screen_markdown(summary: dict[str, Any]) -> str:
              "divided by the model's spread of option scores on the target (a flattening of the scores alone does "
              "not move it).", "",
              f"**{c.get('pass', 0)} pass, {c.get('fail', 0)} fail, {c.get('pending', 0)} pending.**", "",
-             "| task | n eval | n train | base top answer | accuracy base -> oracle | accuracy change [CI] "
+             "| task | n eval | n train | base top-answer share | accuracy base -> oracle | accuracy change [CI] "
              "| margin_z change [CI] | margin change [CI] | gold NLL/token base -> oracle | eval s/example "
              "| verdict |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]
