@@ -25,6 +25,27 @@ def _isolated_cache(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("INSTA_CACHE_DIR", str(tmp_path_factory.mktemp("insta-cache")))
 
 
+@pytest.fixture(autouse=True)
+def _restore_cli_output_state():
+    """``insta.cli.main`` sets process-wide output state for its command (logger levels, progress-bar variables);
+    a test that runs it in-process must not change what later tests see."""
+    import logging
+
+    names = ("insta", "transformers", "datasets", "sentence_transformers", "lm_eval")
+    levels = {n: logging.getLogger(n).level for n in names}
+    env_vars = ("TRANSFORMERS_VERBOSITY", "HF_HUB_DISABLE_PROGRESS_BARS", "HF_DATASETS_DISABLE_PROGRESS_BARS",
+                "TQDM_DISABLE", "OMP_WAIT_POLICY")
+    env = {v: os.environ.get(v) for v in env_vars}
+    yield
+    for n, level in levels.items():
+        logging.getLogger(n).setLevel(level)
+    for v, value in env.items():
+        if value is None:
+            os.environ.pop(v, None)
+        else:
+            os.environ[v] = value
+
+
 @pytest.fixture
 def data_dir() -> Path:
     path = shared_data_dir()

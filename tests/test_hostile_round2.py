@@ -54,6 +54,16 @@ def _print_tally(request):
             reporter.write_line("\nhostile inputs, round 2: " + ", ".join(f"{k} {TALLY[k]}" for k in ORDER))
 
 
+@pytest.fixture(autouse=True)
+def _restore_insta_log_level():
+    """``main([... "-q"])`` sets the ``insta`` logger to ERROR for the process: put it back for the next tests."""
+    import logging
+
+    level = logging.getLogger("insta").level
+    yield
+    logging.getLogger("insta").setLevel(level)
+
+
 def count(kind: str) -> None:
     TALLY["inputs tried"] += 1
     TALLY[kind] += 1

@@ -10,7 +10,15 @@ from insta import cli
 from insta.errors import InstaError
 from insta.engine import DryRunBackend
 from insta.records import Example, Task
-from insta.matrix.cells import cell_metrics, compact_rank_samples, margins, predicted_texts
+from insta.matrix.cells import (
+    cell_metrics,
+    compact_rank_samples,
+    margins,
+    option_scale,
+    per_example,
+    predicted_texts,
+    standardized_margins,
+)
 from insta.transfer.screen import (
     Screen,
     constant_share,
@@ -50,6 +58,24 @@ def test_margins_by_hand():
     # a cell written before per-option scores were kept has no margin (and metrics skip it)
     old = {k: v for k, v in s.items() if k not in ("scores_sum", "options", "n_tokens")}
     assert margins(old) is None and cell_metrics(old)["margin"] is None and predicted_texts(old) is None
+
+
+def test_standardized_margin_by_hand_and_flattening():
+    s = compact_rank_samples([rank_sample(0, ["a", "b"], 0, [-1.0, -3.0]),  # margin +2, option sd 1
+                              rank_sample(1, ["a", "b"], 1, [-1.0, -4.0])])  # margin -3, option sd 1.5
+    scale = ((1.0 + 2.25) / 2) ** 0.5
+    assert option_scale(s) == pytest.approx(scale)
+    assert standardized_margins(s) == pytest.approx([2 / scale, -3 / scale])
+    assert cell_metrics(s)["margin_z"] == pytest.approx(-0.5 / scale)
+    # a model that only flattens every option score (x 0.4) gains raw margin but not standardized margin
+    flat = compact_rank_samples([rank_sample(0, ["a", "b"], 0, [-0.4, -1.2]),
+                                 rank_sample(1, ["a", "b"], 1, [-0.4, -1.6])])
+    assert cell_metrics(flat)["margin"] > cell_metrics(s)["margin"]
+    assert cell_metrics(flat)["margin_z"] == pytest.approx(cell_metrics(s)["margin_z"])
+    assert per_example(flat, "margin_z") == pytest.approx(per_example(s, "margin_z"))
+    # every option scored alike: no scale, so no standardized margin (nan), never a division by zero
+    tie = compact_rank_samples([rank_sample(0, ["a", "b"], 0, [-1.0, -1.0])])
+    assert option_scale(tie) != option_scale(tie)
 
 
 def test_paired_change_and_constant_share():
@@ -130,8 +156,8 @@ def test_run_resume_and_constant_base(tmp_path):
         assert not s.cell_path(s.eval_key(s.model_key(c, s.screen_budget(), 0), c)).exists()
     # a verdict agrees with a recomputation from the cells
     for r in summary["rows"]:
-        if r["status"] in ("pass", "fail") and "margin" in r:
-            assert (r["status"] == "pass") == (r["margin"]["low"] > 0)
+        if r["status"] in ("pass", "fail") and "margin_z" in r:  # the pass rule reads the config's metric
+            assert (r["status"] == "pass") == (r[cfg.metric]["low"] > 0) and cfg.metric == "margin_z"
     assert sum(summary["counts"].values()) == n_cand and summary["counts"].get("pending", 0) == 0
     # resume: a second run trains and evaluates nothing
     n_train, n_eval = backend.n_train, backend.n_eval
@@ -167,6 +193,7 @@ def test_max_units_stops_early_and_plan_counts(tmp_path):
     ({"name": "x", "train": {"epochs": "many"}}, "train.epochs"),
     ({"name": "x", "eval": {"calibration": "fixed"}}, "calibration"),
     ({"name": "x", "backend": "gpu"}, "backend"),
+    ({"name": "x", "metric": "nll_per_token"}, "metric must be one of"),
 ])
 def test_bad_configs(raw, msg):
     with pytest.raises(InstaError, match=msg):

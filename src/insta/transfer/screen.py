@@ -6,8 +6,10 @@ candidate target the screen trains an in-task **oracle** on the target's own ins
 evaluation examples: split by underlying example, so a P3 row rendered with two templates never sits on both
 sides), evaluates it and the untrained base model on the same held-out examples, and keeps the target when
 
-* the oracle beats the base model on the primary metric (the per-example change of the margin between the gold
-  option's summed log-likelihood and the best distractor's) with a paired bootstrap CI above 0, and
+* the oracle beats the base model on the primary metric with a paired bootstrap CI above 0: the per-example
+  change of the **standardized margin** (the gold option's summed log-likelihood minus the best distractor's,
+  divided by the model's own spread of option scores on that target: ``margin_z`` in :mod:`insta.matrix.cells`,
+  which neither a shared format gain nor a mere flattening of the option scores moves), and
 * the base model does not answer one constant text (its most frequent predicted answer covers less than
   ``constant_share`` of the examples).
 
@@ -41,6 +43,9 @@ DEFAULT_TRAIN_S_PER_INSTANCE = 0.8
 DEFAULT_EVAL_S_PER_EXAMPLE = 0.3
 EVAL_KEYS = {"n", "seed", "batch_size", "max_source_length", "share_prefix"}
 TRAIN_RESERVED = {"model", "output_dir", "overwrite", "resume", "seed"}
+#: metrics the pass rule may use, and the per-example changes every verdict reports
+PASS_METRICS = ("margin_z", "margin", "acc")
+REPORTED = ("margin_z", "margin", "acc", "nll_per_token")
 
 
 @dataclass
@@ -83,6 +88,7 @@ class ScreenConfig:
     eval: dict[str, Any] = field(default_factory=dict)
     curve: CurveConfig = field(default_factory=CurveConfig)
     constant_share: float = 0.95  # a model whose top answer covers this share of the examples is constant
+    metric: str = "margin_z"  # the primary metric of the pass rule (margin_z, margin, acc)
     confidence: float = 0.95
     bootstrap: int = 10000
     backend: str = "transformers"
@@ -122,7 +128,8 @@ def screen_config_from_dict(raw: Any, path: str = "") -> ScreenConfig:
     if not isinstance(raw, dict):
         raise _fail("must be a mapping")
     top = {"name", "description", "data_dir", "out", "seed", "seeds", "candidates", "model", "instances", "train",
-           "eval", "curve", "constant_share", "confidence", "bootstrap", "backend", "executor", "keep_models"}
+           "eval", "curve", "constant_share", "confidence", "bootstrap", "backend", "executor", "keep_models",
+           "metric"}
     check_keys(raw, top, "the top level", PREFIX)
     cand = read_section(CandidatesConfig, raw.get("candidates") or {}, "candidates", prefix=PREFIX)
     _ids(cand.include, "candidates.include")
@@ -147,6 +154,9 @@ def screen_config_from_dict(raw: Any, path: str = "") -> ScreenConfig:
     for name, v in (("constant_share", share), ("confidence", conf)):
         if not (math.isfinite(v) and 0 < v <= 1):
             raise _fail(f"{name} must be in (0, 1] (got {v!r})")
+    metric = raw.get("metric", "margin_z")
+    if metric not in PASS_METRICS:
+        raise _fail(f"metric must be one of {', '.join(PASS_METRICS)} (got {metric!r})")
     backend = raw.get("backend", "transformers")
     if backend not in ("transformers", "dry-run"):
         raise _fail(f"unknown backend {backend!r} (choose from transformers, dry-run)")
@@ -162,7 +172,7 @@ def screen_config_from_dict(raw: Any, path: str = "") -> ScreenConfig:
         instances=checked(raw.get("instances", 400), int, "instances", minimum=1, prefix=PREFIX),
         train=train, eval=evalc, curve=curve, constant_share=float(share), confidence=float(conf),
         bootstrap=checked(raw.get("bootstrap", 10000), int, "bootstrap", minimum=100, prefix=PREFIX),
-        backend=backend, executor=executor,
+        backend=backend, executor=executor, metric=metric,
         keep_models=checked(raw.get("keep_models", False), bool, "keep_models", prefix=PREFIX),
         description=str(checked(raw.get("description") or "", str, "description", prefix=PREFIX)),
     )
@@ -560,15 +570,15 @@ def verdict(screen: Screen, cand: Candidate, budget: Budget, seed: int) -> dict[
     if margins(base["samples"]) is None or margins(tuned["samples"]) is None:
         raise InstaError(f"screen cells of {cand.spec} have no per-option scores (written by an older insta)")
     row["oracle_constant_share"] = round(constant_share(tuned["samples"]), 4)
-    for metric in ("margin", "acc", "nll_per_token"):
+    for metric in REPORTED:
         row[metric] = {k: round(v, 4) if math.isfinite(v) else None
                        for k, v in paired_change(base["samples"], tuned["samples"], metric, cfg.bootstrap,
                                                  cfg.confidence).items()}
-    low = row["margin"]["low"]
+    low = row[cfg.metric]["low"]
     passed = low is not None and low > 0
     row["status"] = "pass" if passed else "fail"
-    row["why"] = ("oracle beats base: margin change CI above 0" if passed
-                  else "margin change CI reaches 0 or below")
+    row["why"] = (f"oracle beats base: {cfg.metric} change CI above 0" if passed
+                  else f"{cfg.metric} change CI reaches 0 or below")
     return row
 
 
@@ -582,7 +592,8 @@ def summarise(screen: Screen) -> dict[str, Any]:
     counts = Counter(r["status"] for r in rows if r["seed"] == screen.cfg.seeds[0])
     return {"name": screen.cfg.name, "model": screen.cfg.model, "budget": asdict(budget),
             "train": screen.cfg.train, "eval": screen.cfg.eval, "constant_share": screen.cfg.constant_share,
-            "confidence": screen.cfg.confidence, "counts": dict(counts), "rows": rows, "curve": curve,
+            "confidence": screen.cfg.confidence, "metric": screen.cfg.metric, "counts": dict(counts), "rows": rows,
+            "curve": curve,
             "left_out": screen.left_out, "passed": [r["task"] for r in rows if r["status"] == "pass"]}
 
 
@@ -607,14 +618,17 @@ def screen_markdown(summary: dict[str, Any]) -> str:
     lines = [f"# Learnability screen: {summary['name']}", "",
              f"Model `{summary['model']}`; oracle budget {b['instances']} in-task instances, learning rate "
              f"{b['learning_rate']:g}, train options `{json.dumps(summary['train'], sort_keys=True)}`; evaluation "
-             f"`{json.dumps(summary['eval'], sort_keys=True)}`. A target passes when the oracle's change of the "
-             f"gold-vs-best-distractor margin (summed log-likelihood) has a paired {summary['confidence']:.0%} "
-             f"bootstrap CI above 0 and the base model's most frequent answer covers less than "
-             f"{summary['constant_share']:.0%} of the examples.", "",
+             f"`{json.dumps(summary['eval'], sort_keys=True)}`. A target passes when the oracle's change of "
+             f"`{summary['metric']}` has a paired {summary['confidence']:.0%} bootstrap CI above 0 and the base "
+             f"model's most frequent answer covers less than {summary['constant_share']:.0%} of the examples. "
+             "margin: the gold option's summed log-likelihood minus the best distractor's; margin_z: the margin "
+             "divided by the model's spread of option scores on the target (a flattening of the scores alone does "
+             "not move it).", "",
              f"**{c.get('pass', 0)} pass, {c.get('fail', 0)} fail, {c.get('pending', 0)} pending.**", "",
-             "| task | n eval | n train | base top answer | accuracy base -> oracle | accuracy change [CI] "
-             "| margin change [CI] | gold NLL/token base -> oracle | eval s/example | verdict |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             "| task | n eval | n train | base top-answer share | accuracy base -> oracle | accuracy change [CI] "
+             "| margin_z change [CI] | margin change [CI] | gold NLL/token base -> oracle | eval s/example "
+             "| verdict |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
 
     def row_line(r: dict[str, Any]) -> str:
         nll = r.get("nll_per_token")
@@ -622,20 +636,22 @@ def screen_markdown(summary: dict[str, Any]) -> str:
         share = r.get("base_constant_share")
         return (f"| {safe_text(r['task'], newlines=False)} | {r['n_eval']} | {r['n_train']} | "
                 f"{'' if share is None else f'{share:.0%}'} | {_acc(r.get('acc'))} | {_ci(r.get('acc'), 3)} | "
-                f"{_ci(r.get('margin'))} | {nll_s} | {r.get('eval_s_per_example', '')} | "
+                f"{_ci(r.get('margin_z'))} | {_ci(r.get('margin'))} | {nll_s} | {r.get('eval_s_per_example', '')} | "
                 f"**{r['status']}**: {r['why']} |")
 
     order = {"pass": 0, "fail": 1, "pending": 2}
     for r in sorted(summary["rows"], key=lambda r: (order[r["status"]], r["task"], r["seed"])):
         lines.append(row_line(r))
     if summary["curve"]:
-        lines += ["", "## Learning curve", "", "| task | budget | seed | accuracy base -> oracle | margin change [CI] "
-                  "| gold NLL/token base -> oracle | verdict |", "|---|---|---|---|---|---|---|"]
+        lines += ["", "## Learning curve", "", "| task | budget | seed | accuracy base -> oracle "
+                  "| margin_z change [CI] | margin change [CI] | gold NLL/token base -> oracle | verdict |",
+                  "|---|---|---|---|---|---|---|---|"]
         for r in summary["curve"]:
             nll = r.get("nll_per_token")
             nll_s = "" if not nll or nll.get("base") is None else f"{nll['base']:.2f} -> {nll['tuned']:.2f}"
             bud = f"{r['budget']['instances']} inst, lr {r['budget']['learning_rate']:g}"
-            lines.append(f"| {r['task']} | {bud} | {r['seed']} | {_acc(r.get('acc'))} | {_ci(r.get('margin'))} | "
+            lines.append(f"| {r['task']} | {bud} | {r['seed']} | {_acc(r.get('acc'))} | {_ci(r.get('margin_z'))} | "
+                         f"{_ci(r.get('margin'))} | "
                          f"{nll_s} | {r['status']} |")
     if summary["left_out"]:
         lines += ["", f"## Tasks left out ({len(summary['left_out'])})", ""]
