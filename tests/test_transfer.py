@@ -330,7 +330,7 @@ def test_spread_sources_cover_keywords():
 
 
 def test_report_answers_the_questions_from_the_paired_differences():
-    from insta.transfer.report import _answers
+    from insta.evaluators.matrix_report import _answers
 
     def row(mean, lo, hi):
         return {"ndcg": {"mean": mean, "lo": lo, "hi": hi}}

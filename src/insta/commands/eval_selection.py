@@ -168,7 +168,7 @@ def run_transfer_scoring(args: argparse.Namespace) -> int:
         write_json(args.json_out, result)
     if args.markdown:
         from ..report import render_markdown
-        from ..transfer.report import scoring_sections
+        from ..evaluators.matrix_report import scoring_sections
 
         atomic_write_text(args.markdown, render_markdown(f"selection methods vs {args.transfer}",
                                                          scoring_sections(result)))
