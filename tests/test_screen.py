@@ -13,21 +13,16 @@ from insta.records import Example, Task
 from insta.matrix.cells import (
     cell_metrics,
     compact_rank_samples,
+    constant_share,
     margins,
     option_scale,
     per_example,
     predicted_texts,
     standardized_margins,
 )
-from insta.transfer.screen import (
-    Screen,
-    constant_share,
-    load_screen_config,
-    paired_change,
-    screen_config_from_dict,
-    split_examples,
-    summarise,
-)
+from insta.transfer.screen import Screen, split_examples
+from insta.transfer.screen_config import load_screen_config, screen_config_from_dict
+from insta.transfer.screen_verdicts import paired_change, summarise
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = REPO / "configs" / "screen-tiny.yaml"

@@ -34,7 +34,9 @@ def run(args: argparse.Namespace) -> int:
     from ..util.fileio import check_output_dir
     from ..util.helpers import Log, format_duration
     from ..util.textsafe import safe_text
-    from ..transfer.screen import Screen, load_screen_config, write_summary
+    from ..transfer.screen import Screen
+    from ..transfer.screen_config import load_screen_config
+    from ..transfer.screen_verdicts import write_summary
     from ._common import check_output_files, write_json
 
     if args.max_units is not None and args.max_units < 1:

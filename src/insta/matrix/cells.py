@@ -145,6 +145,16 @@ def cell_metrics(s: dict[str, list]) -> dict[str, float | None]:
     }
 
 
+def constant_share(samples: dict[str, list]) -> float:
+    """The share of examples on which the model gives its most frequent answer text (1.0: constant)."""
+    from collections import Counter
+
+    texts = predicted_texts(samples) or [str(p) for p in samples["pred_sum"]]
+    if not texts:
+        return float("nan")
+    return Counter(texts).most_common(1)[0][1] / len(texts)
+
+
 def per_example(s: dict[str, list], metric: str) -> list[float]:
     """The per-example values of a metric (0/1 for accuracies), for paired standard errors."""
     if metric == "nll_per_token":
