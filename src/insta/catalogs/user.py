@@ -44,7 +44,7 @@ from typing import Any, Callable, Iterator
 import yaml
 
 from ..errors import InstaError
-from ..util.fileio import check_aliases
+from ..util.fileio import check_aliases, read_text
 from ..records import Example, Task
 from .base import Catalog
 
@@ -66,14 +66,7 @@ def _string_list(value: Any, field: str, where: str, allow_empty: bool = True) -
 
 def _records(path: Path) -> list[tuple[str, Any]]:
     """(location, raw task object) for every task in the file."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise InstaError(f"task file {path} does not exist") from None
-    except UnicodeDecodeError as err:
-        raise InstaError(f"task file {path} is not UTF-8 text ({err.reason} at byte {err.start})") from None
-    except OSError as err:
-        raise InstaError(f"cannot read task file {path}: {err}") from None
+    text = read_text(path, "task file")
     if path.suffix == ".jsonl":
         out = []
         for n, line in enumerate(text.splitlines(), 1):
