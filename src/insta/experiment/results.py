@@ -6,13 +6,29 @@ import json
 import os
 import platform
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol, Sequence
 
 from ..util.helpers import timestamp
 from ..engine.cells import upgrade_cell
+from .entries import GridEntry
 
-if TYPE_CHECKING:  # pragma: no cover
-    from .runner import Experiment, GridEntry
+
+class Experiment(Protocol):
+    """What the assembler reads of a planned grid (:class:`insta.experiment.runner.Experiment` has it); a
+    protocol, so that this module does not import the runner that imports it."""
+
+    cfg: Any
+    entries: Sequence[GridEntry]
+    methods: dict[str, Any]
+    backend: Any
+    targets: Sequence[Any]
+    pool: Any
+    stats: dict[str, int]
+    timings: dict[str, float]
+
+    def cell_path(self, key: str) -> Path: ...
+
+    def train_record_path(self, key: str) -> Path: ...
 
 
 def machine_info() -> dict[str, Any]:

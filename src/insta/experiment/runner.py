@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import os
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -22,23 +21,9 @@ from ..mixture import allocate_budget
 from ..util.paths import atomic_write_json
 from ..selection import Selection, SelectionMethod
 from .config import ExperimentConfig, MethodSpec
+from .entries import GridEntry
 from .p3_table import cached_p3_table
 from .results import assemble_results, record_working_run
-
-
-@dataclass
-class GridEntry:
-    """One (target, method) of the grid: its selection, training allocation, model and cell."""
-
-    target: str  # TargetInfo.id
-    label: str  # method label ("base" for the untrained model)
-    method: str
-    group: str
-    seed: int | None
-    selection: Selection | None
-    allocation: dict[str, int] | None
-    model_key: str  # "base" or a model hash
-    eval_key: str
 
 
 class Experiment(EngineRun):
