@@ -222,7 +222,8 @@ def test_cells_of_format_1_are_reused_and_read_as_per_token(tmp_path, capsys):
     first = run_experiment(cfg, backend=DryRunBackend(), log=quiet, report=False)
     cells = sorted((Path(cfg.out) / "cells").glob("*.json"))
     s0 = json.loads(cells[0].read_text())["samples"]
-    assert s0["format"] == 2 and {"pred_sum", "pred_norm", "pred_norm_token", "pred_calibrated"} <= set(s0)
+    assert s0["format"] == 3 and {"pred_sum", "pred_norm", "pred_norm_token", "pred_calibrated", "options",
+                                  "scores_sum", "n_tokens"} <= set(s0)
     for c in cells:
         _to_cell_format_1(c)
     # default normalisation (characters): the old cells cannot give it, and the error says what to do
@@ -336,3 +337,31 @@ def test_cache_keys_hash_the_sections_as_written():
     cfg.train.epochs = 2
     cfg.eval.max_new_tokens = 5  # not written in the file, changed since: part of the key
     assert cfg.key_options("train")["epochs"] == 2 and cfg.key_options("eval")["max_new_tokens"] == 5
+
+
+def test_grid_cells_keep_option_scores_and_margins(tmp_path):
+    """Grid cells keep every option's score (as transfer cells do), so the matrix's margin metrics are computed
+    from them; a format-2 cell (no option scores) upgrades without touching its per-character predictions."""
+    from insta.engine.cells import upgrade_samples
+    from insta.matrix.cells import margins, standardized_margins
+
+    cfg = tiny(tmp_path)
+    run_experiment(cfg, backend=DryRunBackend(), log=quiet, report=False)
+    seen = 0
+    for path in sorted((Path(cfg.out) / "cells").glob("*.json")):
+        cell = json.loads(path.read_text())
+        s = cell["samples"]
+        if not s["scores_sum"] or any(x is None for x in s["scores_sum"]):
+            continue
+        seen += 1
+        assert len(s["options"]) == len(s["ids"]) == len(s["n_tokens"])
+        assert all(len(o) == len(sc) == n for o, sc, n in zip(s["options"], s["scores_sum"], s["n_options"]))
+        m, z = margins(s), standardized_margins(s)
+        assert cell["metrics"]["margin"] == pytest.approx(sum(m) / len(m))
+        assert cell["metrics"]["margin_z"] == pytest.approx(sum(z) / len(z))
+        # the margin is positive exactly where the summed-log-likelihood rule answers correctly
+        assert all((mi > 0) == (p == lab) for mi, p, lab in zip(m, s["pred_sum"], s["label"]) if mi != 0)
+        old = {k: v for k, v in s.items() if k not in ("options", "scores_sum", "n_tokens")} | {"format": 2}
+        up = upgrade_samples(old)
+        assert up["format"] == 3 and up["pred_norm"] == s["pred_norm"] and margins(up) is None
+    assert seen > 0

@@ -115,7 +115,7 @@ def test_cells_of_format_1_read_per_token_predictions(tmp_path):
     (tmp_path / "results.json").write_text(json.dumps(res))
     loaded = load_results(tmp_path / "results.json")
     for key, s in loaded["samples"].items():
-        assert s["format"] == 2 and "pred_norm" not in s
+        assert s["format"] == 3 and "pred_norm" not in s
         assert metric_on(s, "acc_norm_token") == pytest.approx(old_acc_norm[key])
         assert metric_on(s, "acc_norm") is None
     assert loaded["cells"][0]["evaluate_metrics"] == {"acc": 0.5, "acc_norm_token": 0.25, "bal_acc_norm_token": 0.3}

@@ -17,7 +17,10 @@ CACHE_VERSION = 1
 
 #: the form of a cell's per-example arrays (``samples``). Format 1 (no ``format`` key) predates the
 #: lm-evaluation-harness names: its ``pred_norm`` divided by tokens and it has no per-character predictions.
-SAMPLES_FORMAT = 2
+#: Format 3 adds every option's text, summed log-likelihood and token count (``options``, ``scores_sum``,
+#: ``n_tokens``; ``None`` for generation examples), the arrays :mod:`insta.matrix.cells` computes margins from;
+#: older cells simply lack them (their margins are ``None``).
+SAMPLES_FORMAT = 3
 PRED_KEYS = ("pred_sum", "pred_norm", "pred_norm_token", "pred_calibrated")
 
 
@@ -28,7 +31,8 @@ def compact_samples(result: dict[str, Any]) -> dict[str, Any]:
     samples = result.get("samples") or []
     out: dict[str, Any] = {"format": SAMPLES_FORMAT, "ids": [], "gold": [], "label": [],
                            **{k: [] for k in PRED_KEYS}, "gold_logprob": [], "gold_nll_per_token": [],
-                           "n_options": [], "exact_match": [], "rouge_l": []}
+                           "n_options": [], "exact_match": [], "rouge_l": [], "options": [], "scores_sum": [],
+                           "n_tokens": []}
     for s in samples:
         out["ids"].append(s["id"])
         if s.get("type", "rank") == "rank":
@@ -43,8 +47,14 @@ def compact_samples(result: dict[str, Any]) -> dict[str, Any]:
             out["n_options"].append(len(s["options"]))
             out["exact_match"].append(None)
             out["rouge_l"].append(None)
+            sums = s.get("scores_sum")
+            out["options"].append(list(s["options"]) if sums is not None else None)
+            out["scores_sum"].append([round(float(x), 5) for x in sums] if sums is not None else None)
+            ntok = s.get("n_tokens")
+            out["n_tokens"].append([int(n) for n in ntok] if ntok is not None and sums is not None else None)
         else:
-            for key in ("label", *PRED_KEYS, "gold_logprob", "gold_nll_per_token", "n_options"):
+            for key in ("label", *PRED_KEYS, "gold_logprob", "gold_nll_per_token", "n_options", "options",
+                        "scores_sum", "n_tokens"):
                 out[key].append(None)
             out["gold"].append(s.get("reference"))
             out["exact_match"].append(float(s.get("exact_match", 0.0)))
@@ -54,12 +64,15 @@ def compact_samples(result: dict[str, Any]) -> dict[str, Any]:
 
 def upgrade_samples(samples: dict[str, Any]) -> dict[str, Any]:
     """A cell's per-example arrays in the current :data:`SAMPLES_FORMAT`: format 1's ``pred_norm`` (per token)
-    becomes ``pred_norm_token``, and per-character predictions stay absent (they were never computed)."""
-    if samples.get("format", 1) >= SAMPLES_FORMAT:
+    becomes ``pred_norm_token``, and per-character predictions stay absent (they were never computed); formats 1
+    and 2 have no per-option arrays, so their margins stay ``None``."""
+    fmt = samples.get("format", 1)
+    if fmt >= SAMPLES_FORMAT:
         return samples
     out = {"format": SAMPLES_FORMAT}
     for key, value in samples.items():
-        out["pred_norm_token" if key == "pred_norm" else key] = value
+        if key != "format":
+            out["pred_norm_token" if fmt == 1 and key == "pred_norm" else key] = value
     return out
 
 
@@ -102,12 +115,31 @@ def write_cell(out: Path, key: str, model_key: str, target: str, scored: dict[st
     return cell
 
 
+def margin_metrics(samples: dict[str, Any]) -> dict[str, float]:
+    """``margin`` and ``margin_z`` (the transfer matrix's rank metrics, :mod:`insta.matrix.cells`) of a cell's
+    per-example arrays, when every example is a rank example with its option scores; else nothing."""
+    from ..matrix.cells import margins, standardized_margins
+
+    scores = samples.get("scores_sum") or []
+    if not scores or any(sc is None for sc in scores):
+        return {}
+    m, z = margins(samples), standardized_margins(samples)
+    out = {}
+    if m:
+        out["margin"] = sum(m) / len(m)
+    if z:
+        out["margin_z"] = sum(z) / len(z)
+    return out
+
+
 def score_evaluation(result: dict[str, Any]) -> dict[str, Any]:
-    """A cell's scored fields from an :func:`insta.evaluate.evaluate_examples` result: its metrics, its
-    primary metric and the per-example arrays (:func:`compact_samples`)."""
-    return {"metrics": dict(result.get("metrics") or {}), "primary_metric_evaluate": result.get("primary_metric"),
-            "samples": compact_samples(result)}
+    """A cell's scored fields from an :func:`insta.evaluate.evaluate_examples` result: its metrics (with the
+    margins of :func:`margin_metrics` for rank targets), its primary metric and the per-example arrays
+    (:func:`compact_samples`)."""
+    samples = compact_samples(result)
+    return {"metrics": {**(result.get("metrics") or {}), **margin_metrics(samples)},
+            "primary_metric_evaluate": result.get("primary_metric"), "samples": samples}
 
 
-__all__ = ["CACHE_VERSION", "PRED_KEYS", "SAMPLES_FORMAT", "compact_samples", "score_evaluation", "upgrade_cell",
-           "upgrade_results", "upgrade_samples", "write_cell"]
+__all__ = ["CACHE_VERSION", "PRED_KEYS", "SAMPLES_FORMAT", "compact_samples", "margin_metrics", "score_evaluation",
+           "upgrade_cell", "upgrade_results", "upgrade_samples", "write_cell"]
