@@ -3,8 +3,9 @@
 One stage per module: :mod:`.config` (:class:`AlignConfig`, the authors' recipe by default, and the names of the
 files an alignment writes), :mod:`.data` (the leakage-free split and the training/dev pairs), :mod:`.batches`
 (task-aware batches for in-batch negatives), :mod:`.train` (:func:`align_encoder`: split, pairs, training,
-resume), :mod:`.outputs` (the output folder: checkpoints, metadata, model card) and :mod:`.targets` (an encoder
-aligned for a run's targets, trained when missing).
+resume), :mod:`.outputs` (the output folder: checkpoints, metadata, model card), :mod:`.targets` (an encoder
+aligned for a run's targets, trained when missing) and :mod:`.transfer_pairs` (an encoder aligned to measured
+transfer instead: pairs labelled from a transfer matrix, :func:`align_to_transfer`).
 
 The names below load their module on first use, so ``insta align --help`` imports no numpy.
 """
@@ -20,6 +21,8 @@ _LAZY = {
                      "write_model", "write_readme"), "outputs"),
     **dict.fromkeys(("DEV_METRIC", "align_encoder"), "train"),
     **dict.fromkeys(("align_for_targets", "ensure_aligned_encoder"), "targets"),
+    **dict.fromkeys(("PAIRS_PER_CELL", "TRANSFER_RECIPE", "align_to_transfer", "build_transfer_pairs",
+                     "matrix_instructions", "transfer_config"), "transfer_pairs"),
 }
 
 

@@ -42,6 +42,14 @@ def add_parser(sub) -> None:
                                     default=argparse.SUPPRESS,
                                     help="keep the last epoch instead of the best dev Pearson (= --no-select-best)")
     p.add_argument("--overwrite", action="store_true", help="replace a finished or different run in --out")
+    t = p.add_argument_group("transfer-aligned (instead of the catalog's instruction style)")
+    t.add_argument("--transfer-matrix", metavar="FILE", default=None,
+                   help="fine-tune on (target, source) instruction pairs of this transfer matrix (insta's long "
+                   "JSON/CSV), labelled by each source's per-target percentile of transfer (cosine objective; "
+                   "default 2 epochs, lr 2e-5). --catalog names the catalog of the matrix's sources; see "
+                   "insta.align.transfer_pairs")
+    t.add_argument("--held-out-target", action="append", default=[], metavar="TARGET",
+                   help="matrix target whose column (and instructions) never feed the encoder (repeatable)")
     from ._common import add_output_args
 
     add_output_args(p, json_help="write the run summary as JSON to this path")
@@ -49,11 +57,16 @@ def add_parser(sub) -> None:
 
 
 def config_from_args(args: argparse.Namespace):
-    """AlignConfig from --config (if any) with the given flags on top."""
+    """AlignConfig from --config (if any) with the given flags on top (with --transfer-matrix, the transfer
+    recipe's values where neither gives one)."""
     from ..align.config import AlignConfig
     from ._config import build_config
 
     def merge(file_values: dict, flags: dict) -> None:
+        if getattr(args, "transfer_matrix", None):
+            from ..align.transfer_pairs import TRANSFER_RECIPE
+
+            flags.update({k: v for k, v in TRANSFER_RECIPE.items() if k not in file_values and k not in flags})
         if args.exclude:
             flags["exclude_tasks"] = list(file_values.get("exclude_tasks", [])) + args.exclude
         if args.exclude_family:
@@ -77,6 +90,12 @@ def run(args: argparse.Namespace) -> int:
     check_output_dir(args.out, "--out")
     config = config_from_args(args)
     catalog = open_catalog(args)
+    if args.transfer_matrix:
+        return _run_transfer(args, config, catalog, t0)
+    if args.held_out_target:
+        from ..errors import InstaError
+
+        raise InstaError("--held-out-target applies to --transfer-matrix runs")
     out = align_encoder(catalog, config, args.out, overwrite=args.overwrite)
     meta = read_alignment_metadata(out) or {}
     tr, sp = meta.get("training", {}), meta.get("split", {})
@@ -106,4 +125,26 @@ def run(args: argparse.Namespace) -> int:
             print(f"  dev Pearson: base {bp:.4f} -> best epoch {summary['best_epoch']} {dp:.4f}")
         print(f"  use it: insta select --encoder {out} ...   evaluate it: insta eval-selection -c {args.catalog} "
               f"-e {config.base_encoder} -e {out}")
+    return 0
+
+
+def _run_transfer(args: argparse.Namespace, config, catalog, t0: float) -> int:
+    """``--transfer-matrix``: :func:`insta.align.transfer_pairs.align_to_transfer` on the pool's sources."""
+    from ..align import align_to_transfer, read_alignment_metadata
+    from ._common import write_json
+
+    if config.pool:
+        catalog = catalog.subset(catalog.pool(config.pool))
+    out = align_to_transfer(args.transfer_matrix, catalog, args.out, held_out=args.held_out_target, config=config,
+                            data_dir=args.data_dir, overwrite=args.overwrite)
+    meta = read_alignment_metadata(out) or {}
+    summary = {"out": str(out), "catalog": args.catalog, "transfer_matrix": args.transfer_matrix,
+               "held_out": args.held_out_target, "pairs": meta.get("pairs", {}).get("train"),
+               "epochs": meta.get("training", {}).get("epochs"), "timings": meta.get("timings"),
+               "seconds": round(time.perf_counter() - t0, 2)}
+    if args.json_out:
+        write_json(args.json_out, summary)
+    if args.json_out != "-" and not args.quiet:
+        print(f"transfer-aligned encoder: {out} ({(summary['pairs'] or {}).get('n_pairs')} pairs)")
+        print(f"  use it: insta select --encoder {out} ...  or  -o encoder={out} with prior-transfer")
     return 0
