@@ -199,7 +199,8 @@ class Screen:
         return content_hash({"v": CACHE_VERSION, "kind": "screen-oracle", "base": self.base_identity(),
                              "backend": self.cfg.backend, "target": cand.spec, "seed": seed,
                              "instances": budget.instances if budget else None,
-                             "train": {**self.cfg.train, "learning_rate": budget.learning_rate if budget else None},
+                             "train": {**self.cfg.key_options("train"),
+                                       "learning_rate": budget.learning_rate if budget else None},
                              "eval_ids": [ex.id for ex in cand.eval_examples]})
 
     def eval_key(self, model_key: str, cand: Candidate) -> str:
@@ -207,7 +208,7 @@ class Screen:
                              "base": self.base_identity() if model_key == "base" else None,
                              "backend": self.cfg.backend, "target": cand.spec,
                              "eval_ids": [ex.id for ex in cand.eval_examples],
-                             "eval": {k: v for k, v in self.cfg.eval.items() if k not in ("n", "seed")}})
+                             "eval": self.cfg.key_options("eval", exclude=("n", "seed"))})
 
     def cell_path(self, key: str) -> Path:
         return self.out / "cells" / f"{key}.json"
@@ -271,7 +272,7 @@ class Screen:
                  for key, c in self.unit_cells(unit) if not self.cell_path(key).is_file()]
         if not evals or not self.unit_needed(unit):  # read when the job is reached: the base cell may be new
             return None
-        opts = {"mode": "rank", "progress": False, **{k: v for k, v in self.cfg.eval.items() if k not in ("n", "seed")}}
+        opts = {"mode": "rank", "progress": False, **self.cfg.key_options("eval", exclude=("n", "seed"))}
         common = {"score": score_rank, "eval": opts, "keep_model": self.cfg.keep_models}
         if unit[0] == "base":
             return model_job(self.out, "base", self.cfg.model, self.cfg.backend, evals, list,
@@ -281,7 +282,8 @@ class Screen:
         fields = {"source": f"oracle:{spec}", "seed": seed}
         return model_job(self.out, self.model_key(cand, budget, seed), self.cfg.model, self.cfg.backend, evals,
                          lambda: self.records(cand, budget, seed), cell_fields=fields, record_fields=fields,
-                         train={**self.cfg.train, "learning_rate": budget.learning_rate, "seed": seed}, **common)
+                         train={**self.cfg.key_options("train"), "learning_rate": budget.learning_rate, "seed": seed},
+                         **common)
 
     # -- plan and run
     def measured_costs(self) -> tuple[float, float]:

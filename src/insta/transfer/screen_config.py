@@ -5,9 +5,11 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
+from ..engine.sections import RunEvalConfig, explicit_options
 from ..errors import InstaError
+from ..train import TrainConfig
 from ..util.options import check_keys, checked, read_section
 
 PREFIX = "screen config: "
@@ -42,6 +44,13 @@ class CurveConfig:
 
 
 @dataclass
+class ScreenEvalConfig(RunEvalConfig):
+    """The screen's ``eval`` section: a run's evaluation options with 200 held-out examples per candidate."""
+
+    n: int = 200
+
+
+@dataclass
 class ScreenConfig:
     """Everything a learnability screen depends on (see ``configs/screen-*.yaml``)."""
 
@@ -54,8 +63,8 @@ class ScreenConfig:
     candidates: CandidatesConfig = field(default_factory=CandidatesConfig)
     model: str = "smollm2"
     instances: int = 400  # the screen's budget: training instances of each oracle
-    train: dict[str, Any] = field(default_factory=dict)
-    eval: dict[str, Any] = field(default_factory=dict)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: ScreenEvalConfig = field(default_factory=ScreenEvalConfig)
     curve: CurveConfig = field(default_factory=CurveConfig)
     constant_share: float = 0.95  # a model whose top answer covers this share of the examples is constant
     metric: str = "margin_z"  # the primary metric of the pass rule (margin_z, margin, acc)
@@ -65,18 +74,25 @@ class ScreenConfig:
     executor: str = "sequential"
     keep_models: bool = False
     description: str = ""
+    #: the keys the ``train`` and ``eval`` sections set in the file (what cache keys hash)
+    written: dict[str, list[str]] = field(default_factory=dict, repr=False)
 
     @property
     def n_eval(self) -> int:
-        return int(self.eval.get("n", 200))
+        return self.eval.n
 
     @property
     def eval_seed(self) -> int:
-        return int(self.eval.get("seed", 0))
+        return self.eval.seed
 
     @property
     def learning_rate(self) -> float:
-        return float(self.train.get("learning_rate", 5e-5))
+        return self.train.resolved_lr()
+
+    def key_options(self, section: str, exclude: Iterable[str] = ()) -> dict[str, Any]:
+        """The options of ``train`` or ``eval`` that models and cells are keyed by (those the file sets, in its
+        order, and any changed since: :func:`insta.engine.sections.explicit_options`)."""
+        return explicit_options(getattr(self, section), self.written.get(section, ()), exclude)
 
 
 def _fail(msg: str) -> InstaError:
@@ -111,10 +127,10 @@ def screen_config_from_dict(raw: Any, path: str = "") -> ScreenConfig:
         raise _fail("curve.instances must be positive integers")
     if any(not isinstance(x, (int, float)) or not math.isfinite(x) or x <= 0 for x in curve.learning_rates):
         raise _fail("curve.learning_rates must be positive finite numbers")
-    train = dict(checked(raw.get("train") or {}, dict, "train", prefix=PREFIX))
-    evalc = dict(checked(raw.get("eval") or {}, dict, "eval", prefix=PREFIX))
-    train_config(train, reserved=TRAIN_RESERVED, prefix=PREFIX)
-    eval_config(evalc, allowed=EVAL_KEYS, prefix=PREFIX)
+    train_raw = dict(checked(raw.get("train") or {}, dict, "train", prefix=PREFIX))
+    eval_raw = dict(checked(raw.get("eval") or {}, dict, "eval", prefix=PREFIX))
+    train = train_config(train_raw, reserved=TRAIN_RESERVED, prefix=PREFIX)
+    evalc = eval_config(eval_raw, allowed=EVAL_KEYS, prefix=PREFIX, cls=ScreenEvalConfig)
     seeds = raw.get("seeds", [0])
     if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) and not isinstance(s, bool)
                                                            for s in seeds) or len(set(seeds)) != len(seeds):
@@ -145,6 +161,7 @@ def screen_config_from_dict(raw: Any, path: str = "") -> ScreenConfig:
         backend=backend, executor=executor, metric=metric,
         keep_models=checked(raw.get("keep_models", False), bool, "keep_models", prefix=PREFIX),
         description=str(checked(raw.get("description") or "", str, "description", prefix=PREFIX)),
+        written={"train": list(train_raw), "eval": list(eval_raw)},
     )
     if not cfg.out:
         cfg.out = str(Path("experiments") / cfg.name)
@@ -162,5 +179,5 @@ def load_screen_config(path: str, overrides: dict[str, Any] | None = None) -> Sc
     return screen_config_from_dict(raw, str(path))
 
 
-__all__ = ["CandidatesConfig", "CurveConfig", "PASS_METRICS", "REPORTED", "ScreenConfig", "load_screen_config",
-           "screen_config_from_dict"]
+__all__ = ["CandidatesConfig", "CurveConfig", "PASS_METRICS", "REPORTED", "ScreenConfig", "ScreenEvalConfig",
+           "load_screen_config", "screen_config_from_dict"]

@@ -77,7 +77,8 @@ def summarise(screen: Screen) -> dict[str, Any]:
              for s in screen.cfg.seeds]
     counts = Counter(r["status"] for r in rows if r["seed"] == screen.cfg.seeds[0])
     return {"name": screen.cfg.name, "model": screen.cfg.model, "budget": asdict(budget),
-            "train": screen.cfg.train, "eval": screen.cfg.eval, "constant_share": screen.cfg.constant_share,
+            "train": screen.cfg.key_options("train"), "eval": screen.cfg.key_options("eval"),
+            "constant_share": screen.cfg.constant_share,
             "confidence": screen.cfg.confidence, "metric": screen.cfg.metric, "counts": dict(counts), "rows": rows,
             "curve": curve,
             "left_out": screen.left_out, "passed": [r["task"] for r in rows if r["status"] == "pass"]}
