@@ -24,6 +24,8 @@ def add_parser(sub) -> None:
     p.add_argument("--no-report", action="store_true", help="write the matrix but not the report and scoring")
     p.add_argument("--overwrite", action="store_true", help="replace the matrix and report in --out even if "
                    "another configuration's run (or not insta transfer) wrote them")
+    p.add_argument("--allow-partial-screen", action="store_true", help="targets from a screen (matrix v2): run "
+                   "even though the screen still has pending candidates (the targets are not final)")
     p.set_defaults(func=run)
 
 
@@ -53,7 +55,8 @@ def run(args: argparse.Namespace) -> int:
             _print_plan(plan)
         return 0
     results = run_transfer(cfg, log=log, progress=not args.quiet, report=not args.no_report,
-                           run_cells=not args.report_only, command=command_line("transfer"))
+                           run_cells=not args.report_only, command=command_line("transfer"),
+                           allow_partial_screen=args.allow_partial_screen)
     if args.json_out:
         write_json(args.json_out, results)
     return 0
@@ -70,3 +73,5 @@ def _print_plan(plan) -> None:
     print(f"to run: {plan['units_to_train']} training(s); measured cost {plan['seconds_per_training']} s per "
           f"training, {plan['seconds_per_eval_example']} s per evaluated example; "
           f"ETA {format_duration(plan['eta_seconds'], 'short')}")
+    for line in plan.get("plan_lines", []):
+        print(safe_text(line, newlines=False))

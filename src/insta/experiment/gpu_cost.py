@@ -51,6 +51,10 @@ KNOWN_ARCHITECTURES: dict[str, dict[str, Any]] = {
         "model_type": "llama", "hidden_size": 576, "intermediate_size": 1536, "num_hidden_layers": 30,
         "num_attention_heads": 9, "num_key_value_heads": 3, "vocab_size": 49152, "tie_word_embeddings": True,
         "max_position_embeddings": 8192},
+    "Qwen/Qwen2.5-1.5B-Instruct": {  # the hub's config.json (matrix v2's one-GPU config)
+        "model_type": "qwen2", "hidden_size": 1536, "intermediate_size": 8960, "num_hidden_layers": 28,
+        "num_attention_heads": 12, "num_key_value_heads": 2, "vocab_size": 151936, "tie_word_embeddings": True,
+        "max_position_embeddings": 32768},
 }
 KNOWN_ARCHITECTURES["smollm2"] = KNOWN_ARCHITECTURES["HuggingFaceTB/SmolLM2-135M-Instruct"]
 

@@ -23,7 +23,8 @@ from ..engine.sections import (
 from ..errors import InstaError
 from ..util.options import check_keys, checked, read_section
 
-SOURCE_STRATEGIES = ("spread", "first", "random", "list")
+SOURCE_STRATEGIES = ("spread", "nearest-spread", "first", "random", "list")
+COST_ESTIMATES = ("measured", "gpu")
 #: training options the transfer run sets itself
 TRAIN_RESERVED = {"model", "output_dir", "overwrite", "resume", "seed"}
 EVAL_KEYS = {"n", "seed", "batch_size", "calibration", "content_free_prompt", "max_source_length", "share_prefix"}
@@ -33,9 +34,38 @@ EVAL_KEYS = {"n", "seed", "batch_size", "calibration", "content_free_prompt", "m
 class SourcesConfig:
     """Which pool units become sources: ``n`` of them spread over the pool's task types, or an explicit list."""
 
-    strategy: str = "spread"  # spread (greedy keyword coverage) | first | random | list
+    strategy: str = "spread"  # spread (greedy keyword coverage) | nearest-spread | first | random | list
     n: int | None = 40  # None: every pool unit
     list: list[str] = field(default_factory=list)  # strategy "list": these unit ids, in this order
+    nearest: int = field(default=2, metadata={"minimum": 1})  # nearest-spread: keyword-nearest units per target
+
+
+@dataclass
+class ScreenTargets:
+    """``targets`` as matrix v2's pre-registered rule over a learnability screen (:mod:`insta.transfer.v2_targets`):
+    the passing candidates, v1's targets last, in the screen's order, at most ``max``."""
+
+    from_screen: str = ""  # the screen's config (configs/screen-*.yaml): its folder holds screen.json and the cells
+    max: int = field(default=24, metadata={"minimum": 1})
+    min: int = field(default=12, metadata={"minimum": 1})  # fewer pass: every one is used, and the plan says so
+    exclude_v1: str | None = None  # a transfer config whose targets come last (added only to fill up to max)
+
+
+@dataclass
+class CostSettings:
+    """The cost rule (:mod:`insta.transfer.v2_cost`): targets dropped from the end until the estimate fits."""
+
+    budget_hours: float | None = None  # None: no rule
+    estimate: str = "measured"  # measured (the screen's seconds on this machine) | gpu (one H100, FLOPs counted)
+
+
+@dataclass
+class SubsetSeeds:
+    """More seeds on a subset of the sources (every ``every``-th in the source order), for split-half reliability
+    at a fraction of the cost of seeding every source."""
+
+    seeds: list[int] = field(default_factory=list)
+    every: int = field(default=3, metadata={"minimum": 1})
 
 
 @dataclass
@@ -74,9 +104,16 @@ class TransferConfig(RunConfig):
     eval: MatrixEvalConfig = field(default_factory=MatrixEvalConfig)
     reliability_min: float = 0.5  # split-half reliability below this: the target is left out of method scoring
     scoring: ScoringSettings = field(default_factory=ScoringSettings)
+    subset_seeds: SubsetSeeds = field(default_factory=SubsetSeeds)
+    cost: CostSettings = field(default_factory=CostSettings)
+    #: ``targets:`` given as a screen rule (``targets`` then holds the rule's list, before the cost rule)
+    target_rule: ScreenTargets | None = None
+    screen: Any = field(default=None, repr=False)  # the screen read for the rule (v2_targets.ScreenSource)
+    target_choice: Any = field(default=None, repr=False)  # the rule on the screen's verdicts (TargetChoice)
 
 
-TOP_KEYS = {f.name for f in fields(TransferConfig)} - {"path", "raw", "written"} | {"description"}
+TOP_KEYS = {f.name for f in fields(TransferConfig)} - {"path", "raw", "written", "target_rule", "screen",
+                                                       "target_choice"} | {"description"}
 
 
 PREFIX = "transfer config: "
@@ -108,6 +145,43 @@ def _sources_config(raw: Any) -> SourcesConfig:
     return src
 
 
+def _target_rule(raw: Any, model: str, data_dir: str | None) -> tuple[ScreenTargets, Any, Any]:
+    """``targets:`` as a mapping: the screen rule, the screen it reads and the rule applied to its verdicts."""
+    from .v2_targets import choose_targets, read_screen, v1_targets
+
+    rule = read_section(ScreenTargets, raw, "targets", prefix=PREFIX)
+    if not rule.from_screen:
+        raise _fail("targets.from_screen must name a screen config (e.g. configs/screen-bigbench-smollm2.yaml)")
+    if rule.min > rule.max:
+        raise _fail(f"targets.min ({rule.min}) is above targets.max ({rule.max})")
+    screen = read_screen(rule.from_screen, data_dir)
+    v1 = v1_targets(rule.exclude_v1) if rule.exclude_v1 else set()
+    choice = choose_targets(screen.rows(), v1, rule.max, rule.min)
+    if not choice.targets:
+        raise _fail(f"targets: no candidate of {screen.folder} passes the screen yet ({choice.status_line()})")
+    return rule, screen, choice
+
+
+def _subset_seeds(raw: Any, seeds: list[int]) -> SubsetSeeds:
+    sub = read_section(SubsetSeeds, raw, "subset_seeds", prefix=PREFIX)
+    if not all(isinstance(s, int) and not isinstance(s, bool) for s in sub.seeds) or len(set(sub.seeds)) != len(
+            sub.seeds):
+        raise _fail(f"subset_seeds.seeds must be distinct integers (got {sub.seeds!r})")
+    both = sorted(set(sub.seeds) & set(seeds))
+    if both:
+        raise _fail(f"subset_seeds.seeds repeats seed(s) of seeds: {both}")
+    return sub
+
+
+def _cost(raw: Any) -> CostSettings:
+    cost = read_section(CostSettings, raw, "cost", prefix=PREFIX)
+    if cost.estimate not in COST_ESTIMATES:
+        raise _fail(f"cost.estimate must be one of {', '.join(COST_ESTIMATES)} (got {cost.estimate!r})")
+    if cost.budget_hours is not None and not cost.budget_hours > 0:
+        raise _fail(f"cost.budget_hours must be positive (got {cost.budget_hours!r})")
+    return cost
+
+
 def _scoring(raw: Any) -> ScoringSettings:
     scoring = read_section(ScoringSettings, raw, "scoring", prefix=PREFIX)
     from ..matrix.cells import METRICS
@@ -123,7 +197,8 @@ def _scoring(raw: Any) -> ScoringSettings:
 
 def _check_top(raw: dict[str, Any]) -> None:
     check_keys(raw, TOP_KEYS, "the top level", PREFIX)
-    check_targets(raw, PREFIX, "a transfer config")
+    if not isinstance(raw.get("targets"), dict):
+        check_targets(raw, PREFIX, "a transfer config")
     seeds = raw.get("seeds", [0, 1])
     if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) and not isinstance(s, bool)
                                                            for s in seeds):
@@ -139,6 +214,13 @@ def config_from_dict(raw: Any, path: str = "") -> TransferConfig:
     if not isinstance(raw, dict):
         raise _fail("must be a mapping")
     _check_top(raw)
+    original = raw
+    rule = screen = choice = None
+    if isinstance(raw.get("targets"), dict):  # matrix v2: the targets are the screen rule's
+        model = checked(raw.get("model", "smollm2"), str, "model", prefix=PREFIX)
+        rule, screen, choice = _target_rule(raw["targets"], model,
+                                            checked(raw.get("data_dir"), str | None, "data_dir", prefix=PREFIX))
+        raw = {**raw, "targets": list(choice.targets)}
     sections = {
         "train": train_config(raw.get("train"), TRAIN_RESERVED, prefix=PREFIX),
         "eval": eval_config(raw.get("eval"), allowed=EVAL_KEYS, prefix=PREFIX, cls=MatrixEvalConfig),
@@ -146,13 +228,23 @@ def config_from_dict(raw: Any, path: str = "") -> TransferConfig:
         "scoring": _scoring(raw.get("scoring")),
     }
     rel = _typed(raw.get("reliability_min", 0.5), float, "reliability_min")
-    return TransferConfig(
-        seeds=list(raw.get("seeds", [0, 1])),
+    seeds = list(raw.get("seeds", [0, 1]))
+    cfg = TransferConfig(
+        seeds=seeds,
         sources=_sources_config(raw.get("sources")),
         instances=raw.get("instances", 100),
         reliability_min=float(rel),
+        subset_seeds=_subset_seeds(raw.get("subset_seeds"), seeds),
+        cost=_cost(raw.get("cost")),
+        target_rule=rule, screen=screen, target_choice=choice,
         **run_fields(raw, str(path), sections, PREFIX, default_name="transfer"),
     )
+    if rule is not None:
+        cfg.raw = original
+        if cfg.eval.n != screen.screen.cfg.n_eval:
+            raise _fail(f"eval.n is {cfg.eval.n}, the screen's is {screen.screen.cfg.n_eval}: matrix v2 evaluates "
+                        "each target on the screen's own evaluation examples")
+    return cfg
 def load_transfer_config(path: str | os.PathLike, overrides: dict[str, Any] | None = None) -> TransferConfig:
     """Read a transfer YAML (or JSON) file; ``overrides`` set top-level or dotted keys (``"eval.n": 10``)."""
     from ..util.fileio import load_yaml

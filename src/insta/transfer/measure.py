@@ -56,23 +56,70 @@ def _read_results(path: Path) -> dict[str, Any] | None:
 
 
 def plan_transfer(cfg: TransferConfig, **kw: Any) -> dict[str, Any]:
-    """Validate and plan (pool, sources, cells done, ETA) without training anything."""
+    """Validate and plan (pool, sources, cells done, ETA) without training anything; for targets from a screen,
+    also the target rule and the cost rule as the run would apply them (``target_decision``)."""
     run = TransferRun(cfg, **kw)
     run.prepare()
     plan = run.plan()
     plan["sources"] = sources_summary(run)
     plan["targets"] = [t.id for t in run.targets]
+    if run.target_decision is not None:
+        from .v2_targets import oracle_reference
+
+        plan["target_decision"] = run.target_decision
+        plan["oracle"] = oracle_reference(cfg.screen, run.targets, cfg.model)  # refuses examples that differ
+        plan["plan_lines"] = decision_lines(run) + [_oracle_line(plan["oracle"])]
     return plan
+
+
+def _oracle_line(oracle: dict[str, Any]) -> str:
+    if oracle.get("why"):
+        return f"oracle reference row: none ({oracle['why']})"
+    rows = oracle["targets"]
+    have = [t for t, r in rows.items() if "transfer" in r]
+    return (f"oracle reference row (not a source): the screen's oracle of {len(have)} of {len(rows)} targets, on the "
+            "same evaluation examples")
+
+
+def decision_lines(run: TransferRun) -> list[str]:
+    """The target rule, the cost rule and the source rule of a matrix-v2 run as printable lines."""
+    from .v2_cost import cost_lines
+
+    d, cfg = run.target_decision, run.cfg
+    assert d is not None
+    choice = cfg.target_choice
+    lines = [choice.status_line() if not d.get("frozen") else
+             f"targets frozen in {run.out}/targets.json at {d.get('frozen_at')} (decided before the first cell)"]
+    lines += ["  " + n for n in choice.notes]
+    lines.append(f"  rule's targets ({len(choice.targets)}; screen order, v1's last): "
+                 + ", ".join(choice.targets))
+    if choice.pending:
+        lines.append(f"  pending in the screen ({len(choice.pending)}): " + ", ".join(choice.pending))
+    lines += cost_lines(d["cost"])
+    if not d.get("frozen") and not choice.final:
+        lines.append("the run refuses until the screen is complete (--allow-partial-screen overrides)")
+    near = {s: r["targets"] for s, r in run.source_rules.items() if r.get("rule") == "nearest"}
+    if near:
+        lines.append(f"sources: {len(near)} keyword-nearest ({cfg.sources.nearest} per target), "
+                     f"{len(run.sources) - len(near)} by spread")
+    if cfg.subset_seeds.seeds:
+        lines.append(f"seeds: {cfg.seeds} on every source, {cfg.subset_seeds.seeds} also on one source in "
+                     f"{cfg.subset_seeds.every} (positions 0, {cfg.subset_seeds.every}, ... of the source order; "
+                     f"{len(run.units()) - 1} trainings)")
+    return lines
 
 
 def run_transfer(cfg: TransferConfig, *, out: str | None = None, backend: Any = None,
                  log: Callable[[str], None] | None = None, catalogs: dict | None = None, pool_encoder: Any = None,
                  executor: str | None = None, progress: bool = True, report: bool = True,
-                 run_cells: bool = True, command: str | None = None) -> dict[str, Any]:
+                 run_cells: bool = True, command: str | None = None,
+                 allow_partial_screen: bool = False) -> dict[str, Any]:
     """Run every missing (source, seed) unit, then write ``matrix.csv``, ``matrix.json``, ``results.json`` and
-    (``report``) the report with method scoring; ``run_cells=False`` only rewrites them from finished cells."""
+    (``report``) the report with method scoring; ``run_cells=False`` only rewrites them from finished cells.
+    Targets from a screen: the run refuses while the screen is incomplete unless ``allow_partial_screen``."""
     t0 = time.perf_counter()
-    run = TransferRun(cfg, out=out, backend=backend, log=log, catalogs=catalogs, pool_encoder=pool_encoder)
+    run = TransferRun(cfg, out=out, backend=backend, log=log, catalogs=catalogs, pool_encoder=pool_encoder,
+                      allow_partial_screen=allow_partial_screen)
     if not run_cells:
         return _write_outputs(run, {"units_run": 0}, t0, report, command)
     from ..util.paths import run_lock
@@ -96,6 +143,11 @@ def _write_outputs(run: TransferRun, stats: dict[str, Any] | None, t0: float, re
     atomic_write_text(out_dir / "matrix.csv", matrix.to_csv())
     atomic_write_json(out_dir / "matrix.json", matrix.to_dict(), indent=None)
     results = assemble_results(run, matrix, cells, base, stats, command, t0)
+    if run.target_decision is not None:
+        from .v2_targets import oracle_reference
+
+        results["target_decision"] = run.target_decision
+        results["oracle"] = oracle_reference(cfg.screen, run.targets, cfg.model)
     if report and cfg.scoring.enabled and matrix.rows:
         try:
             results["scoring"] = score_matrix(run, matrix, log=run.log)

@@ -57,6 +57,10 @@ def build_sections(results: dict[str, Any], matrix: TransferMatrix) -> list[dict
     elif results.get("scoring_skipped"):
         secs.append({"title": "Selection methods against measured transfer",
                      "paragraphs": [f"Not scored yet: {results['scoring_skipped']}."]})
+    if results.get("target_decision"):
+        secs.append(_targets_section(results["target_decision"]))
+    if results.get("oracle"):
+        secs.append(oracle_section(results["oracle"], matrix))
     secs.append({"title": "Transfer matrix", "images": ["transfer_heatmap.png"], "paragraphs": [
         "Transfer = base model's gold-answer NLL per token minus the trained model's on the same examples "
         "(positive: training on the source made the target's gold answers more likely). Full data: "
@@ -72,6 +76,54 @@ def build_sections(results: dict[str, Any], matrix: TransferMatrix) -> list[dict
                                                  [[s["id"], ", ".join(s["keywords"]), str(s["n_examples"])]
                                                   for s in results["sources"]])]})
     return secs
+
+
+ORACLE_METRICS = ("margin_z", "acc", "margin", "nll_per_token")
+
+
+def oracle_section(oracle: dict[str, Any], matrix: TransferMatrix) -> dict[str, Any]:
+    """The in-task oracle of each target (the learnability screen's model trained on the target's own instances,
+    evaluated on the same examples) as a reference row: its transfer next to the best source's. Not a source:
+    never ranked or scored."""
+    title = "In-task oracle (reference row, not a source)"
+    if oracle.get("why"):
+        return {"title": title, "paragraphs": [f"No oracle row: {oracle['why']}."]}
+    rows = []
+    for t, r in oracle["targets"].items():
+        if "transfer" not in r:
+            rows.append([t.split(":", 1)[-1], *["–"] * (len(ORACLE_METRICS) + 2), r.get("why", "")])
+            continue
+        best = matrix.mean_transfer(t, "margin_z") if matrix.rows else {}
+        top = max(best.values()) if best else None
+        above = sum(v >= r["transfer"]["margin_z"] for v in best.values()) if best and \
+            r["transfer"].get("margin_z") is not None else None
+        rows.append([t.split(":", 1)[-1], *[_f(r["transfer"].get(m)) for m in ORACLE_METRICS], _f(top),
+                     "–" if above is None else f"{above} of {len(best)}", ""])
+    b = oracle.get("budget") or {}
+    return {"title": title, "paragraphs": [
+        f"The learnability screen's in-task oracle of each target ({b.get('instances', '?')} of the target's own "
+        f"instances, learning rate {b.get('learning_rate', '?')}; screen folder `{oracle.get('screen')}`), "
+        "evaluated on the same examples as every source: an upper reference for what training can teach the "
+        "target at this scale. Transfer is signed so that higher is better (NLL: base minus trained). Not a "
+        "source: it is never ranked or scored."],
+        "tables": [(["target", *[f"oracle {m}" for m in ORACLE_METRICS], "best source margin_z",
+                     "sources at or above the oracle", "note"], rows)]}
+
+
+def _targets_section(d: dict[str, Any]) -> dict[str, Any]:
+    """How the targets were chosen: the screen rule, then the cost rule with the cost of every choice."""
+    from .v2_cost import cost_lines
+
+    rule = d["rule"]
+    paras = [f"Targets by the pre-registered rule over the learnability screen `{d.get('screen')}`: "
+             f"{len(rule['passed'])} of {rule['n_candidates']} candidates passed"
+             f"{'' if rule['final'] else ' so far (' + str(len(rule['pending'])) + ' pending: NOT final)'}; the rule "
+             f"gives {len(rule['targets'])}, the cost rule keeps {len(d['targets'])}."
+             + (" Decided before the first cell and frozen in `targets.json`." if d.get("frozen_at") or d.get("frozen")
+                else "")]
+    paras += rule.get("notes", [])
+    paras += [line.strip() for line in cost_lines(d["cost"])]
+    return {"title": "Targets and cost", "paragraphs": paras}
 
 
 def _compute_line(results: dict[str, Any]) -> str:

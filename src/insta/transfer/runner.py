@@ -26,20 +26,21 @@ DEFAULT_TRAIN_S_PER_INSTANCE = 1.1
 DEFAULT_EVAL_S_PER_EXAMPLE = 0.25
 
 
-def spread_sources(pool: Catalog, n: int, seed: int) -> list[str]:
+def spread_sources(pool: Catalog, n: int, seed: int, start: Sequence[str] = ()) -> list[str]:
     """``n`` pool units that together cover as many task types as possible (greedy keyword coverage).
 
     Each step takes the unit whose not-yet-covered keywords are rarest in the pool (sum of 1/frequency), ties
-    broken by a stable hash of (seed, id); units without keywords come last. Deterministic for a seed.
+    broken by a stable hash of (seed, id); units without keywords come last. Deterministic for a seed. ``start``:
+    units already chosen (their keywords count as covered; the list is filled up to ``n`` after them).
     """
     freq: dict[str, int] = {}
     for t in pool:
         for k in set(t.keywords):
             freq[k] = freq.get(k, 0) + 1
-    covered: set[str] = set()
-    left = list(pool.ids)
-    chosen: list[str] = []
     kw = {t.id: set(t.keywords) for t in pool}
+    chosen: list[str] = list(start)
+    covered: set[str] = set().union(*(kw[u] for u in chosen)) if chosen else set()
+    left = [u for u in pool.ids if u not in set(chosen)]
 
     def gain(tid: str) -> tuple[float, int]:  # reads ``covered`` as it is when called
         return (sum(1.0 / freq[k] for k in kw[tid] - covered), -stable_int("spread", seed, tid, digits=8))
@@ -55,22 +56,122 @@ def spread_sources(pool: Catalog, n: int, seed: int) -> list[str]:
     return chosen
 
 
+def nearest_sources(pool: Catalog, target_keywords: dict[str, Sequence[str]], per_target: int, seed: int
+                    ) -> tuple[list[str], dict[str, list[str]]]:
+    """Matrix v2's related candidates: for every target (in order) the ``per_target`` pool units that share the
+    most BIG-bench keywords with it (at least one). Ties (pre-registered): the unit with more keywords in common
+    with the *other* targets (the union of their keywords) last, then a stable hash of (seed, target, unit).
+    Returns the units in order (each once) and target -> its picks."""
+    kw = {t.id: set(t.keywords) for t in pool}
+    chosen: list[str] = []
+    by_target: dict[str, list[str]] = {}
+    for tid, own in target_keywords.items():
+        own = set(own)
+        others = set().union(*(set(v) for o, v in target_keywords.items() if o != tid))
+        related = [u for u in pool.ids if kw[u] & own]
+        related.sort(key=lambda u: (-len(kw[u] & own), len(kw[u] & others),
+                                    stable_int("nearest", seed, tid, u, digits=8)))
+        by_target[tid] = related[:per_target]
+        chosen += [u for u in by_target[tid] if u not in chosen]
+    return chosen, by_target
+
+
 class TransferRun(EngineRun):
     """Plans and runs one transfer matrix (see the module docstring); ``backend``/``log`` are test hooks."""
 
-    def __init__(self, cfg: TransferConfig, **kw: Any):
+    def __init__(self, cfg: TransferConfig, *, allow_partial_screen: bool = False, **kw: Any):
         super().__init__(cfg, **kw)
         self.cfg: TransferConfig = cfg
         self.sources: list[str] = []
+        #: source -> how it was chosen ({"rule": "nearest", "targets": [...]} or {"rule": strategy})
+        self.source_rules: dict[str, dict[str, Any]] = {}
+        #: matrix v2: the target rule and the cost rule as applied (None for a listed set of targets)
+        self.target_decision: dict[str, Any] | None = None
+        self.allow_partial_screen = allow_partial_screen
 
     # -- preparation (no training)
     def prepare(self) -> None:
-        self.load_targets()
+        if self.cfg.target_rule is not None:
+            self._targets_from_screen()
+        else:
+            self.load_targets()
         for t in self.targets:  # the matrix scores rank classification: examples need 2+ answer options
             _keep_rank_examples(t, self.log)
         self.load_pool()
         self.sources = self._choose_sources()
         self.check_base_model()
+
+    def _targets_from_screen(self) -> None:
+        """Matrix v2: the screen rule's targets on the screen's evaluation examples, then the cost rule (or the
+        decision an earlier run of this configuration froze in ``targets.json`` before its first cell)."""
+        from .v2_targets import screen_candidate
+
+        cfg = self.cfg
+        frozen = read_frozen_targets(self.out, self.decision_identity())
+        if frozen is not None:
+            cfg.targets = list(frozen["targets"])
+        self.load_targets()
+        cands = {t.id: screen_candidate(cfg.screen, t.id, t.task, t.catalog) for t in self.targets}
+        for t in self.targets:  # the screen's split: its oracle was evaluated on these examples
+            t.eval_examples = list(cands[t.id].eval_examples)
+        if frozen is not None:
+            self.target_decision = {**frozen, "frozen": True}
+            if frozen["rule"]["targets"] != cfg.target_choice.targets:
+                self.log(f"targets: kept as frozen in {self.out / FROZEN_TARGETS} ({frozen['frozen_at']}); the "
+                         "screen rule now gives another list")
+            return
+        decision = self.cost_decision(cands)
+        kept = set(decision["kept"])
+        self.targets = [t for t in self.targets if t.id in kept]
+        cfg.targets = [t.id for t in self.targets]
+        self.target_decision = {"targets": list(cfg.targets), "rule": cfg.target_choice.to_dict(),
+                                "cost": decision, "screen": str(cfg.screen.folder), "frozen": False}
+
+    def cost_decision(self, cands: dict[str, Any]) -> dict[str, Any]:
+        """The cost rule on the rule's targets (:mod:`insta.transfer.v2_cost`)."""
+        from .v2_cost import apply_cost_rule, gpu_inputs, measured_inputs, n_trainings
+
+        cfg = self.cfg
+        if cfg.cost.estimate == "gpu":
+            src = self.catalog(cfg.pool.catalog, cfg.pool.split)
+            inputs = gpu_inputs(cfg.model, cands, [t for t in src if t.has_examples],
+                                (cfg.train.max_source_length, cfg.train.max_target_length),
+                                cfg.eval.max_source_length)
+        else:
+            inputs = measured_inputs(cfg.screen, cands, DEFAULT_TRAIN_S_PER_INSTANCE, DEFAULT_EVAL_S_PER_EXAMPLE)
+        n_src = cfg.sources.n or len(cfg.sources.list)
+        trainings = n_trainings(n_src, cfg.seeds, cfg.subset_seeds.seeds, cfg.subset_seeds.every)
+        floor = min(cfg.target_rule.min, len(cands))
+        return apply_cost_rule(list(cands), inputs, trainings, cfg.instances, cfg.cost.budget_hours, floor)
+
+    def decision_identity(self) -> str:
+        """What the frozen target decision depends on: the config keys that choose targets and set the cost."""
+        raw = self.cfg.raw
+        return content_hash({k: raw.get(k) for k in ("targets", "cost", "instances", "sources", "seeds",
+                                                     "subset_seeds", "model", "train", "eval", "pool")})
+
+    def check_targets_final(self) -> None:
+        """Before the first cell: refuse targets that are not final (unless ``allow_partial_screen``)."""
+        d = self.target_decision
+        if d is None or d.get("frozen"):
+            return
+        choice = self.cfg.target_choice
+        if not choice.final and not self.allow_partial_screen:
+            raise InstaError(f"targets are not final: the screen has {len(choice.pending)} pending candidate(s); "
+                             "run when it is complete (or pass --allow-partial-screen)")
+
+    def freeze_targets(self) -> None:
+        """Write the target decision (``targets.json``) before the first cell, so that a resumed run keeps it."""
+        from ..util.helpers import timestamp
+        from ..util.paths import atomic_write_json
+
+        d = self.target_decision
+        if d is None or d.get("frozen"):
+            return
+        self.out.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(self.out / FROZEN_TARGETS, {**{k: v for k, v in d.items() if k != "frozen"},
+                                                      "identity": self.decision_identity(),
+                                                      "frozen_at": timestamp()})
 
     def _choose_sources(self) -> list[str]:
         cfg, pool = self.cfg, self.pool.catalog
@@ -84,10 +185,32 @@ class TransferRun(EngineRun):
             chosen = pool.ids[: src.n or len(pool)]
         elif src.strategy == "random":
             chosen = sorted(pool.ids, key=lambda t: stable_int("sources", cfg.seed, t, digits=8))[: src.n or len(pool)]
+        elif src.strategy == "nearest-spread":
+            return self._nearest_spread()
         else:
             chosen = spread_sources(pool, src.n or len(pool), cfg.seed)
+        self.source_rules = {s: {"rule": src.strategy} for s in chosen}
         if src.n and len(chosen) < src.n:
             self.log(f"sources: the pool holds {len(chosen)} units, fewer than sources.n = {src.n}")
+        return chosen
+
+    def _nearest_spread(self) -> list[str]:
+        """Keyword-nearest units of every target first, then greedy keyword coverage up to ``sources.n``."""
+        cfg, pool = self.cfg, self.pool.catalog
+        near, by_target = nearest_sources(pool, {t.id: list(t.task.keywords) for t in self.targets},
+                                          cfg.sources.nearest, cfg.seed)
+        for t, picks in by_target.items():
+            if len(picks) < cfg.sources.nearest:
+                self.log(f"sources: {len(picks)} pool unit(s) share a keyword with target {t}")
+        chosen = spread_sources(pool, cfg.sources.n or len(pool), cfg.seed, start=near)
+        self.source_rules = {s: {"rule": "spread"} for s in chosen}
+        for t, picks in by_target.items():
+            for s in picks:
+                rule = self.source_rules[s]
+                rule["rule"] = "nearest"
+                rule.setdefault("targets", []).append(t)
+        if len(near) > (cfg.sources.n or 0):
+            self.log(f"sources: {len(near)} keyword-nearest units, more than sources.n = {cfg.sources.n}: all kept")
         return chosen
 
     # -- keys
@@ -108,7 +231,11 @@ class TransferRun(EngineRun):
 
     # -- planning
     def units(self) -> list[tuple[str | None, int | None]]:
-        return [(None, None)] + [(s, seed) for s in self.sources for seed in self.cfg.seeds]
+        """The base model, every source at each seed, then every ``subset_seeds.every``-th source at the subset's
+        seeds (after the others: the matrix is complete at one seed first)."""
+        sub = self.cfg.subset_seeds
+        extra = [(s, seed) for i, s in enumerate(self.sources) if i % sub.every == 0 for seed in sub.seeds]
+        return [(None, None)] + [(s, seed) for s in self.sources for seed in self.cfg.seeds] + extra
 
     def plan(self) -> dict[str, Any]:
         """The work: units, cells done and missing, and an ETA from measured per-cell costs."""
@@ -144,9 +271,21 @@ class TransferRun(EngineRun):
                 per_ex.append(float(cell["seconds"]) / max(1, len(cell["samples"]["ids"])))
             except (ValueError, KeyError, TypeError):
                 continue
-        train_s = sum(trains) / len(trains) if trains else DEFAULT_TRAIN_S_PER_INSTANCE * self.cfg.instances
-        eval_s = sum(per_ex) / len(per_ex) if per_ex else DEFAULT_EVAL_S_PER_EXAMPLE
+        prior_train, prior_eval = self.prior_costs()
+        train_s = sum(trains) / len(trains) if trains else prior_train
+        eval_s = sum(per_ex) / len(per_ex) if per_ex else prior_eval
         return train_s, eval_s
+
+    def prior_costs(self) -> tuple[float, float]:
+        """Seconds per training and per evaluated example before this run has measured any: the cost rule's
+        (the screen's measurements, or the GPU estimate) for targets from a screen, else a-priori figures."""
+        cost = (self.target_decision or {}).get("cost")
+        if not cost:
+            return DEFAULT_TRAIN_S_PER_INSTANCE * self.cfg.instances, DEFAULT_EVAL_S_PER_EXAMPLE
+        ids = [t.id for t in self.targets]
+        n = sum(cost["n_eval"][t] for t in ids)
+        per_ex = sum(cost["n_eval"][t] * cost["eval_s_per_example"][t] for t in ids) / max(1, n)
+        return cost["train_s_per_instance"] * self.cfg.instances, per_ex
 
     # -- jobs
     def records(self, source: str, seed: int) -> list[dict[str, Any]]:
@@ -175,7 +314,9 @@ class TransferRun(EngineRun):
 
     def run(self, executor: str | None = None, progress: bool = True) -> dict[str, Any]:
         """Run every unit with missing cells; returns counts and seconds."""
+        self.check_targets_final()
         self.out.mkdir(parents=True, exist_ok=True)
+        self.freeze_targets()
         self.clean_stale()
         pending = [(s, seed) for s, seed in self.units() if self.job_needed(s, seed)]
         self.log(f"transfer: {len(self.sources)} sources x {len(self.cfg.seeds)} seeds + base, "
@@ -191,6 +332,23 @@ class TransferRun(EngineRun):
     def job_needed(self, source: str | None, seed: int | None) -> bool:
         mkey = self.model_key(source, seed)
         return any(not self.cell_path(self.eval_key(mkey, t)).is_file() for t in self.targets)
+
+
+FROZEN_TARGETS = "targets.json"
+
+
+def read_frozen_targets(out: Any, identity: str) -> dict[str, Any] | None:
+    """The target decision a run of this configuration froze under ``out`` (``None``: none, or another
+    configuration's, which the next run replaces)."""
+    from pathlib import Path
+
+    try:
+        data = json.loads((Path(out) / FROZEN_TARGETS).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(data, dict) or data.get("identity") != identity or not isinstance(data.get("targets"), list):
+        return None
+    return data
 
 
 def _keep_rank_examples(t: TargetInfo, log: Callable[[str], None]) -> None:
@@ -213,12 +371,17 @@ def prepared_run(cfg: TransferConfig, **kw: Any) -> TransferRun:
 
 
 def sources_summary(run: TransferRun) -> list[dict[str, Any]]:
+    """Each source: id, keywords, examples, and which rule chose it (for which targets)."""
     assert run.pool is not None
     out = []
     for s in run.sources:
         t = run.pool.catalog.get(s)
-        out.append({"id": s, "keywords": list(t.keywords)[:6], "n_examples": run.pool.stats.get(s, {}).get("n")})
+        row = {"id": s, "keywords": list(t.keywords)[:6], "n_examples": run.pool.stats.get(s, {}).get("n")}
+        if s in run.source_rules:
+            row["chosen_by"] = run.source_rules[s]
+        out.append(row)
     return out
 
 
-__all__: Sequence[str] = ["TransferRun", "prepared_run", "sources_summary", "spread_sources"]
+__all__: Sequence[str] = ["FROZEN_TARGETS", "TransferRun", "nearest_sources", "prepared_run", "read_frozen_targets",
+                          "sources_summary", "spread_sources"]
