@@ -189,7 +189,8 @@ def test_cli_transfer_matrix_flag_and_its_errors(tiny, tmp_path, capsys):
                "--threads", "1", "--no-progress", "--json", str(tmp_path / "s.json")])
     assert rc == 0
     meta = json.loads((out / METADATA_FILE).read_text())
-    assert meta["config"]["epochs"] == 2 and meta["config"]["learning_rate"] == 0.001  # recipe, then the flag
+    assert meta["config"]["epochs"] == 1 and meta["config"]["learning_rate"] == 0.001  # recipe, then the flag
+    assert meta["config"]["select_best"] is False
     assert json.loads((tmp_path / "s.json").read_text())["held_out"] == ["bigbench:capitals"]
     assert "transfer-aligned encoder" in capsys.readouterr().out
     bad = tmp_path / "bad.csv"

@@ -46,8 +46,8 @@ def add_parser(sub) -> None:
     t.add_argument("--transfer-matrix", metavar="FILE", default=None,
                    help="fine-tune on (target, source) instruction pairs of this transfer matrix (insta's long "
                    "JSON/CSV), labelled by each source's per-target percentile of transfer (cosine objective; "
-                   "default 2 epochs, lr 2e-5). --catalog names the catalog of the matrix's sources; see "
-                   "insta.align.transfer_pairs")
+                   "default one pair per measured cell, 1 epoch, lr 5e-5). --catalog names the catalog of "
+                   "the matrix's sources; see insta.align.transfer_pairs")
     t.add_argument("--held-out-target", action="append", default=[], metavar="TARGET",
                    help="matrix target whose column (and instructions) never feed the encoder (repeatable)")
     from ._common import add_output_args
