@@ -212,7 +212,9 @@ def test_v2_run_end_to_end(fixture_screen, tmp_path):
         assert ref["margin_z"] == pytest.approx(verdicts[t["id"]]["margin_z"]["change"], abs=1e-3)
         assert ref["acc"] == pytest.approx(verdicts[t["id"]]["acc"]["change"], abs=1e-3)
     out = Path(cfg.out)
-    assert "In-task oracle (reference row, not a source)" in (out / "report.md").read_text()
+    md = (out / "report.md").read_text()
+    assert "In-task oracle (reference row, not a source)" in md and "## Targets and cost" in md
+    assert "| chosen by |" in md and "| nearest (" in md
     assert "oracle" not in {r["source"] for r in json.loads((out / "matrix.json").read_text())["rows"]}
     frozen = json.loads((out / FROZEN_TARGETS).read_text())
     assert frozen["targets"] == cfg.targets

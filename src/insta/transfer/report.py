@@ -72,9 +72,7 @@ def build_sections(results: dict[str, Any], matrix: TransferMatrix) -> list[dict
         "method scoring. Noise figures: the standard error of one model's mean NLL on the evaluation sample, "
         "the paired SE of one transfer value, and the spread (sd) of mean transfer between sources."],
         "tables": [_reliability_table(results)]})
-    secs.append({"title": "Sources", "tables": [(["source", "keywords", "examples"],
-                                                 [[s["id"], ", ".join(s["keywords"]), str(s["n_examples"])]
-                                                  for s in results["sources"]])]})
+    secs.append({"title": "Sources", "tables": [_sources_table(results["sources"])]})
     return secs
 
 
@@ -124,6 +122,21 @@ def _targets_section(d: dict[str, Any]) -> dict[str, Any]:
     paras += rule.get("notes", [])
     paras += [line.strip() for line in cost_lines(d["cost"])]
     return {"title": "Targets and cost", "paragraphs": paras}
+
+
+def _sources_table(sources: list[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
+    """Each source with its keywords and examples, and (matrix v2) the rule that chose it, for which targets."""
+    head = ["source", "keywords", "examples"]
+    rule = len({(s.get("chosen_by") or {}).get("rule") for s in sources}) > 1  # one rule (v1's spread): no column
+    rows = []
+    for s in sources:
+        row = [s["id"], ", ".join(s["keywords"]), str(s["n_examples"])]
+        if rule:
+            by = s.get("chosen_by") or {}
+            targets = ", ".join(t.split(":", 1)[-1] for t in by.get("targets", []))
+            row.append(f"{by.get('rule', '')}{' (' + targets + ')' if targets else ''}")
+        rows.append(row)
+    return (head + (["chosen by"] if rule else []), rows)
 
 
 def _compute_line(results: dict[str, Any]) -> str:

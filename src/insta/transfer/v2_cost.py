@@ -137,13 +137,13 @@ def cost_lines(decision: dict[str, Any], unit: str = "h") -> list[str]:
         lines.append("  per target (examples x s/example): " + ", ".join(per))
     lines.append("  choices (most expensive target dropped first while over budget, down to the floor): " + "; ".join(
         f"{c['k']} targets{'' if c['dropped'] is None else ' without ' + c['dropped'].split(':', 1)[-1]}: "
-        f"{c['hours']:.1f} {unit}" for c in d["choices"]))
+        f"{c['hours']:.2f} {unit}" for c in d["choices"]))
     kept = len(d["kept"])
     if d["fits"]:
-        lines.append(f"  -> {kept} targets, {d['hours']:.1f} {unit}"
+        lines.append(f"  -> {kept} targets, {d['hours']:.2f} {unit}"
                      + (f" (dropped: {', '.join(d['dropped'])})" if d["dropped"] else ""))
     else:
-        lines.append(f"  -> {kept} targets, {d['hours']:.1f} {unit}: the floor of {d['floor']} targets wins over the "
+        lines.append(f"  -> {kept} targets, {d['hours']:.2f} {unit}: the floor of {d['floor']} targets wins over the "
                      f"budget, {d['overrun_hours']:.1f} {unit} over it"
                      + (f" (dropped: {', '.join(d['dropped'])})" if d["dropped"] else ""))
     lines += ["  " + n for n in d["notes"]]
