@@ -14,7 +14,8 @@ from insta.catalogs.base import Catalog
 from insta.errors import InstaError
 from insta.records import Task
 from insta.transfer import config_from_dict, plan_transfer, run_transfer
-from insta.transfer.runner import FROZEN_TARGETS, nearest_sources, spread_sources
+from insta.transfer.runner import nearest_sources, spread_sources
+from insta.transfer.v2_decision import FROZEN_TARGETS
 from insta.transfer.screen import Screen
 from insta.transfer.screen_config import load_screen_config
 from insta.transfer.screen_verdicts import write_summary

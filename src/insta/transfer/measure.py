@@ -64,49 +64,13 @@ def plan_transfer(cfg: TransferConfig, **kw: Any) -> dict[str, Any]:
     plan["sources"] = sources_summary(run)
     plan["targets"] = [t.id for t in run.targets]
     if run.target_decision is not None:
+        from .v2_decision import decision_lines, oracle_line
         from .v2_targets import oracle_reference
 
         plan["target_decision"] = run.target_decision
         plan["oracle"] = oracle_reference(cfg.screen, run.targets, cfg.model)  # refuses examples that differ
-        plan["plan_lines"] = decision_lines(run) + [_oracle_line(plan["oracle"])]
+        plan["plan_lines"] = decision_lines(run) + [oracle_line(plan["oracle"])]
     return plan
-
-
-def _oracle_line(oracle: dict[str, Any]) -> str:
-    if oracle.get("why"):
-        return f"oracle reference row: none ({oracle['why']})"
-    rows = oracle["targets"]
-    have = [t for t, r in rows.items() if "transfer" in r]
-    return (f"oracle reference row (not a source): the screen's oracle of {len(have)} of {len(rows)} targets, on the "
-            "same evaluation examples")
-
-
-def decision_lines(run: TransferRun) -> list[str]:
-    """The target rule, the cost rule and the source rule of a matrix-v2 run as printable lines."""
-    from .v2_cost import cost_lines
-
-    d, cfg = run.target_decision, run.cfg
-    assert d is not None
-    choice = cfg.target_choice
-    lines = [choice.status_line() if not d.get("frozen") else
-             f"targets frozen in {run.out}/targets.json at {d.get('frozen_at')} (decided before the first cell)"]
-    lines += ["  " + n for n in choice.notes]
-    lines.append(f"  rule's targets ({len(choice.targets)}; screen order, v1's last): "
-                 + ", ".join(choice.targets))
-    if choice.pending:
-        lines.append(f"  pending in the screen ({len(choice.pending)}): " + ", ".join(choice.pending))
-    lines += cost_lines(d["cost"])
-    if not d.get("frozen") and not choice.final:
-        lines.append("the run refuses until the screen is complete (--allow-partial-screen overrides)")
-    near = {s: r["targets"] for s, r in run.source_rules.items() if r.get("rule") == "nearest"}
-    if near:
-        lines.append(f"sources: {len(near)} keyword-nearest ({cfg.sources.nearest} per target), "
-                     f"{len(run.sources) - len(near)} by spread")
-    if cfg.subset_seeds.seeds:
-        lines.append(f"seeds: {cfg.seeds} on every source, {cfg.subset_seeds.seeds} also on one source in "
-                     f"{cfg.subset_seeds.every} (positions 0, {cfg.subset_seeds.every}, ... of the source order; "
-                     f"{len(run.units()) - 1} trainings)")
-    return lines
 
 
 def run_transfer(cfg: TransferConfig, *, out: str | None = None, backend: Any = None,

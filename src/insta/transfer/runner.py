@@ -91,8 +91,10 @@ class TransferRun(EngineRun):
 
     # -- preparation (no training)
     def prepare(self) -> None:
-        if self.cfg.target_rule is not None:
-            self._targets_from_screen()
+        if self.cfg.target_rule is not None:  # matrix v2: the screen rule and the cost rule
+            from .v2_decision import decide_targets
+
+            decide_targets(self, (DEFAULT_TRAIN_S_PER_INSTANCE, DEFAULT_EVAL_S_PER_EXAMPLE))
         else:
             self.load_targets()
         for t in self.targets:  # the matrix scores rank classification: examples need 2+ answer options
@@ -100,78 +102,6 @@ class TransferRun(EngineRun):
         self.load_pool()
         self.sources = self._choose_sources()
         self.check_base_model()
-
-    def _targets_from_screen(self) -> None:
-        """Matrix v2: the screen rule's targets on the screen's evaluation examples, then the cost rule (or the
-        decision an earlier run of this configuration froze in ``targets.json`` before its first cell)."""
-        from .v2_targets import screen_candidate
-
-        cfg = self.cfg
-        frozen = read_frozen_targets(self.out, self.decision_identity())
-        if frozen is not None:
-            cfg.targets = list(frozen["targets"])
-        self.load_targets()
-        cands = {t.id: screen_candidate(cfg.screen, t.id, t.task, t.catalog) for t in self.targets}
-        for t in self.targets:  # the screen's split: its oracle was evaluated on these examples
-            t.eval_examples = list(cands[t.id].eval_examples)
-        if frozen is not None:
-            self.target_decision = {**frozen, "frozen": True}
-            if frozen["rule"]["targets"] != cfg.target_choice.targets:
-                self.log(f"targets: kept as frozen in {self.out / FROZEN_TARGETS} ({frozen['frozen_at']}); the "
-                         "screen rule now gives another list")
-            return
-        decision = self.cost_decision(cands)
-        kept = set(decision["kept"])
-        self.targets = [t for t in self.targets if t.id in kept]
-        cfg.targets = [t.id for t in self.targets]
-        self.target_decision = {"targets": list(cfg.targets), "rule": cfg.target_choice.to_dict(),
-                                "cost": decision, "screen": str(cfg.screen.folder), "frozen": False}
-
-    def cost_decision(self, cands: dict[str, Any]) -> dict[str, Any]:
-        """The cost rule on the rule's targets (:mod:`insta.transfer.v2_cost`)."""
-        from .v2_cost import apply_cost_rule, gpu_inputs, measured_inputs, n_trainings
-
-        cfg = self.cfg
-        if cfg.cost.estimate == "gpu":
-            src = self.catalog(cfg.pool.catalog, cfg.pool.split)
-            inputs = gpu_inputs(cfg.model, cands, [t for t in src if t.has_examples],
-                                (cfg.train.max_source_length, cfg.train.max_target_length),
-                                cfg.eval.max_source_length)
-        else:
-            inputs = measured_inputs(cfg.screen, cands, DEFAULT_TRAIN_S_PER_INSTANCE, DEFAULT_EVAL_S_PER_EXAMPLE)
-        n_src = cfg.sources.n or len(cfg.sources.list)
-        trainings = n_trainings(n_src, cfg.seeds, cfg.subset_seeds.seeds, cfg.subset_seeds.every)
-        floor = min(cfg.target_rule.min, len(cands))
-        return apply_cost_rule(list(cands), inputs, trainings, cfg.instances, cfg.cost.budget_hours, floor)
-
-    def decision_identity(self) -> str:
-        """What the frozen target decision depends on: the config keys that choose targets and set the cost."""
-        raw = self.cfg.raw
-        return content_hash({k: raw.get(k) for k in ("targets", "cost", "instances", "sources", "seeds",
-                                                     "subset_seeds", "model", "train", "eval", "pool")})
-
-    def check_targets_final(self) -> None:
-        """Before the first cell: refuse targets that are not final (unless ``allow_partial_screen``)."""
-        d = self.target_decision
-        if d is None or d.get("frozen"):
-            return
-        choice = self.cfg.target_choice
-        if not choice.final and not self.allow_partial_screen:
-            raise InstaError(f"targets are not final: the screen has {len(choice.pending)} pending candidate(s); "
-                             "run when it is complete (or pass --allow-partial-screen)")
-
-    def freeze_targets(self) -> None:
-        """Write the target decision (``targets.json``) before the first cell, so that a resumed run keeps it."""
-        from ..util.helpers import timestamp
-        from ..util.paths import atomic_write_json
-
-        d = self.target_decision
-        if d is None or d.get("frozen"):
-            return
-        self.out.mkdir(parents=True, exist_ok=True)
-        atomic_write_json(self.out / FROZEN_TARGETS, {**{k: v for k, v in d.items() if k != "frozen"},
-                                                      "identity": self.decision_identity(),
-                                                      "frozen_at": timestamp()})
 
     def _choose_sources(self) -> list[str]:
         cfg, pool = self.cfg, self.pool.catalog
@@ -314,9 +244,12 @@ class TransferRun(EngineRun):
 
     def run(self, executor: str | None = None, progress: bool = True) -> dict[str, Any]:
         """Run every unit with missing cells; returns counts and seconds."""
-        self.check_targets_final()
+        if self.target_decision is not None:  # before the first cell
+            from .v2_decision import check_targets_final, freeze_targets
+
+            check_targets_final(self)
+            freeze_targets(self)
         self.out.mkdir(parents=True, exist_ok=True)
-        self.freeze_targets()
         self.clean_stale()
         pending = [(s, seed) for s, seed in self.units() if self.job_needed(s, seed)]
         self.log(f"transfer: {len(self.sources)} sources x {len(self.cfg.seeds)} seeds + base, "
@@ -332,23 +265,6 @@ class TransferRun(EngineRun):
     def job_needed(self, source: str | None, seed: int | None) -> bool:
         mkey = self.model_key(source, seed)
         return any(not self.cell_path(self.eval_key(mkey, t)).is_file() for t in self.targets)
-
-
-FROZEN_TARGETS = "targets.json"
-
-
-def read_frozen_targets(out: Any, identity: str) -> dict[str, Any] | None:
-    """The target decision a run of this configuration froze under ``out`` (``None``: none, or another
-    configuration's, which the next run replaces)."""
-    from pathlib import Path
-
-    try:
-        data = json.loads((Path(out) / FROZEN_TARGETS).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    if not isinstance(data, dict) or data.get("identity") != identity or not isinstance(data.get("targets"), list):
-        return None
-    return data
 
 
 def _keep_rank_examples(t: TargetInfo, log: Callable[[str], None]) -> None:
@@ -383,5 +299,4 @@ def sources_summary(run: TransferRun) -> list[dict[str, Any]]:
     return out
 
 
-__all__: Sequence[str] = ["FROZEN_TARGETS", "TransferRun", "nearest_sources", "prepared_run", "read_frozen_targets",
-                          "sources_summary", "spread_sources"]
+__all__: Sequence[str] = ["TransferRun", "nearest_sources", "prepared_run", "sources_summary", "spread_sources"]
