@@ -57,8 +57,7 @@ def run(data_dir: str, target_samples: int = 32, n_boot: int = 10000, log=print)
     from insta.matrix.cells import METRICS as METRIC_ORIENTATION
     from insta.matrix.matrix import TransferMatrix, read_matrix, reliability
     from insta.evaluators.methods_vs_matrix import _matrix_metric, _scored_targets, _source_pool
-    from insta.matrix.scoring import ndcg, regret_at_k
-    from insta.matrix.topk_metrics import best_of_k_regret, linear_ndcg, precision_at_k
+    from insta.matrix.topk_metrics import best_of_k_regret, ndcg, precision_at_k, rank_linear_ndcg, regret_at_k
 
     matrix = read_matrix(MATRIX)
     cats: dict = {}
@@ -97,7 +96,7 @@ def run(data_dir: str, target_samples: int = 32, n_boot: int = 10000, log=print)
             sc = ranking_scores(m, task, pool, samples)
             src = [s for s in sorted(gold) if s in sc]
             tr, scores = [gold[s] for s in src], [sc[s] for s in src]
-            per[lab][t] = {"ndcg": ndcg(tr, scores), "ndcg_linear": linear_ndcg(tr, scores),
+            per[lab][t] = {"ndcg": ndcg(tr, scores), "ndcg_linear": rank_linear_ndcg(tr, scores),
                            "precision": precision_at_k(tr, scores, K), "best_regret": best_of_k_regret(tr, scores, K),
                            "regret": regret_at_k([perf.get(s, gold[s]) for s in src], scores, K)}
             if lab in FOCUS and getattr(m, "last_fit", None):

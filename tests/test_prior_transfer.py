@@ -23,7 +23,7 @@ from insta.matrix.prior import (
     prior_and_pivot,
     weight_grid,
 )
-from insta.matrix.topk_metrics import linear_ndcg
+from insta.matrix.topk_metrics import rank_linear_ndcg
 
 DATA = Path(__file__).parent / "fixtures" / "experiment" / "data"
 SOURCES = ["animal_trivia", "arith", "color_names", "plant_facts", "zoo_statements", "story_writing"]
@@ -89,11 +89,11 @@ def test_combined_score_by_hand():
     assert np.allclose(score, expect) and np.allclose(parts.sum(axis=0), expect)
 
 
-def test_linear_ndcg_by_hand():
+def test_rank_linear_ndcg_by_hand():
     # gold order c > a > b; the method ranks a, c, b: relevances 2, 3, 1 at positions 1..3
     dcg = 2 / math.log2(2) + 3 / math.log2(3) + 1 / math.log2(4)
     ideal = 3 / math.log2(2) + 2 / math.log2(3) + 1 / math.log2(4)
-    assert linear_ndcg([0.2, 0.1, 0.3], [3, 1, 2]) == pytest.approx(dcg / ideal)
+    assert rank_linear_ndcg([0.2, 0.1, 0.3], [3, 1, 2]) == pytest.approx(dcg / ideal)
 
 
 def test_grid_is_the_simplex():

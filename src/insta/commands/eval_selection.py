@@ -44,26 +44,40 @@ def add_parser(sub) -> None:
     p.add_argument("--details", action="store_true", help="include every query's ranks in the JSON")
     p.add_argument("--markdown", help="write the table as Markdown to this path")
     add_output_args(p, json_help="write the result as JSON to this path")
+    _add_transfer_args(p)
+    from ._config import add_options_file_flag
+
+    add_options_file_flag(p, "eval-selection")
+    p.set_defaults(func=run)
+
+
+def _add_transfer_args(p: argparse.ArgumentParser) -> None:
+    """The ``--transfer`` group: scoring selection methods against a measured transfer matrix."""
+    from ._common import finite_float
+
     t = p.add_argument_group("scoring against a measured transfer matrix (--transfer)")
     t.add_argument("--transfer", metavar="MATRIX", help="score selection methods against this transfer matrix "
                    "(matrix.json/matrix.csv of `insta transfer`, or a long-format CSV/JSON with target, source, "
-                   "transfer): NDCG and Regret@k per target and averaged, with bootstrap CIs over targets")
+                   "transfer): per target and averaged with bootstrap CIs over targets, TaskWeb's NDCG, linear-gain "
+                   "NDCG on max(transfer, 0), precision@k, best-of-k regret and Regret@k, plus paired differences")
     t.add_argument("--metric", default=None, help="matrix metric that defines the gold order (default: "
                    "nll_per_token, or the matrix's only metric)")
-    t.add_argument("--regret-k", type=int, default=5, help="k of Regret@k (5)")
+    t.add_argument("--regret-k", type=int, default=5, help="k of precision@k, best-of-k regret and Regret@k (5)")
+    t.add_argument("--reference", action="append", default=[], metavar="LABEL",
+                   help="a method the tables compare every method with (repeatable; default: insta-mean, "
+                        "popular-source-loo, roe, hybrid-0.5, those scored); the JSON keeps every pair")
     t.add_argument("--methods", metavar="FILE", help="YAML/JSON list of the methods to score (names or {method, "
                    "label, options}, e.g. `- {method: insta-mean, label: insta-max, options: {aggregation: max}}`); "
                    "default: every method of insta.methods with its defaults")
     t.add_argument("--aligned-encoder", help="an `insta align` encoder: adds INSTA-aligned with each aggregation")
     t.add_argument("--target-samples", type=int, default=32, help="unlabelled target inputs for RoE/DSIR (32)")
     t.add_argument("--library-size", type=int, default=50, help="instances per source for RoE/DSIR (50)")
+    t.add_argument("--seed", type=int, default=0, help="draws the unlabelled target inputs (RoE/DSIR/hybrid), the "
+                   "random permutations and the bootstrap; recorded in the JSON (0; `insta transfer`'s report uses "
+                   "its config's seed)")
     t.add_argument("--reliability-min", type=finite_float, default=0.5, help="leave out targets whose split-half "
                    "reliability across seeds is below this (0.5)")
     t.add_argument("--include-unreliable", action="store_true", help="score unreliable targets too")
-    from ._config import add_options_file_flag
-
-    add_options_file_flag(p, "eval-selection")
-    p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -128,13 +142,14 @@ def print_table(result, ks) -> None:
 
 
 def run_transfer_scoring(args: argparse.Namespace) -> int:
-    """``--transfer``: every selection method ranks the matrix's sources; NDCG / Regret@k against the gold order."""
+    """``--transfer``: every selection method ranks the matrix's sources; every score against the gold order."""
     from ..catalogs import load_catalog
     from ..errors import InstaError
     from ..util.helpers import Log
     from ..util.paths import atomic_write_text
     from ..evaluators.methods_vs_matrix import (DEFAULT_METHODS, aligned_methods, evaluate_methods_on_matrix,
                                                 read_method_specs, with_encoder)
+    from ..matrix.scoring import REFERENCE_METHODS
     from ..matrix import PRIMARY, read_matrix
     from ._common import write_json
 
@@ -157,12 +172,17 @@ def run_transfer_scoring(args: argparse.Namespace) -> int:
     methods = with_encoder(specs, args.encoder[0] if args.encoder else None)
     if args.aligned_encoder:
         methods += aligned_methods(args.aligned_encoder)
+    labels = [lab for lab, _, _ in methods] + ["random"]
+    unknown = [r for r in args.reference if r not in labels]
+    if unknown:
+        raise InstaError(f"--reference {', '.join(unknown)}: not a method scored here (scored: {', '.join(labels)})")
     log = Log(quiet=args.quiet)
     result = evaluate_methods_on_matrix(
         matrix, catalogs, source_catalog=catalog_arg, unit=None if matrix.meta.get("unit") else args.unit,
         metric=args.metric or PRIMARY, methods=methods,
         k=args.regret_k, target_samples=args.target_samples, library_size=args.library_size,
-        reliability_min=args.reliability_min, include_unreliable=args.include_unreliable, log=log)
+        reliability_min=args.reliability_min, include_unreliable=args.include_unreliable, seed=args.seed,
+        references=list(dict.fromkeys(args.reference)) or REFERENCE_METHODS, log=log)
     result["matrix"] = str(args.transfer)
     if args.json_out:
         write_json(args.json_out, result)
@@ -181,21 +201,22 @@ def print_transfer_table(result) -> None:
     from rich.console import Console
     from rich.table import Table
 
+    from ..evaluators.matrix_report import scoring_table
     from ..util.textsafe import safe_markup
 
     def escape(text: str) -> str:  # labels and ids come from user files: no terminal control bytes
         return safe_markup(text, newlines=False)
 
-    summ = result["summary"]
     table = Table(title=f"selection methods vs measured transfer ({escape(result['metric'])}): mean over "
                         f"{len(result['targets_scored'])} targets, 95% bootstrap CI")
-    for col in ("method", "NDCG", "95% CI", f"Regret@{result['k']}", "95% CI"):
-        table.add_column(col, justify="left" if col == "method" else "right")
-    for m in sorted(summ, key=lambda m: -summ[m]["ndcg"]["mean"]):
-        nd, rg = summ[m]["ndcg"], summ[m]["regret"]
-        table.add_row(escape(m), f"{nd['mean']:.3f}", f"[{nd['lo']:.3f}, {nd['hi']:.3f}]", f"{rg['mean']:.3f}",
-                      f"[{rg['lo']:.3f}, {rg['hi']:.3f}]")
+    head, rows = scoring_table(result)
+    for i, col in enumerate(head):
+        table.add_column(escape(col), justify="left" if i == 0 else "right")
+    for row in rows:
+        table.add_row(*(escape(c) for c in row))
     console = Console()
     console.print(table)
     if result.get("targets_left_out"):
-        console.print("left out (seeds disagree): " + escape(", ".join(result["targets_left_out"])))
+        console.print("left out: " + escape("; ".join(f"{t} ({why})" for t, why in result["targets_left_out"].items())))
+    for m, ts in (result.get("filled") or {}).items():
+        console.print(escape(f"{m}: random's expectation on {len(ts)} target(s) it cannot score: {', '.join(ts)}"))

@@ -1,17 +1,37 @@
 """Selection methods scored against a measured transfer matrix, as report sections: the forest plot of NDCG and
-Regret@k (:func:`plot_method_scores`) and the scoring sections with their prose answers (:func:`scoring_sections`),
-shared by the transfer report and ``insta eval-selection --transfer --markdown``."""
+Regret@k (:func:`plot_method_scores`) and the scoring sections with their prose answers (:func:`scoring_sections`:
+every score's mean [CI], the paired differences against each reference method, the targets filled with random's
+expectation), shared by the transfer report and ``insta eval-selection --transfer --markdown``. Scores missing
+from an older result (one written before they existed) are left out of the tables."""
 from __future__ import annotations
 
 import math
 from typing import Any
 
+from ..matrix.scoring import REFERENCE_METHODS, SCORES
 from ..report.plots import png as _png
 from ..report.tables import fmt as _f
+
+#: the column head of each score (``{k}``: the cut)
+SCORE_HEADS = {"ndcg": "exp NDCG", "ndcg_linear": "linear NDCG", "precision": "precision@{k}",
+               "best_regret": "best-of-{k} regret", "regret": "Regret@{k} (old)"}
 
 
 def _ci(row: dict[str, float], d: int = 3) -> str:
     return f"{_f(row['mean'], d)} [{_f(row['lo'], d)}, {_f(row['hi'], d)}]"
+
+
+def _scores_in(sc: dict[str, Any]) -> list[str]:
+    """The scores of :data:`SCORES` this result holds, in table order."""
+    return [s for s in SCORES if any(s in row for row in sc["summary"].values())]
+
+
+def _head(sc: dict[str, Any], score: str) -> str:
+    return SCORE_HEADS[score].format(k=sc["k"])
+
+
+def _references(sc: dict[str, Any]) -> list[str]:
+    return [r for r in sc.get("references", REFERENCE_METHODS) if r in sc["summary"]]
 
 
 def plot_method_scores(scoring: dict[str, Any]) -> bytes:
@@ -47,20 +67,49 @@ def plot_method_scores(scoring: dict[str, Any]) -> bytes:
 def scoring_sections(sc: dict[str, Any], image: str | None = None) -> list[dict[str, Any]]:
     """The method-scoring part of a report (also ``eval-selection --transfer --markdown``)."""
     main = {"title": "Selection methods against measured transfer", "paragraphs": _scoring_paragraphs(sc),
-            "tables": [_scoring_table(sc)], "details": ("per-target NDCG", _per_target_table(sc))}
+            "tables": [scoring_table(sc)], "details": ("per-target NDCG", _per_target_table(sc))}
     if image:
         main["images"] = [image]
-    return [main, {"title": "Paired differences", "level": 3, "paragraphs": _answers(sc),
-                   "tables": [_paired_table(sc)]}]
+    refs = _references(sc)
+    paired = {"title": "Paired differences", "level": 3, "paragraphs": _answers(sc) + [
+        "Each table: every method minus the reference, per target, mean over targets with its 95% bootstrap CI "
+        "(higher is better for the NDCGs and precision, lower for the regrets)." if refs else
+        "No reference method was scored (--reference); the JSON keeps every pair."]}
+    secs = [main, paired] + [{"title": f"Against {r}", "level": 4, "tables": [_paired_table(sc, r)]} for r in refs]
+    if "filled" not in sc:  # a result from before the fill: each method was averaged over the targets it scored
+        return secs
+    return secs + [{"title": "Targets filled with random's expectation", "level": 3, "paragraphs": _filled(sc)}]
+
+
+def _filled(sc: dict[str, Any]) -> list[str]:
+    """Where a method got random's expectation, where linear-gain NDCG is undefined, which sources were guarded."""
+    filled = sc.get("filled") or {}
+    out = ["A method that cannot score a target (RoE, DSIR and hybrid without unlabelled inputs of it; fewer than 2 "
+           "sources) gets random's values there, so every method is averaged over the same targets."]
+    out += [f"{m}: {len(ts)} target(s): {', '.join(ts)}." for m, ts in filled.items()] or [
+        "None: every method scored every target."]
+    undefined = (sc.get("undefined") or {}).get("ndcg_linear")
+    if undefined:
+        out.append(f"Linear-gain NDCG is undefined where no source has a transfer above 0, left out of that score "
+                   f"for every method: {', '.join(undefined)}.")
+    for t, srcs in (sc.get("sources_left_out") or {}).items():
+        out.append(f"{t}: its relatives {', '.join(srcs)} left out of its sources for every method (leakage guard).")
+    return out
 
 
 def _scoring_paragraphs(sc: dict[str, Any]) -> list[str]:
     summ = sc["summary"]
     best = max((m for m in summ if m not in ("random", "all")), key=lambda m: summ[m]["ndcg"]["mean"], default=None)
+    k = sc["k"]
+    seed = f", drawn with seed {sc['seed']}" if "seed" in sc else ""
     paras = [f"Each method ranks the {sc['n_sources']} sources for each target from what it may see "
-             "(instructions: INSTA variants, lexical; unlabelled target inputs: RoE, DSIR; nothing: random, "
-             f"all). NDCG over the whole ranking (relevance from the gold order) and Regret@{sc['k']}; means "
-             f"over {len(sc['targets_scored'])} targets with 95% bootstrap CIs over targets. random = mean over "
+             f"(instructions: INSTA variants, lexical; unlabelled target inputs: RoE, DSIR, hybrid{seed}; "
+             "measured transfer: prior-transfer, popular-source; nothing: random, all). "
+             "exp NDCG: TaskWeb's, relevance from the gold rank, gain 2^rel - 1. linear NDCG: gain max(transfer, 0). "
+             f"precision@{k}: share of the top {k} in the gold top {k}. best-of-{k} regret: best transfer minus the "
+             f"best in the top {k}, in {sc['metric']} units. Regret@{k} (old): relative regret of the top-{k} mean. "
+             f"Ties in a method's scores count at their expectation over random orders. Means over "
+             f"{len(sc['targets_scored'])} targets with 95% bootstrap CIs over targets; random = mean over "
              f"{sc['draws']} permutations; all = every source tied (its exact expectation)."]
     if sc.get("targets_left_out"):
         paras.append("Left out of scoring as noise (seeds disagree): " + "; ".join(
@@ -88,7 +137,8 @@ def _answers(sc: dict[str, Any], reference: str = "insta-mean") -> list[str]:
     out = []
     if reference in summ:
         parts = [f"{b} {_diff(paired[f'{reference} - {b}']['ndcg'])} ({_verdict(paired[f'{reference} - {b}']['ndcg'])})"
-                 for b in ("random", "all", "lexical", "roe", "dsir") if f"{reference} - {b}" in paired]
+                 for b in ("random", "all", "lexical", "popular-source-loo", "roe", "hybrid-0.5", "dsir")
+                 if f"{reference} - {b}" in paired]
         if parts:
             out.append(f"Does INSTA ({reference}) rank sources closer to measured transfer than the others? NDCG "
                        "difference, 95% CI over targets: " + "; ".join(parts) + ".")
@@ -108,12 +158,16 @@ def _answers(sc: dict[str, Any], reference: str = "insta-mean") -> list[str]:
     return out
 
 
-def _scoring_table(sc):
-    summ = sc["summary"]
-    rows = []
-    for m in sorted(summ, key=lambda m: -summ[m]["ndcg"]["mean"]):
-        rows.append([m, _ci(summ[m]["ndcg"]), _ci(summ[m]["regret"]), str(summ[m]["n_targets"])])
-    return ["method", "NDCG [95% CI]", f"Regret@{sc['k']} [95% CI]", "targets"], rows
+def scoring_table(sc: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+    """Header and rows: each method's mean [95% CI] of every score, by exp NDCG, and how many targets it got
+    random's values on (a result from before the fill: how many targets it was averaged over)."""
+    summ, scores = sc["summary"], _scores_in(sc)
+    filled = sc.get("filled")
+    rows = [[m] + [_ci(summ[m][s]) for s in scores]
+            + [str(len(filled.get(m, [])) if filled is not None else summ[m]["n_targets"])]
+            for m in sorted(summ, key=lambda m: -summ[m]["ndcg"]["mean"])]
+    return (["method"] + [f"{_head(sc, s)} [95% CI]" for s in scores]
+            + ["targets filled" if filled is not None else "targets"]), rows
 
 
 def _per_target_table(sc):
@@ -123,19 +177,15 @@ def _per_target_table(sc):
     return [["target"] + methods, rows]
 
 
-def _paired_table(sc):
+def _paired_table(sc: dict[str, Any], reference: str) -> tuple[list[str], list[list[str]]]:
+    """Every method minus ``reference``, per score: mean [95% CI] over targets."""
+    scores, summ = _scores_in(sc), sc["summary"]
     rows = []
-    insta = [m for m in sc["summary"] if m.startswith("insta")]
-    others = [m for m in sc["summary"] if not m.startswith("insta")]
-    for a in insta:
-        for b in others:
-            r = sc["paired"].get(f"{a} - {b}")
-            if r:
-                rows.append([a, b, f"{_f(r['ndcg']['mean'], signed=True)} [{_f(r['ndcg']['lo'], signed=True)}, "
-                             f"{_f(r['ndcg']['hi'], signed=True)}]",
-                             f"{_f(r['regret']['mean'], signed=True)} [{_f(r['regret']['lo'], signed=True)}, "
-                             f"{_f(r['regret']['hi'], signed=True)}]"])
-    return ["method", "baseline", "NDCG difference [95% CI]", "Regret difference [95% CI]"], rows
+    for m in sorted(summ, key=lambda m: -summ[m]["ndcg"]["mean"]):
+        r = sc["paired"].get(f"{m} - {reference}")
+        if r:
+            rows.append([m] + [_diff(r[s]) if s in r else "–" for s in scores])
+    return [f"method - {reference}"] + [f"Δ {_head(sc, s)} [95% CI]" for s in scores], rows
 
 
-__all__ = ["plot_method_scores", "scoring_sections"]
+__all__ = ["SCORE_HEADS", "plot_method_scores", "scoring_sections", "scoring_table"]

@@ -2,7 +2,9 @@
 
 What each method may see is what it would see in practice: INSTA variants and lexical BM25 read the target's
 instructions; RoE and DSIR read ``target_samples`` unlabelled target inputs (never the matrix's evaluation
-examples when the matrix says which those were); ``random`` and ``all`` read nothing.
+examples when the matrix says which those were), drawn with the recorded ``seed``, so one matrix gives one number
+everywhere; ``random`` and ``all`` read nothing. The scores, the random fill of a target a method cannot score,
+and the paired differences are :func:`insta.matrix.scoring.score_rankings`'s.
 """
 from __future__ import annotations
 
@@ -11,10 +13,10 @@ from typing import Any, Callable, Sequence
 from ..catalogs.base import Catalog
 from ..errors import InstaError
 from ..methods import unlabelled_samples  # noqa: F401  (was defined here)
-from ..selection import ranking_scores
+from ..selection import leakage_guard, ranking_scores
 from ..matrix.cells import METRICS, PRIMARY
 from ..matrix.matrix import TransferMatrix, reliability
-from ..matrix.scoring import score_rankings
+from ..matrix.scoring import REFERENCE_METHODS, score_rankings
 
 #: (label, method name, options): the methods scored by default
 DEFAULT_METHODS: list[tuple[str, str, dict[str, Any]]] = [
@@ -165,9 +167,15 @@ def evaluate_methods_on_matrix(
     draws: int = 1000,
     n_boot: int = 10000,
     seed: int = 0,
+    references: Sequence[str] = REFERENCE_METHODS,
     log: Callable[[str], None] = lambda m: None,
 ) -> dict[str, Any]:
-    """Rank the matrix's sources with every method for every (reliable) target and score the rankings."""
+    """Rank the matrix's sources with every method for every (reliable) target and score the rankings.
+
+    ``seed`` draws the unlabelled target inputs, the random permutations and the bootstrap resamples (the same
+    seed, the same JSON). A target's relatives among the sources (the leakage guard) are left out of its gold for
+    every method alike (``sources_left_out``); a target with fewer than 2 sources left is not scored.
+    ``references`` names the methods the tables compare every method with."""
     from ..engine.pool import parse_target
     from ..methods import load_method
 
@@ -187,28 +195,42 @@ def evaluate_methods_on_matrix(
     higher = METRICS.get(metric, True)
     gold, perf, scores = {}, {}, {lab: {} for lab in built}
     eval_ids = meta.get("eval_ids") or {}
-    for t in kept:
+    guarded: dict[str, list[str]] = {}
+    sample_ids: dict[str, list[str]] = {}
+    for t in list(kept):
         cat, tid = parse_target(t, cat_name) if ":" in t else (cat_name, t)
         task = catalogs(cat).get(tid)
-        gold[t] = matrix.mean_transfer(t, metric)
+        gone = set(leakage_guard(pool, task))
+        gold[t] = {s: v for s, v in matrix.mean_transfer(t, metric).items() if s not in gone}
+        if len(gold[t]) < 2:
+            del gold[t]
+            kept.remove(t)
+            left_out[t] = "fewer than 2 sources besides its own relatives"
+            continue
+        if gone:
+            guarded[t] = sorted(gone)
         values: dict[str, list[float]] = {}
         for r in matrix.rows:
             if r["target"] == t and r["metric"] == metric and r.get("value") is not None:
                 values.setdefault(r["source"], []).append(float(r["value"]))
         perf[t] = {s: (sum(v) / len(v)) * (1 if higher else -1) for s, v in values.items()}
         samples = unlabelled_samples(task, target_samples, set(eval_ids.get(t, [])), seed)
+        sample_ids[t] = [ex.id for ex in samples]
         for label, m in built.items():
             if "target_samples" in m.consumes and not samples:
-                log(f"{label}: no unlabelled instances of {t}: not scored there")
+                log(f"{label}: no unlabelled instances of {t}: given random's expectation there")
                 continue
             scores[label][t] = ranking_scores(m, task, pool, samples)
         log(f"ranked {len(pool)} sources for {t} with {len(built)} method(s)")
+    if not kept:
+        raise InstaError("no target of the matrix has 2 or more sources besides its own relatives to score")
     result = score_rankings(gold, perf, scores, k=k, draws=draws, n_boot=n_boot, seed=seed)
     result.update({"metric": metric, "reliability": rel, "targets_scored": kept, "targets_left_out": left_out,
+                   "sources_left_out": guarded, "references": [r for r in references if r in result["summary"]],
                    "n_sources": len(pool), "source_catalog": cat_name, "unit": unit,
                    "methods": [{"label": lab, "method": m.name, "consumes": list(m.consumes),
                                 "params": m.params()} for lab, m in built.items()]
                               + [{"label": "random", "method": "random", "consumes": ["seed"],
                                   "params": {"draws": draws}}],
-                   "target_samples": target_samples})
+                   "target_samples": target_samples, "target_sample_ids": sample_ids})
     return result

@@ -22,7 +22,7 @@ target's column (:meth:`PriorMatrix.without`) before anything is computed, so it
 weights (nested leave-one-target-out).
 
 The search is fixed: weights on a simplex grid with step :data:`WEIGHT_STEP`, temperatures :data:`TEMPERATURES`,
-objective :func:`~.topk_metrics.linear_ndcg` (the exponential-gain NDCG of :mod:`.scoring` is dominated by the
+objective :func:`~.topk_metrics.rank_linear_ndcg` (the exponential-gain NDCG of TaskWeb is dominated by the
 single best source and too noisy for a dozen folds), ties between settings broken by grid order.
 """
 from __future__ import annotations
@@ -38,7 +38,7 @@ import numpy as np
 
 from ..errors import InstaError
 from .matrix import TransferMatrix
-from .topk_metrics import linear_ndcg
+from .topk_metrics import rank_linear_ndcg
 
 WEIGHT_STEP = 0.25
 TEMPERATURES = (0.25, 0.5, 1.0)
@@ -248,7 +248,7 @@ def fit_weights(folds: Sequence[Fold], grid: Sequence[tuple[float, float, float]
             prior, pivot = prior_and_pivot(f.pct, pivot_weights(f.pivot_sim, temp))
             score, _ = combine(w, prior, pivot, f.similarity, f.allowed)
             keep = np.isfinite(f.gold) & f.allowed
-            per[f.target] = linear_ndcg(f.gold[keep], score[keep])
+            per[f.target] = rank_linear_ndcg(f.gold[keep], score[keep])
         obj = float(np.mean(list(per.values())))
         if best is None or obj > best[0] + 1e-12:
             best = (obj, w, temp, per)

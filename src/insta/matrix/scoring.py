@@ -1,170 +1,128 @@
 """Score selection methods against a measured transfer matrix (TaskWeb / TaskShop style, METHOD.md section 7).
 
-For each target, a method ranks the matrix's sources from what it may see; the ranking is compared with the gold
-order (sources sorted by measured transfer, best first):
+For each target, a method ranks the matrix's sources from what it may see; each ranking gets every score of
+:data:`SCORES` (defined in :mod:`.topk_metrics`, ties in a method's scores at their exact expectation over random
+orders). ``random`` is the mean over ``draws`` seeded random permutations of the same scores. Means over targets
+carry a percentile bootstrap CI (:func:`insta.report.stats.bootstrap_mean_ci`, the report's bootstrap), and every
+pair of methods gets the per-target paired difference with its bootstrap CI, on every score.
 
-* **NDCG** over the whole list: relevance of a source = N - its 0-based gold rank (tied sources share the best
-  rank of their group), gain ``2^rel - 1``, discount ``1 / log2(position + 2)``, divided by the ideal DCG.
-* **Regret@k**: ``(gold top-k mean - method top-k mean) / |gold top-k mean|`` of the per-source performance
-  (the trained model's metric where the matrix has it, oriented so that higher is better; else the transfer).
-  0 is perfect, lower is better.
+Every method is scored on the same targets and the same sources, so that its mean and its paired differences
+compare like with like:
 
-Ties in a method's scores are scored as their expectation over a random order of the tied sources (exact, not
-sampled), so a method that scores every source alike (``all``) gets exactly the random expectation. ``random``
-is the mean over ``draws`` seeded random permutations. Means over targets carry a percentile bootstrap CI
-(:func:`insta.report.stats.bootstrap_mean_ci`, the report's bootstrap).
+* A method that cannot score a target (no scores there: RoE without unlabelled inputs, fewer than 2 sources)
+  gets that target's ``random`` values there, and the result lists where (``filled``).
+* A target whose transfers are all <= 0 has no linear-gain NDCG: it is left out of that score for every method
+  (``undefined``), and counts for the others.
+* The sources of a target are the gold's. The caller removes the sources no method may select (the target's
+  relatives, the leakage guard) from the gold for every method alike, so the old rule of leaving a source out of
+  one method's scoring when that method did not score it is no longer needed: a source a method leaves unscored
+  is ranked after every source it scored (tied among themselves), as a user of its ranking would take it.
 """
 from __future__ import annotations
 
 import math
-from functools import lru_cache
 from typing import Any, Sequence
 
 import numpy as np
 
 from ..report.stats import bootstrap_mean_ci
+from .topk_metrics import best_of_k_regret, linear_gain_ndcg, ndcg, precision_at_k, regret_at_k
+
+#: score key -> (what it is, with ``{k}`` for the cut; higher is better), in the order tables show them
+SCORES: dict[str, tuple[str, bool]] = {
+    "ndcg": ("TaskWeb's exponential-gain NDCG (relevance from the gold rank)", True),
+    "ndcg_linear": ("linear-gain NDCG, gain max(transfer, 0)", True),
+    "precision": ("precision@{k}: share of the method's top {k} in the gold top {k}", True),
+    "best_regret": ("best-of-{k} regret: best transfer minus the best in the method's top {k} (transfer units)",
+                    False),
+    "regret": ("Regret@{k}: relative regret of the top-{k} mean performance", False),
+}
+
+#: the methods every other is compared with in the tables, those scored (transfer matrix v2's pre-registration)
+REFERENCE_METHODS: tuple[str, ...] = ("insta-mean", "popular-source-loo", "roe", "hybrid-0.5")
 
 
-def _tie_groups(order_scores: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
-    """Indices sorted by score (descending, stable) and where each group of exact ties starts in that order."""
-    sc = np.asarray(order_scores, float)
-    idx = np.argsort(-sc, kind="stable")
-    s = sc[idx]
-    return idx, np.flatnonzero(np.r_[True, s[1:] != s[:-1]])
+def _finite_or_none(x: float) -> float | None:
+    return x if math.isfinite(x) else None
 
 
-def gold_relevance(transfer: Sequence[float]) -> np.ndarray:
-    """N - 0-based gold rank; tied sources share the best rank of their group."""
-    t = np.asarray(transfer, float)
-    return np.searchsorted(np.sort(t), t, side="right").astype(float)  # N - #(sources with more transfer)
-
-
-@lru_cache(maxsize=8)
-def _discounts(n: int) -> np.ndarray:
-    """1 / log2(position + 2) for positions 0..n-1 (math.log2, as the values were always computed)."""
-    return np.array([1.0 / math.log2(p + 2) for p in range(n)])
-
-
-def _expected_discounts(scores: Sequence[float]) -> np.ndarray:
-    """Each item's expected discount 1/log2(pos+2) when tied items take their group's positions in random order."""
-    idx, starts = _tie_groups(scores)
-    by_pos = _discounts(len(idx)).copy()
-    ends = np.r_[starts[1:], len(idx)]
-    for a, e in zip(starts[ends - starts > 1], ends[ends - starts > 1]):  # tie groups share their mean
-        by_pos[a:e] = np.mean(by_pos[a:e])
-    out = np.zeros(len(idx))
-    out[idx] = by_pos
-    return out
-
-
-def _gains(rel: np.ndarray) -> np.ndarray:
-    """The exponential gains ``2^rel - 1``, divided by ``2^max(rel)`` (NDCG is a ratio: the scale cancels).
-
-    Scaling by a power of two is exact, so below ~1,000 sources the NDCG is bit for bit the unscaled one; above,
-    ``2^rel`` itself would overflow float64 (NaN for every method) while the scaled gains stay in [0, 1).
-    """
-    top = float(rel.max()) if len(rel) else 0.0
-    return np.power(2.0, rel - top) - np.power(2.0, -top)
-
-
-def ndcg(transfer: Sequence[float], scores: Sequence[float]) -> float:
-    """NDCG of a method's scores against the gold transfer (same source order in both sequences)."""
-    gains = _gains(gold_relevance(transfer))
-    dcg = float(np.sum(gains * _expected_discounts(scores)))
-    ideal = float(np.sum(np.sort(gains)[::-1] / np.log2(np.arange(len(gains)) + 2)))
-    return dcg / ideal if ideal > 0 else float("nan")
-
-
-def _expected_topk_mean(values: np.ndarray, scores: Sequence[float], k: int) -> float:
-    """Mean of ``values`` over a method's top-k, ties at the cut taken by their inclusion probability."""
-    idx, starts = _tie_groups(scores)
-    total, slots = 0.0, k
-    for a, e in zip(starts, np.r_[starts[1:], len(idx)]):
-        if slots <= 0:
-            break
-        g = idx[a:e]
-        take = min(slots, len(g))
-        total += take / len(g) * float(np.sum(values[g]))
-        slots -= take
-    return total / k
-
-
-def regret_at_k(performance: Sequence[float], scores: Sequence[float], k: int) -> float:
-    """Relative regret of a method's top-k against the gold top-k (higher performance is better).
-
-    Performances near the float64 limit are divided by their largest magnitude first (the relative regret does
-    not change): their top-k sums would otherwise overflow (NaN)."""
-    perf = np.asarray(performance, float)
-    scale = float(np.max(np.abs(perf))) if len(perf) else 0.0
-    if math.isfinite(scale) and scale > np.finfo(float).max / max(1, len(perf)):  # a sum could overflow
-        perf = perf / scale
-    k = min(k, len(perf))
-    gold = float(np.mean(np.sort(perf)[::-1][:k]))
-    got = _expected_topk_mean(perf, scores, k)
-    return (gold - got) / abs(gold) if gold != 0 else float("nan")
+def ranking_scores_of(transfer: Sequence[float], performance: Sequence[float], scores: Sequence[float],
+                      k: int) -> dict[str, float | None]:
+    """Every score of :data:`SCORES` for one ranking (linear-gain NDCG None where no transfer is above 0)."""
+    return {"ndcg": ndcg(transfer, scores), "ndcg_linear": _finite_or_none(linear_gain_ndcg(transfer, scores)),
+            "precision": precision_at_k(transfer, scores, k), "best_regret": best_of_k_regret(transfer, scores, k),
+            "regret": regret_at_k(performance, scores, k)}
 
 
 def random_expectation(transfer: Sequence[float], performance: Sequence[float], k: int, draws: int = 1000,
-                       seed: int = 0) -> dict[str, float]:
-    """NDCG and Regret@k of a random ranking, averaged over ``draws`` seeded permutations."""
+                       seed: int = 0) -> dict[str, float | None]:
+    """Every score of a random ranking, averaged over ``draws`` seeded permutations."""
     rng = np.random.default_rng(seed)
     n = len(transfer)
-    nd, rg = [], []
+    got: dict[str, list[float]] = {s: [] for s in SCORES}
     for _ in range(draws):
-        scores = rng.permutation(n).astype(float)
-        nd.append(ndcg(transfer, scores))
-        rg.append(regret_at_k(performance, scores, k))
-    return {"ndcg": float(np.mean(nd)), "regret": float(np.mean(rg))}
+        for s, v in ranking_scores_of(transfer, performance, rng.permutation(n).astype(float), k).items():
+            if v is not None:
+                got[s].append(v)
+    return {s: float(np.mean(v)) if v else None for s, v in got.items()}
+
+
+def _method_scores_on(sources: list[str], sc: dict[str, float]) -> list[float]:
+    """The method's score per gold source; a source it did not score ranks after every one it did (tied)."""
+    floor = min(sc.values()) - 1.0 if sc else 0.0
+    return [sc.get(s, floor) for s in sources]
+
+
+def _ci(values: list[float | None], n_boot: int, seed: int) -> dict[str, Any]:
+    kept = [v for v in values if v is not None and math.isfinite(v)]
+    mean, lo, hi = bootstrap_mean_ci(kept, n_boot, seed=seed)
+    return {"mean": mean, "lo": lo, "hi": hi, "n": len(kept)}
 
 
 def score_rankings(gold: dict[str, dict[str, float]], performance: dict[str, dict[str, float]],
                    method_scores: dict[str, dict[str, dict[str, float]]], k: int = 5, draws: int = 1000,
                    n_boot: int = 10000, seed: int = 0) -> dict[str, Any]:
-    """NDCG and Regret@k per (method, target), averages with bootstrap CIs over targets, paired differences.
+    """Every score per (method, target), means with bootstrap CIs over targets, and paired differences.
 
-    ``gold[target][source]`` is the mean transfer, ``performance[target][source]`` the oriented performance for
-    regret, ``method_scores[method][target][source]`` a method's score (higher = ranked first). A source a
-    method did not score (e.g. removed by its leakage guard) is left out of that target for that method.
+    ``gold[target][source]`` is the mean transfer (its sources are the ones scored), ``performance[target][source]``
+    the oriented performance for Regret@k (the transfer where missing), ``method_scores[method][target][source]``
+    a method's score (higher = ranked first; no or empty scores for a target: filled with random's values there).
     """
-    per: dict[str, dict[str, dict[str, float]]] = {}
-    targets = list(gold)
-    for t in targets:
+    per: dict[str, dict[str, dict[str, float | None]]] = {"random": {}}
+    filled: dict[str, list[str]] = {m: [] for m in method_scores}
+    undefined: list[str] = []
+    for t in gold:
         sources = sorted(gold[t])
         tr = [gold[t][s] for s in sources]
         pf = [performance[t].get(s, gold[t][s]) for s in sources]
-        rnd = random_expectation(tr, pf, k, draws, seed)
-        per.setdefault("random", {})[t] = rnd
+        per["random"][t] = rnd = random_expectation(tr, pf, k, draws, seed)
+        if rnd["ndcg_linear"] is None:
+            undefined.append(t)
         for m, by_target in method_scores.items():
             sc = by_target.get(t)
-            if sc is None:
+            if not sc or len(sources) < 2:
+                per.setdefault(m, {})[t] = dict(rnd)
+                filled[m].append(t)
                 continue
-            keep = [i for i, s in enumerate(sources) if s in sc]
-            if len(keep) < 2:
-                continue
-            tr_k, pf_k = [tr[i] for i in keep], [pf[i] for i in keep]
-            scores = [sc[sources[i]] for i in keep]
-            per.setdefault(m, {})[t] = {"ndcg": ndcg(tr_k, scores), "regret": regret_at_k(pf_k, scores, k)}
+            per.setdefault(m, {})[t] = ranking_scores_of(tr, pf, _method_scores_on(sources, sc), k)
+    targets = list(gold)
     summary: dict[str, Any] = {}
     for m, by_t in per.items():
-        row = {}
-        for metric in ("ndcg", "regret"):
-            mean, lo, hi = bootstrap_mean_ci([v[metric] for v in by_t.values()], n_boot, seed=seed)
-            row[metric] = {"mean": mean, "lo": lo, "hi": hi}
-        row["n_targets"] = len(by_t)
-        summary[m] = row
+        summary[m] = {s: _ci([by_t[t][s] for t in targets], n_boot, seed) for s in SCORES}
+        summary[m].update(n_targets=len(by_t), n_filled=len(filled.get(m, [])))
     paired: dict[str, dict[str, Any]] = {}
-    methods = list(per)
-    for a in methods:
-        for b in methods:
+    for a in per:
+        for b in per:
             if a == b:
                 continue
-            common = [t for t in per[a] if t in per[b]]
-            row = {}
-            for metric in ("ndcg", "regret"):
-                d = [per[a][t][metric] - per[b][t][metric] for t in common]
-                mean, lo, hi = bootstrap_mean_ci(d, n_boot, seed=seed)
-                row[metric] = {"mean": mean, "lo": lo, "hi": hi}
-            row["n_targets"] = len(common)
+            row: dict[str, Any] = {}
+            for s in SCORES:
+                d = [None if per[a][t][s] is None or per[b][t][s] is None else per[a][t][s] - per[b][t][s]
+                     for t in targets]
+                row[s] = _ci(d, n_boot, seed)
+            row["n_targets"] = len(targets)
             paired[f"{a} - {b}"] = row
-    return {"k": k, "draws": draws, "bootstrap": n_boot, "per_target": per, "summary": summary,
-            "paired": paired}
+    return {"k": k, "draws": draws, "bootstrap": n_boot, "seed": seed,
+            "scores": {s: {"what": what.format(k=k), "higher_is_better": hib} for s, (what, hib) in SCORES.items()},
+            "per_target": per, "summary": summary, "paired": paired,
+            "filled": {m: ts for m, ts in filled.items() if ts}, "undefined": {"ndcg_linear": undefined}}
