@@ -260,6 +260,9 @@ def test_cost_rule_is_honoured_by_the_run(fixture_screen, tmp_path):
     plan = plan_transfer(config_from_dict(raw), log=quiet)
     cost = plan["target_decision"]["cost"]
     assert cost["dropped"] == ["bigbench:plant_facts"] and cost["fits"]  # the most expensive
+    # the subset seed (sources 0 and 2 at seed 1): 2 models x 8 examples x (10 + 20) / 8 s, training ~0 s
+    assert cost["subset_seeds"]["trainings"] == 2
+    assert cost["subset_seeds"]["hours"] == pytest.approx(2 * 30 / 3600, abs=0.01)
     assert plan["targets"] == ["bigbench:zoo_statements", "bigbench:sports_understanding"]
     results = run_transfer(config_from_dict(raw), log=quiet, progress=False, report=False)
     assert [t["id"] for t in results["targets"]] == plan["targets"]  # decided before any cell, as planned
@@ -337,6 +340,7 @@ def test_committed_v2_configs_plan(name, estimate, tmp_path, capsys):
                      "--json", str(tmp_path / "plan.json")]) == 0
     out = capsys.readouterr().out
     assert "cost rule (budget 10 h, floor " in out and "choices (most expensive target dropped first" in out
+    assert "of which the second seed on a subset of the sources: 20 models" in out
     assert out.count("\n") < 40  # a readable plan
     plan = json.loads((tmp_path / "plan.json").read_text())
     d = plan["target_decision"]

@@ -66,7 +66,9 @@ def _print_plan(plan) -> None:
     from ..util.helpers import format_duration
     from ..util.textsafe import safe_text
 
-    print(f"{plan['n_sources']} sources x {len(plan['seeds'])} seeds + base = {plan['n_units']} models; "
+    extra = plan["n_units"] - 1 - plan["n_sources"] * len(plan["seeds"])  # subset_seeds' models
+    print(f"{plan['n_sources']} sources x {len(plan['seeds'])} seeds{f' + {extra} on a subset' if extra else ''} + "
+          f"base = {plan['n_units']} models; "
           f"{plan['n_targets']} targets; {plan['cells']} cells ({plan['cells_done']} done)")
     print("sources: " + ", ".join(safe_text(s["id"], newlines=False) for s in plan["sources"]))
     print("targets: " + ", ".join(safe_text(t, newlines=False) for t in plan["targets"]))

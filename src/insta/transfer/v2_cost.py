@@ -146,6 +146,10 @@ def cost_lines(decision: dict[str, Any], unit: str = "h") -> list[str]:
         lines.append(f"  -> {kept} targets, {d['hours']:.2f} {unit}: the floor of {d['floor']} targets wins over the "
                      f"budget, {d['overrun_hours']:.1f} {unit} over it"
                      + (f" (dropped: {', '.join(d['dropped'])})" if d["dropped"] else ""))
+    if d.get("subset_seeds"):
+        sub = d["subset_seeds"]
+        lines.append(f"  of which the second seed on a subset of the sources: {sub['trainings']} models, "
+                     f"{sub['hours']:.2f} {unit}")
     lines += ["  " + n for n in d["notes"]]
     return lines
 

@@ -84,7 +84,13 @@ def cost_decision(run: Any, cands: dict[str, Any], prior: tuple[float, float]) -
     n_src = cfg.sources.n or len(cfg.sources.list)
     trainings = n_trainings(n_src, cfg.seeds, cfg.subset_seeds.seeds, cfg.subset_seeds.every)
     floor = min(cfg.target_rule.min, len(cands))
-    return apply_cost_rule(list(cands), inputs, trainings, cfg.instances, cfg.cost.budget_hours, floor)
+    decision = apply_cost_rule(list(cands), inputs, trainings, cfg.instances, cfg.cost.budget_hours, floor)
+    subset = trainings - n_src * len(cfg.seeds)
+    if subset:  # the cost of the reliability seeds: each is one more training and one more model to evaluate
+        per_model = (cfg.instances * inputs.train_s_per_instance
+                     + sum(inputs.n_eval[t] * inputs.eval_s[t] for t in decision["kept"]))
+        decision["subset_seeds"] = {"trainings": subset, "hours": round(subset * per_model / 3600, 2)}
+    return decision
 
 
 def check_targets_final(run: Any) -> None:
