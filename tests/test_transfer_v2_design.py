@@ -326,8 +326,15 @@ def test_oracle_row_refuses_other_examples(fixture_screen, tmp_path):
 @pytest.mark.slow
 @pytest.mark.skipif(not os.environ.get("INSTA_DATA_DIR"), reason="needs the real data folder")
 @pytest.mark.parametrize("name, estimate", [("transfer-v2-bigbench-smollm2", "measured"), ("transfer-v2-gpu", "gpu")])
-def test_committed_v2_configs_plan(name, estimate, tmp_path, capsys):
+def test_committed_v2_configs_plan(name, estimate, tmp_path, capsys, monkeypatch):
+    from insta.lm import BUILTIN_MODELS
     from insta.transfer import load_transfer_config
+
+    # the oracle row keys the screen's cells by its base model's identity (the converted SmolLM2's fingerprint):
+    # reuse the user's conversion when there is one, as the insta command would (converting takes ~2 min here)
+    shared = Path.home() / ".cache" / "insta"
+    if (shared / "models" / BUILTIN_MODELS["smollm2"][2] / "config.json").is_file():
+        monkeypatch.setenv("INSTA_CACHE_DIR", str(shared))
 
     path = REPO / "configs" / f"{name}.yaml"
     cfg = load_transfer_config(path, {"data_dir": os.environ["INSTA_DATA_DIR"]})
