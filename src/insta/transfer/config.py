@@ -53,7 +53,8 @@ class ScreenTargets:
 
 @dataclass
 class CostSettings:
-    """The cost rule (:mod:`insta.transfer.v2_cost`): targets dropped from the end until the estimate fits."""
+    """The cost rule (:mod:`insta.transfer.v2_cost`): while the estimate is over ``budget_hours``, the most
+    expensive target is dropped, down to ``targets.min`` (which wins over the budget)."""
 
     budget_hours: float | None = None  # None: no rule
     estimate: str = "measured"  # measured (the screen's seconds on this machine) | gpu (one H100, FLOPs counted)
@@ -145,7 +146,7 @@ def _sources_config(raw: Any) -> SourcesConfig:
     return src
 
 
-def _target_rule(raw: Any, model: str, data_dir: str | None) -> tuple[ScreenTargets, Any, Any]:
+def _target_rule(raw: Any, data_dir: str | None) -> tuple[ScreenTargets, Any, Any]:
     """``targets:`` as a mapping: the screen rule, the screen it reads and the rule applied to its verdicts."""
     from .v2_targets import choose_targets, read_screen, v1_targets
 
@@ -217,8 +218,7 @@ def config_from_dict(raw: Any, path: str = "") -> TransferConfig:
     original = raw
     rule = screen = choice = None
     if isinstance(raw.get("targets"), dict):  # matrix v2: the targets are the screen rule's
-        model = checked(raw.get("model", "smollm2"), str, "model", prefix=PREFIX)
-        rule, screen, choice = _target_rule(raw["targets"], model,
+        rule, screen, choice = _target_rule(raw["targets"],
                                             checked(raw.get("data_dir"), str | None, "data_dir", prefix=PREFIX))
         raw = {**raw, "targets": list(choice.targets)}
     sections = {
