@@ -11,7 +11,8 @@ optimizer (AdamW, fused in torch >= 2.8) and linear schedule, no checkpoints, no
 The training data are tokenised features, one JSON object per line with ``input_ids`` and ``labels`` (the
 prompt masked with -100): the benchmark writes them once so that both sides train on identical token sequences.
 Real (non-padding) tokens are the Trainer's own count (``include_num_input_tokens_seen="non_padding"``), so only
-the batches it trained on count. Prints one JSON record (and writes it with ``--json``).
+the batches it trained on count. Each trained batch's examples are noted as ``[tokens, target tokens]`` (the
+benchmark counts model FLOPs from them). Prints one JSON record (and writes it with ``--json``).
 """
 from __future__ import annotations
 
@@ -21,6 +22,51 @@ import os
 import sys
 import tempfile
 import time
+from typing import Any, Callable
+
+
+def recording(collator: Callable[[list[dict]], Any], batches: list[list[list[int]]]) -> Callable[[list[dict]], Any]:
+    """``collator`` that also notes each batch's examples as ``[tokens, target tokens]`` (the batches made, in
+    order; the first ``global_step`` of them are the ones trained on): the benchmark counts model FLOPs from them."""
+    def collate(features: list[dict]) -> Any:
+        batches.append([[len(f["input_ids"]), sum(x != -100 for x in f["labels"])] for f in features])
+        return collator(features)
+    return collate
+
+
+def timed_train(trainer: Any) -> dict[str, Any]:
+    """``trainer.train()`` timed: wall and CPU seconds of the call, and the seconds from the first step's start to
+    the last step's end (as insta reports them); steps, losses."""
+    from transformers import TrainerCallback
+
+    timer: dict[str, float] = {}
+
+    class StepTimer(TrainerCallback):
+        def on_step_begin(self, a, state, control, **kw):
+            timer.setdefault("first", time.perf_counter())
+
+        def on_step_end(self, a, state, control, **kw):
+            timer["last"] = time.perf_counter()
+            timer["steps"] = timer.get("steps", 0) + 1
+
+    trainer.add_callback(StepTimer())
+    t0, cpu0 = time.perf_counter(), time.process_time()
+    out = trainer.train()
+    train_s, train_cpu = time.perf_counter() - t0, time.process_time() - cpu0
+    steps_s = timer.get("last", 0.0) - timer.get("first", 0.0)
+    losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
+    return {"steps": trainer.state.global_step, "train_seconds": round(train_s, 3),
+            "train_cpu_seconds": round(train_cpu, 3), "steps_seconds": round(steps_s, 3),
+            "seconds_per_step": round(steps_s / max(1, timer.get("steps", 0)), 3), "train_loss": out.training_loss,
+            "first_loss": losses[0] if losses else None}
+
+
+def write_record(record: dict[str, Any], path: str | None) -> None:
+    """Print the run's record as one JSON line, and write it to ``path`` if given."""
+    print(json.dumps(record))
+    if path:
+        with open(path, "w", encoding="utf-8") as fh:
+            json.dump(record, fh, indent=2)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -45,7 +91,6 @@ def main(argv: list[str] | None = None) -> int:
         AutoTokenizer,
         DataCollatorForSeq2Seq,
         Trainer,
-        TrainerCallback,
         TrainingArguments,
     )
 
@@ -68,16 +113,6 @@ def main(argv: list[str] | None = None) -> int:
                                       padding="max_length" if args.pad_to_max_length else True,
                                       max_length=args.max_length if args.pad_to_max_length else None)
 
-    timer: dict[str, float] = {}
-
-    class StepTimer(TrainerCallback):  # first step's start to last step's end, as insta reports it
-        def on_step_begin(self, a, state, control, **kw):
-            timer.setdefault("first", time.perf_counter())
-
-        def on_step_end(self, a, state, control, **kw):
-            timer["last"] = time.perf_counter()
-            timer["steps"] = timer.get("steps", 0) + 1
-
     lr = args.lr if args.lr is not None else (2e-4 if args.lora else 5e-5)
     with tempfile.TemporaryDirectory(prefix="plain-trainer-") as tmp:
         targs = TrainingArguments(
@@ -86,27 +121,17 @@ def main(argv: list[str] | None = None) -> int:
             report_to="none", logging_steps=5, disable_tqdm=True, use_cpu=not torch.cuda.is_available(),
             include_num_input_tokens_seen="non_padding", remove_unused_columns=False,
         )
-        trainer = Trainer(model=model, args=targs, train_dataset=feats, data_collator=collator,
-                          callbacks=[StepTimer()])
-        t0, cpu0 = time.perf_counter(), time.process_time()
-        out = trainer.train()
-        train_s, train_cpu = time.perf_counter() - t0, time.process_time() - cpu0
-    tokens = int(trainer.state.num_input_tokens_seen)
-    steps_s = timer.get("last", 0.0) - timer.get("first", 0.0)
-    losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
+        batches: list[list[list[int]]] = []
+        trainer = Trainer(model=model, args=targs, train_dataset=feats, data_collator=recording(collator, batches))
+        run = timed_train(trainer)
     record = {
         "side": "plain", "lora": args.lora, "padding": "max_length" if args.pad_to_max_length else "longest",
-        "steps": trainer.state.global_step, "tokens": tokens, "train_seconds": round(train_s, 3),
-        "train_cpu_seconds": round(train_cpu, 3),
-        "steps_seconds": round(steps_s, 3), "tokens_per_second": round(tokens / train_s, 2),
-        "seconds_per_step": round(steps_s / max(1, timer.get("steps", 0)), 3), "train_loss": out.training_loss,
-        "first_loss": losses[0] if losses else None, "torch_threads": torch.get_num_threads(),
+        **run, "tokens": int(trainer.state.num_input_tokens_seen),
+        "batches": batches[:run["steps"]], "torch_threads": torch.get_num_threads(),
         "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY") or "unset (OpenMP default)", "optim": str(targs.optim),
     }
-    print(json.dumps(record))
-    if args.json:
-        with open(args.json, "w", encoding="utf-8") as fh:
-            json.dump(record, fh, indent=2)
+    record["tokens_per_second"] = round(record["tokens"] / run["train_seconds"], 2)
+    write_record(record, args.json)
     return 0
 
 
