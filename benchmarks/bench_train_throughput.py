@@ -124,7 +124,8 @@ def prepare(work: Path, args: argparse.Namespace, mixture: str) -> dict:
     return {"name": mixture, "described": described, "mixture": str(mix_path), "features": str(feat_path),
             "trl": str(trl_path), "location": location, "stats": stats,
             "length_mean": round(statistics.mean(lengths), 1), "length_min": min(lengths),
-            "length_max": max(lengths)}
+            "length_max": max(lengths),
+            "examples": [[len(f["input_ids"]), sum(x != -100 for x in f["labels"])] for f in feats]}
 
 
 def _env(args: argparse.Namespace) -> dict[str, str]:
@@ -191,6 +192,7 @@ VARIANTS: dict[str, tuple[list[str], str | None]] = {
     "padding-free only": (["--no-target-logits-only"], None),
     "target logits only": (["--no-padding-free"], None),
     "omp-active": ([], "ACTIVE"),  # spinning OpenMP waits, as the plain script has them by default
+    "rows of 160": (["--packing-row-tokens", "160"], None),  # smaller packed rows: less masked attention
 }
 
 
@@ -340,6 +342,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="the plain script pads every batch to the max length (naive) instead of the longest")
     ap.add_argument("--ablation", default="", help="comma-separated insta variants to run once (first repeat of the "
                     f"first mixture, full fine-tuning), or 'all': {', '.join(VARIANTS)}")
+    ap.add_argument("--ablation-every-repeat", action="store_true", help="run the --ablation variants in every "
+                    "repeat, alternating with the sides, instead of once")
     ap.add_argument("--profile", action="store_true", help="profile one insta step on the first mixture")
     ap.add_argument("--profile-top", type=int, default=12, help="ops listed in the profile")
     ap.add_argument("--out", default=str(RESULTS / "train_throughput"))
@@ -391,10 +395,10 @@ def main(argv: list[str] | None = None) -> int:
                 for mode in modes:
                     lora = mode == "lora"
                     sides = [s for s in sides_wanted if not (s == "trl" and lora)]
+                    if not lora and (args.ablation_every_repeat or (rep == 0 and mixture == mixtures[0])):
+                        sides += ablation
                     if rep % 2:
                         sides = sides[::-1]
-                    if rep == 0 and not lora and mixture == mixtures[0]:
-                        sides += ablation
                     for side in sides:
                         before = _load()
                         if side == "plain":
@@ -442,6 +446,7 @@ def main(argv: list[str] | None = None) -> int:
                   "plain_padding": "max_length" if args.plain_pad_to_max else "longest (DataCollatorForSeq2Seq "
                                                                              "default)",
                   "repeats": args.repeats, "selection": SNARKS_SELECTION,
+                  "ablation_every_repeat": args.ablation_every_repeat,
                   "mixtures": {k: {"described": v["described"], "examples": v["stats"]["n_examples"],
                                    "tokens_per_epoch": v["stats"]["tokens_per_epoch"],
                                    "target_tokens_per_epoch": v["stats"]["target_tokens_per_epoch"],
@@ -476,9 +481,7 @@ def attach_flops(runs: list[dict], preps: dict[str, dict], dims: dict, roof: flo
             examples = [e for b in plain["batches"] for e in b]
             source = "the plain run's trained batches"
         else:
-            with open(prep["features"], encoding="utf-8") as fh:
-                examples = [[len(f["input_ids"]), sum(x != -100 for x in f["labels"])] for f in map(json.loads, fh)]
-            source = "the whole mixture (no plain run)"
+            examples, source = prep["examples"], "the whole mixture (no plain run)"
         tokens = sum(n for n, _ in examples)
         per_token = sum(example_flops(n, t, dims) for n, t in examples) / tokens
         out[mixture] = {"flops_per_token": round(per_token), "tokens": tokens, "source": source,
@@ -648,11 +651,14 @@ def _variants_note(r: dict) -> list[str]:
     variants = {side for x in r["summary"].values() for side in x["sides"] if side.startswith("insta (")}
     if not variants:
         return []
-    return ["Variants (once, in the first repeat of the first mixture): `padded` = padded batches and full logits; "
+    when = ("in every repeat, alternating with the sides" if r["setup"].get("ablation_every_repeat")
+            else "once, in the first repeat of the first mixture")
+    return [f"insta variants ({when}): `padded` = padded batches and full logits; "
             "`padding-free only` / `target logits only` = one of insta's two batching speed-ups alone; "
             "`omp-active` = insta's default batching with OMP_WAIT_POLICY=ACTIVE (spinning OpenMP waits, which "
             "the plain and TRL scripts get by default, where insta sets PASSIVE at import so that it does not slow "
-            "to a crawl on a shared machine).", ""]
+            "to a crawl on a shared machine); `rows of 160` = `--packing-row-tokens 160` (packed rows of about "
+            "160 tokens instead of 512: less attention computed under the block-diagonal mask).", ""]
 
 
 def _profile_lines(p: dict | None) -> list[str]:
