@@ -193,6 +193,7 @@ VARIANTS: dict[str, tuple[list[str], str | None]] = {
     "target logits only": (["--no-padding-free"], None),
     "omp-active": ([], "ACTIVE"),  # spinning OpenMP waits, as the plain script has them by default
     "rows of 160": (["--packing-row-tokens", "160"], None),  # smaller packed rows: less masked attention
+    "rows of 256": (["--packing-row-tokens", "256"], None),
 }
 
 
@@ -657,8 +658,9 @@ def _variants_note(r: dict) -> list[str]:
             "`padding-free only` / `target logits only` = one of insta's two batching speed-ups alone; "
             "`omp-active` = insta's default batching with OMP_WAIT_POLICY=ACTIVE (spinning OpenMP waits, which "
             "the plain and TRL scripts get by default, where insta sets PASSIVE at import so that it does not slow "
-            "to a crawl on a shared machine); `rows of 160` = `--packing-row-tokens 160` (packed rows of about "
-            "160 tokens instead of 512: less attention computed under the block-diagonal mask).", ""]
+            "to a crawl on a shared machine); `rows of 160` / `rows of 256` = `--packing-row-tokens 160` / `256` "
+            "(packed rows of about 160 / 256 tokens instead of 512: less attention computed under the "
+            "block-diagonal mask).", ""]
 
 
 def _profile_lines(p: dict | None) -> list[str]:
