@@ -188,11 +188,47 @@ def gold_score(sample: dict[str, Any]) -> tuple[float, float]:
     return logprob, -logprob / max(1, n_tokens)
 
 
+# -- per-example rank margins (transfer cells and grid cells: :mod:`insta.matrix.cells`, :mod:`insta.engine.cells`)
+
+def margins(s: dict[str, list]) -> list[float] | None:
+    """Per example: the gold option's summed log-likelihood minus the best distractor's (``None`` for cells
+    written before per-option scores were kept)."""
+    scores = s.get("scores_sum")
+    if not scores or len(scores) != len(s["ids"]):
+        return None
+    out = []
+    for sc, lab in zip(scores, s["label"]):
+        others = [x for i, x in enumerate(sc) if i != lab]
+        out.append(float(sc[lab]) - max(others) if others else float("nan"))
+    return out
+
+
+def option_scale(s: dict[str, list]) -> float | None:
+    """The cell's option-score scale: root mean square over examples of the standard deviation of an example's
+    option scores (``None`` without per-option scores; ``nan`` when every example's options score alike)."""
+    scores = s.get("scores_sum")
+    if not scores or len(scores) != len(s["ids"]):
+        return None
+    variances = []
+    for sc in scores:
+        mean = sum(sc) / len(sc)
+        variances.append(sum((x - mean) ** 2 for x in sc) / len(sc))
+    scale = (sum(variances) / len(variances)) ** 0.5 if variances else 0.0
+    return scale if scale > 0 else float("nan")
+
+
+def standardized_margins(s: dict[str, list]) -> list[float] | None:
+    """Per example: the margin divided by the cell's :func:`option_scale` (why: :mod:`insta.matrix.cells`)."""
+    m, scale = margins(s), option_scale(s)
+    if m is None or scale is None:
+        return None
+    return [x / scale for x in m]
+
+
 __all__ = [
     "LEGACY_RANK_METRICS",
     "RANK_METRICS",
     "RANK_RULES",
-    "accuracy",
     "accuracy",
     "balanced_accuracy",
     "balanced_accuracy_of",
@@ -200,8 +236,11 @@ __all__ = [
     "exact_match",
     "gold_score",
     "macro_f1",
+    "margins",
     "normalize_answer",
+    "option_scale",
     "rank_metric",
     "rank_rule",
     "rouge_l",
+    "standardized_margins",
 ]

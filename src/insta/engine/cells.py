@@ -116,9 +116,9 @@ def write_cell(out: Path, key: str, model_key: str, target: str, scored: dict[st
 
 
 def margin_metrics(samples: dict[str, Any]) -> dict[str, float]:
-    """``margin`` and ``margin_z`` (the transfer matrix's rank metrics, :mod:`insta.matrix.cells`) of a cell's
+    """``margin`` and ``margin_z`` (the transfer matrix's rank metrics, :func:`insta.metrics.margins`) of a cell's
     per-example arrays, when every example is a rank example with its option scores; else nothing."""
-    from ..matrix.cells import margins, standardized_margins
+    from ..metrics import margins, standardized_margins
 
     scores = samples.get("scores_sum") or []
     if not scores or any(sc is None for sc in scores):

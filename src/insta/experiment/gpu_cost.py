@@ -6,6 +6,9 @@ cells, the cost, and the missing data in one line.
 
 Cost model (stated in every estimate):
 
+The cost model itself (FLOPs per token, the GPU's throughput) lives in :mod:`insta.engine.gpu_cost`, shared with
+the transfer matrix's plan.
+
 * **FLOPs per token are measured**, not assumed: the model is built on PyTorch's meta device from its config (no
   weights loaded) and one forward pass over a sequence of the setting's mean length is counted with
   ``torch.utils.flop_counter.FlopCounterMode`` (matmuls, attention included). Training costs 3x a forward pass
@@ -21,89 +24,16 @@ Cost model (stated in every estimate):
 """
 from __future__ import annotations
 
-import statistics
 from dataclasses import dataclass, field
-from functools import lru_cache
-from itertools import islice
 from typing import Any
 
 from ..catalogs.base import Catalog
 from ..errors import InstaError
 from .config import ExperimentConfig
+from ..engine.gpu_cost import (ASSUMED_TOKENS, CHARS_PER_TOKEN, EVAL_UTILISATION, H100_BF16_PEAK,  # noqa: F401
+                               KNOWN_ARCHITECTURES, SAMPLE_EXAMPLES, TRAIN_UTILISATION, mean_lengths,
+                               measured_flops, model_config)
 from ..engine.pool import parse_target
-
-H100_BF16_PEAK = 989e12  # FLOP/s, H100 SXM dense bf16 tensor cores (NVIDIA's datasheet; 1979e12 is with sparsity)
-TRAIN_UTILISATION = 0.40
-EVAL_UTILISATION = 0.20
-CHARS_PER_TOKEN = 4.0  # English text under a 49k-50k BPE vocabulary (SmolLM2, GPT-2 style)
-#: (prompt, target or option) tokens per instance where no data are present to measure
-ASSUMED_TOKENS = {"p3": (180, 8), "niv2": (300, 12), "bigbench": (150, 6), "bbh": (250, 6)}
-SAMPLE_EXAMPLES = 200  # examples per task read to measure lengths
-
-#: architectures of hub models a GPU user would take, for offline planning (the hub's config.json, when it can be
-#: reached, takes precedence)
-KNOWN_ARCHITECTURES: dict[str, dict[str, Any]] = {
-    "HuggingFaceTB/SmolLM2-1.7B-Instruct": {
-        "model_type": "llama", "hidden_size": 2048, "intermediate_size": 8192, "num_hidden_layers": 24,
-        "num_attention_heads": 32, "num_key_value_heads": 32, "vocab_size": 49152, "tie_word_embeddings": True,
-        "max_position_embeddings": 8192},
-    "HuggingFaceTB/SmolLM2-135M-Instruct": {
-        "model_type": "llama", "hidden_size": 576, "intermediate_size": 1536, "num_hidden_layers": 30,
-        "num_attention_heads": 9, "num_key_value_heads": 3, "vocab_size": 49152, "tie_word_embeddings": True,
-        "max_position_embeddings": 8192},
-    "Qwen/Qwen2.5-1.5B-Instruct": {  # the hub's config.json (matrix v2's one-GPU config)
-        "model_type": "qwen2", "hidden_size": 1536, "intermediate_size": 8960, "num_hidden_layers": 28,
-        "num_attention_heads": 12, "num_key_value_heads": 2, "vocab_size": 151936, "tie_word_embeddings": True,
-        "max_position_embeddings": 32768},
-}
-KNOWN_ARCHITECTURES["smollm2"] = KNOWN_ARCHITECTURES["HuggingFaceTB/SmolLM2-135M-Instruct"]
-
-
-# ---------------------------------------------------------------- FLOPs per token
-
-
-def model_config(model: str) -> tuple[Any, str]:
-    """(transformers config, where it came from) of ``model``: its folder or the hub, else the table above."""
-    from transformers import AutoConfig
-
-    from ..lm import builtin_name, resolve_model
-
-    try:
-        loc = resolve_model(model, convert=False)
-        return AutoConfig.from_pretrained(loc), f"config of {loc}"
-    except Exception:  # not converted, offline, or not a model: the table below
-        pass
-    arch = KNOWN_ARCHITECTURES.get(builtin_name(model) or model)
-    if arch is None:
-        raise InstaError(f"cannot read the config of model {model!r} (offline?) and it is not in insta's table of "
-                         f"known architectures ({', '.join(sorted(KNOWN_ARCHITECTURES))})")
-    arch = dict(arch)
-    return AutoConfig.for_model(arch.pop("model_type"), **arch), "insta's table of known architectures"
-
-
-@lru_cache(maxsize=16)
-def measured_flops(model: str, seq_len: int) -> dict[str, Any]:
-    """Parameters and forward FLOPs per token of ``model`` over a ``seq_len``-token sequence, counted on the meta
-    device (no weights; a second or two for a 2B model)."""
-    import torch
-    from torch.utils.flop_counter import FlopCounterMode
-    from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM
-
-    cfg, source = model_config(model)
-    seq_len = max(1, int(seq_len))
-    with torch.device("meta"):
-        seq2seq = bool(getattr(cfg, "is_encoder_decoder", False))
-        net = (AutoModelForSeq2SeqLM if seq2seq else AutoModelForCausalLM).from_config(cfg)
-    n_params = sum(p.numel() for p in net.parameters())
-    ids = torch.zeros((1, seq_len), dtype=torch.long, device="meta")
-    with FlopCounterMode(display=False) as counter, torch.no_grad():
-        if seq2seq:
-            net(input_ids=ids, decoder_input_ids=ids[:, :1])
-        else:
-            net(input_ids=ids)
-    return {"params": int(n_params), "forward_flops_per_token": counter.get_total_flops() / seq_len,
-            "seq_len": seq_len, "config_source": source}
-
 
 # ---------------------------------------------------------------- data present or missing
 
@@ -206,21 +136,6 @@ def _niv2_listed(cfg: ExperimentConfig, pools: list[str]) -> set[str]:
 # ---------------------------------------------------------------- lengths and the estimate
 
 
-def _mean_lengths(tasks: list, rank: bool | None = None) -> tuple[float, float, float] | None:
-    """Mean (prompt chars, target chars, sum of option chars) over the first examples of ``tasks``."""
-    prompts, targets, options = [], [], []
-    for t in tasks:
-        if not t.has_examples:
-            continue
-        for ex in islice(t.iter_examples(), SAMPLE_EXAMPLES):
-            prompts.append(len(ex.input))
-            targets.append(len(ex.target))
-            options.append(sum(len(o) for o in ex.options) if ex.options else len(ex.target))
-    if not prompts:
-        return None
-    return statistics.mean(prompts), statistics.mean(targets), statistics.mean(options)
-
-
 def token_lengths(cfg: ExperimentConfig, check: DataCheck) -> dict[str, Any]:
     """Tokens per training instance and per evaluation example: measured where the data are present."""
     notes = []
@@ -228,7 +143,7 @@ def token_lengths(cfg: ExperimentConfig, check: DataCheck) -> dict[str, Any]:
     pool_key = f"{cfg.pool.catalog}@{cfg.pool.split}" if cfg.pool.split else cfg.pool.catalog
     pool_cat = cats.get(pool_key)
     pool_tasks = [pool_cat.get(t) for t in check.pool_with_data[:50]] if pool_cat else []
-    train = _mean_lengths(pool_tasks)
+    train = mean_lengths(pool_tasks)
     cap_src, cap_tgt = cfg.train.max_source_length, cfg.train.max_target_length
     if train:
         train_tokens = min(train[0] / CHARS_PER_TOKEN, cap_src) + min(train[1] / CHARS_PER_TOKEN, cap_tgt) + 1
@@ -242,7 +157,7 @@ def token_lengths(cfg: ExperimentConfig, check: DataCheck) -> dict[str, Any]:
     for spec in check.targets_with_data:
         cat, tid = parse_target(spec, cfg.pool.catalog)
         target_tasks.append(cats[cat].get(tid))
-    ev = _mean_lengths(target_tasks)
+    ev = mean_lengths(target_tasks)
     generate = cfg.eval.mode == "generate"
     max_src = cfg.eval.max_source_length
     if ev:

@@ -21,6 +21,9 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
+# the per-example margins are defined in insta.metrics (grid cells use them too) and used here
+from ..metrics import margins, option_scale, standardized_margins  # noqa: F401
+
 #: metric -> True when higher is better
 METRICS = {
     "nll_per_token": False,
@@ -67,41 +70,6 @@ def compact_rank_samples(samples: Sequence[dict[str, Any]]) -> dict[str, list]:
         out["scores_sum"].append([round(x, 5) for x in sums])
         out["n_tokens"].append([int(n) for n in ntok])
     return out
-
-
-def margins(s: dict[str, list]) -> list[float] | None:
-    """Per example: the gold option's summed log-likelihood minus the best distractor's (``None`` for cells
-    written before per-option scores were kept)."""
-    scores = s.get("scores_sum")
-    if not scores or len(scores) != len(s["ids"]):
-        return None
-    out = []
-    for sc, lab in zip(scores, s["label"]):
-        others = [x for i, x in enumerate(sc) if i != lab]
-        out.append(float(sc[lab]) - max(others) if others else float("nan"))
-    return out
-
-
-def option_scale(s: dict[str, list]) -> float | None:
-    """The cell's option-score scale: root mean square over examples of the standard deviation of an example's
-    option scores (``None`` without per-option scores; ``nan`` when every example's options score alike)."""
-    scores = s.get("scores_sum")
-    if not scores or len(scores) != len(s["ids"]):
-        return None
-    variances = []
-    for sc in scores:
-        mean = sum(sc) / len(sc)
-        variances.append(sum((x - mean) ** 2 for x in sc) / len(sc))
-    scale = (sum(variances) / len(variances)) ** 0.5 if variances else 0.0
-    return scale if scale > 0 else float("nan")
-
-
-def standardized_margins(s: dict[str, list]) -> list[float] | None:
-    """Per example: the margin divided by the cell's :func:`option_scale` (see the module docstring)."""
-    m, scale = margins(s), option_scale(s)
-    if m is None or scale is None:
-        return None
-    return [x / scale for x in m]
 
 
 def predicted_texts(s: dict[str, list], key: str = "pred_sum") -> list[str] | None:

@@ -93,8 +93,8 @@ def oracle_section(oracle: dict[str, Any], matrix: TransferMatrix) -> dict[str, 
             continue
         best = matrix.mean_transfer(t, "margin_z") if matrix.rows else {}
         top = max(best.values()) if best else None
-        above = sum(v >= r["transfer"]["margin_z"] for v in best.values()) if best and \
-            r["transfer"].get("margin_z") is not None else None
+        oz = r["transfer"].get("margin_z")
+        above = sum(v >= oz for v in best.values()) if best and oz is not None else None
         rows.append([t.split(":", 1)[-1], *[_f(r["transfer"].get(m)) for m in ORACLE_METRICS], _f(top),
                      "–" if above is None else f"{above} of {len(best)}", ""])
     b = oracle.get("budget") or {}

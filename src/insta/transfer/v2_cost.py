@@ -13,7 +13,7 @@ the overrun is stated. The estimate of a set of targets is
 where there is some: ``estimate: measured`` reads the screen's base-model cells (seconds per example, per target:
 long prompts cost more) and its oracles' training records (seconds per instance), the same model and options on
 the same machine; what is not measured yet takes the transfer run's a-priori figures. ``estimate: gpu`` is the
-one-GPU estimate of :mod:`insta.experiment.gpu_cost` (FLOPs per token counted on the model's meta-device graph,
+one-GPU estimate of :mod:`insta.engine.gpu_cost` (FLOPs per token counted on the model's meta-device graph,
 an H100 at a stated share of its bf16 peak), with tokens measured on the targets' evaluation examples and on the
 pool's instances.
 """
@@ -89,11 +89,11 @@ def measured_inputs(src: Any, cands: dict[str, Any], default_train_s: float, def
 
 def gpu_inputs(model: str, cands: dict[str, Any], pool_tasks: Sequence[Any], train_caps: tuple[int, int],
                eval_max_source: int) -> CostInputs:
-    """One-GPU costs (:mod:`insta.experiment.gpu_cost`'s model): per target, the forward FLOPs of its mean
+    """One-GPU costs (:mod:`insta.engine.gpu_cost`'s model): per target, the forward FLOPs of its mean
     evaluation example (the prompt once plus every option); per training instance, 3x the forward FLOPs of the
     pool's mean instance (prompt and target capped at the training lengths)."""
-    from ..experiment.gpu_cost import (CHARS_PER_TOKEN, EVAL_UTILISATION, H100_BF16_PEAK, TRAIN_UTILISATION,
-                                       _mean_lengths, measured_flops)
+    from ..engine.gpu_cost import (CHARS_PER_TOKEN, EVAL_UTILISATION, H100_BF16_PEAK, TRAIN_UTILISATION,
+                                   mean_lengths, measured_flops)
 
     eval_s, eval_from = {}, {}
     for t, c in cands.items():
@@ -103,7 +103,7 @@ def gpu_inputs(model: str, cands: dict[str, Any], pool_tasks: Sequence[Any], tra
         flops = measured_flops(model, max(1, round(mean)))["forward_flops_per_token"] * mean
         eval_s[t] = flops / (H100_BF16_PEAK * EVAL_UTILISATION)
         eval_from[t] = f"GPU estimate: {mean:.0f} tokens per example"
-    lengths = _mean_lengths(list(pool_tasks)[:50])
+    lengths = mean_lengths(list(pool_tasks)[:50])
     if lengths:
         tok = min(lengths[0] / CHARS_PER_TOKEN, train_caps[0]) + min(lengths[1] / CHARS_PER_TOKEN, train_caps[1]) + 1
         train_from = f"GPU estimate: {tok:.0f} tokens per instance (measured on {min(50, len(pool_tasks))} pool tasks)"
