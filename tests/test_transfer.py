@@ -5,6 +5,7 @@ import math
 from pathlib import Path
 
 import pytest
+import yaml
 
 from insta import cli
 from insta.errors import InstaError
@@ -261,6 +262,30 @@ def test_transfer_config_checks_scoring_methods_when_read():
     with pytest.raises(InstaError, match="scoring.methods"):
         config_from_dict({"pool": {"catalog": "bigbench"}, "targets": ["bbh:navigate"],
                           "scoring": {"methods": [{"method": "insta-mean", "options": {"aggregation": "median"}}]}})
+
+
+def test_scoring_seed_is_the_one_the_report_draws_target_inputs_with(monkeypatch):
+    """``scoring.seed`` (default: the run's seed) reaches the method scoring, so a config can draw RoE/DSIR/hybrid
+    inputs with the seed `insta eval-selection --transfer` uses (one matrix, one number everywhere)."""
+    from types import SimpleNamespace
+
+    from insta.evaluators import methods_vs_matrix
+    from insta.transfer.config import config_from_dict
+    from insta.transfer.results import score_matrix
+
+    raw = {"pool": {"catalog": "bigbench"}, "targets": ["bbh:navigate"], "seed": 42,
+           "scoring": {"methods": ["insta-mean"]}}
+    seen = []
+    monkeypatch.setattr(methods_vs_matrix, "evaluate_methods_on_matrix", lambda *a, **kw: seen.append(kw["seed"]))
+    for scoring, want in (({}, 42), ({"seed": 0}, 0), ({"seed": 7}, 7)):
+        cfg = config_from_dict({**raw, "scoring": {**raw["scoring"], **scoring}})
+        run = SimpleNamespace(cfg=cfg, catalog=lambda name: None, targets=[])
+        score_matrix(run, matrix=None)
+        assert seen[-1] == want
+    with pytest.raises(InstaError, match="scoring.seed"):
+        config_from_dict({**raw, "scoring": {"seed": "zero"}})
+    for path in ("configs/transfer-v2-bigbench-smollm2.yaml", "configs/transfer-v2-gpu.yaml"):
+        assert yaml.safe_load((REPO / path).read_text())["scoring"]["seed"] == 0
 
 
 @pytest.mark.parametrize("content, msg", [

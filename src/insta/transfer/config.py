@@ -92,6 +92,9 @@ class ScoringSettings:
     draws: int = field(default=1000, metadata={"minimum": 1})
     bootstrap: int = field(default=10000, metadata={"minimum": 1})
     include_unreliable: bool = False
+    #: seed of the target inputs RoE/DSIR/hybrid read (None: the run's seed). `insta eval-selection --transfer`
+    #: draws with --seed (default 0): the same seed gives the same number in the report and on the command line
+    seed: int | None = None
 
 
 @dataclass(kw_only=True)

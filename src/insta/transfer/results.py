@@ -85,7 +85,8 @@ def score_matrix(run: TransferRun, matrix: TransferMatrix, log: Callable[[str], 
     return evaluate_methods_on_matrix(
         matrix, run.catalog, metric=sc.metric or PRIMARY, methods=methods, k=sc.k, target_samples=sc.target_samples,
         library_size=sc.library_size, reliability_min=run.cfg.reliability_min,
-        include_unreliable=sc.include_unreliable, draws=sc.draws, n_boot=sc.bootstrap, seed=run.cfg.seed, log=log)
+        include_unreliable=sc.include_unreliable, draws=sc.draws, n_boot=sc.bootstrap,
+        seed=run.cfg.seed if sc.seed is None else sc.seed, log=log)
 
 
 def _compute(run: TransferRun, cells: list[dict[str, Any]], base: dict[str, dict[str, Any]]) -> dict[str, Any]:
