@@ -22,6 +22,7 @@ import os
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -48,16 +49,13 @@ def _rel(p: Path | str) -> str:
     return os.path.relpath(p, REPO)
 
 
-def run(data_dir: str, target_samples: int = 32, n_boot: int = 10000, log=print) -> dict:
+def loo_protocol(data_dir: str) -> SimpleNamespace:
+    """The protocol every leave-one-target-out benchmark on v1 shares: the matrix, its catalogs (loaded once), its
+    40 sources as a pool, the metric, the scored targets (and those left out), the metric's orientation."""
     from insta.catalogs import load_catalog
-    from insta.engine.pool import parse_target
-    from insta.methods import load_method, unlabelled_samples
-    from insta.report.stats import bootstrap_mean_ci
-    from insta.selection import ranking_scores
-    from insta.matrix.cells import METRICS as METRIC_ORIENTATION
-    from insta.matrix.matrix import TransferMatrix, read_matrix, reliability
     from insta.evaluators.methods_vs_matrix import _matrix_metric, _scored_targets, _source_pool
-    from insta.matrix.topk_metrics import best_of_k_regret, ndcg, precision_at_k, rank_linear_ndcg, regret_at_k
+    from insta.matrix.cells import METRICS as METRIC_ORIENTATION
+    from insta.matrix.matrix import read_matrix, reliability
 
     matrix = read_matrix(MATRIX)
     cats: dict = {}
@@ -70,24 +68,48 @@ def run(data_dir: str, target_samples: int = 32, n_boot: int = 10000, log=print)
     pool, cat_name, _ = _source_pool(matrix, catalogs, None, None)
     metric = _matrix_metric(matrix, "nll_per_token")
     targets, left_out = _scored_targets(matrix, reliability(matrix, metric, 0.5), False)
-    sign = 1 if METRIC_ORIENTATION.get(metric, True) else -1
-    eval_ids = matrix.meta.get("eval_ids") or {}
+    return SimpleNamespace(matrix=matrix, catalogs=catalogs, pool=pool, cat_name=cat_name, metric=metric,
+                           targets=targets, left_out=left_out,
+                           sign=1 if METRIC_ORIENTATION.get(metric, True) else -1,
+                           eval_ids=matrix.meta.get("eval_ids") or {})
+
+
+def loo_fold(proto: SimpleNamespace, t: str, target_samples: int) -> tuple:
+    """One held-out target: its task, its unlabelled inputs (never its evaluation examples), the matrix without its
+    rows, its gold mean transfer per source and the oriented performance per source (for Regret@k)."""
+    from insta.engine.pool import parse_target
+    from insta.matrix.matrix import TransferMatrix
+    from insta.methods import unlabelled_samples
+
+    matrix, metric = proto.matrix, proto.metric
+    cat, tid = parse_target(t, proto.cat_name) if ":" in t else (proto.cat_name, t)
+    task = proto.catalogs(cat).get(tid)
+    samples = unlabelled_samples(task, target_samples, set(proto.eval_ids.get(t, [])), 0)
+    held_out = TransferMatrix([r for r in matrix.rows if r["target"] != t], dict(matrix.meta))
+    assert t not in held_out.targets
+    gold = matrix.mean_transfer(t, metric)
+    values: dict[str, list[float]] = {}
+    for r in matrix.rows:
+        if r["target"] == t and r["metric"] == metric and r.get("value") is not None:
+            values.setdefault(r["source"], []).append(float(r["value"]))
+    perf = {s: proto.sign * sum(v) / len(v) for s, v in values.items()}
+    return task, samples, held_out, gold, perf
+
+
+def run(data_dir: str, target_samples: int = 32, n_boot: int = 10000, log=print) -> dict:
+    from insta.methods import load_method
+    from insta.report.stats import bootstrap_mean_ci
+    from insta.selection import ranking_scores
+    from insta.matrix.topk_metrics import best_of_k_regret, ndcg, precision_at_k, rank_linear_ndcg, regret_at_k
+
+    proto = loo_protocol(data_dir)
+    pool, metric, targets, left_out = proto.pool, proto.metric, proto.targets, proto.left_out
     fixed = {lab: load_method(name, label=lab, **opts) for lab, name, opts in METHODS if name not in PRIOR_METHODS}
     per: dict[str, dict[str, dict[str, float]]] = {lab: {} for lab, _, _ in METHODS}
     fits: dict[str, dict] = {}
     for t in targets:
         t0 = time.perf_counter()
-        cat, tid = parse_target(t, cat_name) if ":" in t else (cat_name, t)
-        task = catalogs(cat).get(tid)
-        samples = unlabelled_samples(task, target_samples, set(eval_ids.get(t, [])), 0)
-        held_out = TransferMatrix([r for r in matrix.rows if r["target"] != t], dict(matrix.meta))
-        assert t not in held_out.targets
-        gold = matrix.mean_transfer(t, metric)
-        values: dict[str, list[float]] = {}
-        for r in matrix.rows:
-            if r["target"] == t and r["metric"] == metric and r.get("value") is not None:
-                values.setdefault(r["source"], []).append(float(r["value"]))
-        perf = {s: sign * sum(v) / len(v) for s, v in values.items()}
+        task, samples, held_out, gold, perf = loo_fold(proto, t, target_samples)
         for lab, name, opts in METHODS:
             m = fixed.get(lab) or load_method(name, label=lab, prior_matrix=held_out, data_dir=data_dir, **opts)
             if "target_samples" in m.consumes and not samples:  # as eval-selection: not scored there

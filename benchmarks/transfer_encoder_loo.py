@@ -32,7 +32,7 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 sys.path.insert(0, str(HERE))
 
-from prior_transfer_loo import K, MATRIX, fmt  # noqa: E402  (the protocol's constants, one place)
+from prior_transfer_loo import K, MATRIX, fmt, loo_fold, loo_protocol  # noqa: E402  (the protocol, one place)
 
 #: (label, method, encoder: "base" or "tenc", use the base fold's fitted weights)
 METHODS = [
@@ -49,14 +49,12 @@ LOWER_BETTER = ("best_regret", "regret")
 
 def _metrics():
     """The metric functions by key and their column names: those of prior_transfer_loo.py (rank-linear NDCG is
-    its 'linear gain' column), plus the gain-linear NDCG where the library has it."""
+    its 'linear gain' column), plus issue #22's gain-linear NDCG."""
     from insta.matrix import topk_metrics as tk
     from insta.matrix import ndcg, regret_at_k
 
-    fns = {"ndcg": ("NDCG (exp. gain)", ndcg),
-           "ndcg_linear": ("NDCG (linear gain)", getattr(tk, "rank_linear_ndcg", None) or tk.linear_ndcg)}
-    if hasattr(tk, "linear_gain_ndcg"):
-        fns["ndcg_gain"] = ("NDCG (gain = max(transfer, 0))", tk.linear_gain_ndcg)
+    fns = {"ndcg": ("NDCG (exp. gain)", ndcg), "ndcg_linear": ("NDCG (linear gain)", tk.rank_linear_ndcg),
+           "ndcg_gain": ("NDCG (gain = max(transfer, 0))", tk.linear_gain_ndcg)}
     fns["precision"] = (f"precision@{K}", lambda tr, sc: tk.precision_at_k(tr, sc, K))
     fns["best_regret"] = (f"best-of-{K} regret", lambda tr, sc: tk.best_of_k_regret(tr, sc, K))
     fns["regret"] = (f"Regret@{K} (relative)", regret_at_k)
@@ -68,41 +66,21 @@ def run(data_dir: str, work: Path, target_samples: int = 32, n_boot: int = 10000
     import math
 
     from insta.align import align_to_transfer, read_alignment_metadata, transfer_config
-    from insta.catalogs import load_catalog
     from insta.encoder import _ENCODERS, resolve_encoder
-    from insta.engine.pool import parse_target
-    from insta.evaluators.methods_vs_matrix import _matrix_metric, _scored_targets, _source_pool
-    from insta.matrix.cells import METRICS as METRIC_ORIENTATION
-    from insta.matrix.matrix import TransferMatrix, read_matrix, reliability
-    from insta.methods import load_method, unlabelled_samples
+    from insta.methods import load_method
     from insta.report.stats import bootstrap_mean_ci
     from insta.selection import clean_instructions, ranking_scores
 
     fns = _metrics()
-    matrix = read_matrix(MATRIX)
-    cats: dict = {}
-
-    def catalogs(name: str):
-        if name not in cats:
-            cats[name] = load_catalog(name, data_dir)
-        return cats[name]
-
-    pool, cat_name, _ = _source_pool(matrix, catalogs, None, None)
-    metric = _matrix_metric(matrix, "nll_per_token")
-    targets, _left_out = _scored_targets(matrix, reliability(matrix, metric, 0.5), False)
-    sign = 1 if METRIC_ORIENTATION.get(metric, True) else -1
-    eval_ids = matrix.meta.get("eval_ids") or {}
+    proto = loo_protocol(data_dir)
+    catalogs, pool, metric, targets = proto.catalogs, proto.pool, proto.metric, proto.targets
     config = transfer_config(progress=False)
     per: dict[str, dict[str, dict[str, float]]] = {lab: {} for lab, *_ in METHODS}
     training: dict[str, dict] = {}
     fits: dict[str, dict] = {}
     for t in targets:
         t0 = time.perf_counter()
-        cat, tid = parse_target(t, cat_name) if ":" in t else (cat_name, t)
-        task = catalogs(cat).get(tid)
-        samples = unlabelled_samples(task, target_samples, set(eval_ids.get(t, [])), 0)
-        held_out = TransferMatrix([r for r in matrix.rows if r["target"] != t], dict(matrix.meta))
-        assert t not in held_out.targets
+        task, samples, held_out, gold, perf = loo_fold(proto, t, target_samples)
         enc = work / t.replace(":", "__")
         align_to_transfer(held_out, pool, enc, exclude_texts=clean_instructions(task.instructions), config=config,
                           catalogs=catalogs, log=lambda m: log(f"  {m}"))
@@ -112,12 +90,6 @@ def run(data_dir: str, work: Path, target_samples: int = 32, n_boot: int = 10000
                        "train_loss": [e.get("train_loss") for e in meta["training"]["epochs"]],
                        "train_seconds": meta["timings"]["train_seconds"]}
         t_train = time.perf_counter() - t0
-        gold = matrix.mean_transfer(t, metric)
-        values: dict[str, list[float]] = {}
-        for r in matrix.rows:
-            if r["target"] == t and r["metric"] == metric and r.get("value") is not None:
-                values.setdefault(r["source"], []).append(float(r["value"]))
-        perf = {s: sign * sum(v) / len(v) for s, v in values.items()}
         base_fit = None
         for lab, name, which, base_weights in METHODS:
             opts: dict = {"encoder": str(enc)} if which == "tenc" else {}
