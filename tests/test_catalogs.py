@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from insta.catalogs import bbh, bigbench, index_cache, load_catalog, niv2, p3, user
+from insta.catalogs import bbh, bigbench, index_cache, load_catalog, niv2, p3, p3_templates, user
 from insta.errors import InstaError
 
 FIX = Path(__file__).resolve().parent / "fixtures"
@@ -68,11 +68,11 @@ def test_p3_instruction_placeholders_and_tags():
     ("range(3) | choice", ""),
 ])
 def test_p3_placeholder(expr, expected):
-    assert p3.placeholder(expr) == expected
+    assert p3_templates.placeholder(expr) == expected
 
 
 def test_p3_input_side_ignores_pipes_inside_tags():
-    assert p3.input_side('Q {{ x | join("|||") }} ||| A') == 'Q {{ x | join("|||") }} '
+    assert p3_templates.input_side('Q {{ x | join("|||") }} ||| A') == 'Q {{ x | join("|||") }} '
 
 
 def test_p3_pools_categories_and_aliases():
@@ -456,7 +456,7 @@ def test_index_cache_unwritable_dir_still_parses(tmp_path, monkeypatch):
 
 
 def test_split_placeholder_collapses_to_one():
-    from insta.catalogs.p3 import template_instruction
+    from insta.catalogs.p3_templates import template_instruction
 
     text = template_instruction("Fact: {{ fact1[0]|capitalize }}{{ fact1[1:]|trim }}. {{a}} and {{a}} ||| {{b}}")
     assert text == "Fact: [fact1]. [a] and [a]"

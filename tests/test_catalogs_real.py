@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from insta.catalogs import bbh, bigbench, niv2, p3
+from insta.catalogs import bbh, bigbench, niv2, p3, p3_templates
 from insta.errors import InstaError
 
 pytestmark = pytest.mark.slow
@@ -123,15 +123,15 @@ def test_p3_sandbox_renders_like_a_plain_jinja_environment(p3_cat, data_dir, mon
     def render_all():
         out = [(e.input, e.references, e.options) for t in ("super_glue/rte", "super_glue/wsc.fixed")
                for e in p3_cat[t].examples()]
-        renderer = p3._Renderer()
+        renderer = p3_templates.Renderer()
         for rel, row in rows.items():
-            for tpl in p3._parse_file(tdir / rel / "templates.yaml"):
+            for tpl in p3_templates.parse_file(tdir / rel / "templates.yaml"):
                 out.append(renderer.apply(tpl, copy.deepcopy(row), tpl["id"]))
         return out
 
     sandboxed = render_all()
     assert len(sandboxed) == 3810 + 12 + 11  # RTE and WSC examples, then 12 e2e and 11 scan templates
-    monkeypatch.setattr(p3, "_sandbox_env", lambda: Environment(loader=BaseLoader()))
+    monkeypatch.setattr(p3_templates, "_sandbox_env", lambda: Environment(loader=BaseLoader()))
     assert render_all() == sandboxed
 
 
