@@ -339,7 +339,11 @@ def test_committed_v2_configs_plan(name, estimate, tmp_path, capsys, monkeypatch
     path = REPO / "configs" / f"{name}.yaml"
     cfg = load_transfer_config(path, {"data_dir": os.environ["INSTA_DATA_DIR"]})
     assert cfg.cost.estimate == estimate and cfg.cost.budget_hours == 10
-    assert cfg.instances == 400 and cfg.seeds == [0] and cfg.subset_seeds.seeds == [1]
+    # the budget per (source, seed) is the learning curve's choice (the cheapest candidate while it is pending)
+    budget = cfg.budget_choice
+    assert cfg.budget.min_instances == 400 and budget.instances >= 400
+    assert (cfg.instances, cfg.train.learning_rate) == (budget.instances, budget.learning_rate)
+    assert cfg.seeds == [0] and cfg.subset_seeds.seeds == [1]
     choice = cfg.target_choice
     assert choice.targets and set(choice.targets) <= set(choice.passed)
     # the plan as a user runs it (one pass: the pool's near-duplicate filter encodes every instruction)
@@ -348,11 +352,13 @@ def test_committed_v2_configs_plan(name, estimate, tmp_path, capsys, monkeypatch
     out = capsys.readouterr().out
     assert "cost rule (budget 10 h, floor " in out and "choices (most expensive target dropped first" in out
     assert "of which the second seed on a subset of the sources: 20 models" in out
+    assert "budget per (source, seed) from the learning curve of" in out
+    assert ("-> NOT final" in out) == (budget.status == "pending")
     assert out.count("\n") < 40  # a readable plan
     plan = json.loads((tmp_path / "plan.json").read_text())
     d = plan["target_decision"]
     assert plan["n_sources"] == 60 and plan["n_units"] == 1 + 60 + 20
-    assert d["cost"]["choices"][0]["k"] == len(choice.targets)
+    assert d["cost"]["choices"][0]["k"] == len(choice.targets) and d["cost"]["instances"] == budget.instances
     assert all(n == 200 for n in d["cost"]["n_eval"].values())
     assert len(plan["targets"]) >= min(12, len(choice.targets))  # the floor wins over the budget
     near = [s for s in plan["sources"] if s["chosen_by"]["rule"] == "nearest"]
@@ -362,3 +368,4 @@ def test_committed_v2_configs_plan(name, estimate, tmp_path, capsys, monkeypatch
         assert plan["oracle"]["targets"] and all("transfer" in r for r in plan["oracle"]["targets"].values())
     else:
         assert "H100" in " ".join(d["cost"]["notes"]) and plan["oracle"]["why"]
+        assert any("the curve is smollm2's" in n for n in d["budget"]["notes"])  # carried over from another model

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field, fields
+from pathlib import Path
 from typing import Any
 
 from ..engine.sections import (
@@ -61,6 +62,18 @@ class CostSettings:
 
 
 @dataclass
+class BudgetRule:
+    """``budget``: the instances and learning rate per (source, seed) chosen from a learnability screen's learning
+    curve by the pre-registered rule (:mod:`insta.transfer.v2_budget`), in place of ``instances`` and
+    ``train.learning_rate``; needs targets from a screen (the choice is frozen with them)."""
+
+    from_curve: str = ""  # the screen config whose screen.json holds the curve (configs/screen-*.yaml)
+    min_instances: int = field(default=400, metadata={"minimum": 1})  # candidates: budgets with at least this many
+    fraction: float = 0.9  # the cheapest candidate whose mean change is at least this share of the largest
+    metric: str = "margin_z"  # the oracle change averaged over the curve's targets
+
+
+@dataclass
 class SubsetSeeds:
     """More seeds on a subset of the sources (every ``every``-th in the source order), for split-half reliability
     at a fraction of the cost of seeding every source."""
@@ -110,6 +123,9 @@ class TransferConfig(RunConfig):
     scoring: ScoringSettings = field(default_factory=ScoringSettings)
     subset_seeds: SubsetSeeds = field(default_factory=SubsetSeeds)
     cost: CostSettings = field(default_factory=CostSettings)
+    #: ``budget:`` the learning-curve rule (None: ``instances`` and ``train.learning_rate`` as written)
+    budget: BudgetRule | None = None
+    budget_choice: Any = field(default=None, repr=False)  # the rule on the curve (v2_budget.BudgetChoice)
     #: ``targets:`` given as a screen rule (``targets`` then holds the rule's list, before the cost rule)
     target_rule: ScreenTargets | None = None
     screen: Any = field(default=None, repr=False)  # the screen read for the rule (v2_targets.ScreenSource)
@@ -117,7 +133,7 @@ class TransferConfig(RunConfig):
 
 
 TOP_KEYS = {f.name for f in fields(TransferConfig)} - {"path", "raw", "written", "target_rule", "screen",
-                                                       "target_choice"} | {"description"}
+                                                       "target_choice", "budget_choice"} | {"description"}
 
 
 PREFIX = "transfer config: "
@@ -164,6 +180,58 @@ def _target_rule(raw: Any, data_dir: str | None) -> tuple[ScreenTargets, Any, An
     if not choice.targets:
         raise _fail(f"targets: no candidate of {screen.folder} passes the screen yet ({choice.status_line()})")
     return rule, screen, choice
+
+
+def _budget_rule(raw: dict[str, Any], screen: Any, data_dir: str | None) -> tuple[BudgetRule, Any]:
+    """``budget:`` checked (it replaces ``instances`` and ``train.learning_rate``, so neither may be written too),
+    and the rule applied to the curve of ``budget.from_curve`` (``screen``: the targets' screen, reused when it is
+    the same config)."""
+    from .screen_config import REPORTED
+    from .v2_budget import choose_budget
+    from .v2_targets import read_screen
+
+    rule = read_section(BudgetRule, raw["budget"], "budget", prefix=PREFIX)
+    if screen is None:
+        raise _fail("budget.from_curve needs targets from a screen (targets: {from_screen: ...}): the budget is "
+                    "decided and frozen with them")
+    if not rule.from_curve:
+        raise _fail("budget.from_curve must name a screen config with a learning curve "
+                    "(e.g. configs/screen-bigbench-smollm2.yaml)")
+    if not 0 < rule.fraction <= 1:
+        raise _fail(f"budget.fraction must be in (0, 1] (got {rule.fraction!r})")
+    if rule.metric not in REPORTED:
+        raise _fail(f"budget.metric must be one of {', '.join(REPORTED)} (got {rule.metric!r})")
+    written = [k for k in ("instances",) if k in raw]
+    written += [f"train.{k}" for k in ("learning_rate",) if isinstance(raw.get("train"), dict) and k in raw["train"]]
+    if written:
+        raise _fail(f"{' and '.join(written)} would be set twice: budget.from_curve chooses "
+                    f"{'them' if len(written) > 1 else 'it'} (remove {' and '.join(written)}, or the budget section)")
+    same = Path(rule.from_curve).resolve() == Path(screen.config_path).resolve()
+    curve_screen = screen if same else read_screen(rule.from_curve, data_dir)
+    try:
+        choice = choose_budget(curve_screen.summary.get("curve") or [], min_instances=rule.min_instances,
+                               fraction=rule.fraction, metric=rule.metric,
+                               targets=curve_screen.screen.cfg.curve.targets)
+    except InstaError as err:
+        raise _fail(f"budget.from_curve: {curve_screen.folder / 'screen.json'}: {err}") from None
+    choice.screen = str(curve_screen.folder)
+    choice.notes += _curve_differences(curve_screen, raw)
+    return rule, choice
+
+
+def _curve_differences(curve_screen: Any, raw: dict[str, Any]) -> list[str]:
+    """Notes where the curve's oracles were trained otherwise than this matrix's sources (another model, other
+    training options than the learning rate): the budget then carries over less exactly."""
+    notes = []
+    if curve_screen.model != raw.get("model", "smollm2"):
+        notes.append(f"the curve is {curve_screen.model}'s; this matrix trains {raw.get('model')}")
+    theirs = {k: v for k, v in curve_screen.screen.cfg.key_options("train").items() if k != "learning_rate"}
+    ours = {k: v for k, v in (raw.get("train") or {}).items() if k != "learning_rate"}
+    diff = sorted(k for k in set(theirs) | set(ours) if theirs.get(k) != ours.get(k))
+    if diff:
+        notes.append("the curve's oracles were trained with other options than this matrix's sources ("
+                     + ", ".join(f"{k}: {theirs.get(k)!r} there, {ours.get(k)!r} here" for k in diff) + ")")
+    return notes
 
 
 def _subset_seeds(raw: Any, seeds: list[int]) -> SubsetSeeds:
@@ -219,11 +287,15 @@ def config_from_dict(raw: Any, path: str = "") -> TransferConfig:
         raise _fail("must be a mapping")
     _check_top(raw)
     original = raw
-    rule = screen = choice = None
+    rule = screen = choice = budget = budget_choice = None
+    data_dir = checked(raw.get("data_dir"), str | None, "data_dir", prefix=PREFIX)
     if isinstance(raw.get("targets"), dict):  # matrix v2: the targets are the screen rule's
-        rule, screen, choice = _target_rule(raw["targets"],
-                                            checked(raw.get("data_dir"), str | None, "data_dir", prefix=PREFIX))
+        rule, screen, choice = _target_rule(raw["targets"], data_dir)
         raw = {**raw, "targets": list(choice.targets)}
+    if raw.get("budget") is not None:  # matrix v2: instances and learning rate from the screen's learning curve
+        budget, budget_choice = _budget_rule(raw, screen, data_dir)
+        raw = {**raw, "instances": budget_choice.instances,
+               "train": {**(raw.get("train") or {}), "learning_rate": budget_choice.learning_rate}}
     sections = {
         "train": train_config(raw.get("train"), TRAIN_RESERVED, prefix=PREFIX),
         "eval": eval_config(raw.get("eval"), allowed=EVAL_KEYS, prefix=PREFIX, cls=MatrixEvalConfig),
@@ -239,7 +311,7 @@ def config_from_dict(raw: Any, path: str = "") -> TransferConfig:
         reliability_min=float(rel),
         subset_seeds=_subset_seeds(raw.get("subset_seeds"), seeds),
         cost=_cost(raw.get("cost")),
-        target_rule=rule, screen=screen, target_choice=choice,
+        target_rule=rule, screen=screen, target_choice=choice, budget=budget, budget_choice=budget_choice,
         **run_fields(raw, str(path), sections, PREFIX, default_name="transfer"),
     )
     if rule is not None:

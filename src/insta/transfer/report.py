@@ -120,6 +120,10 @@ def _targets_section(d: dict[str, Any]) -> dict[str, Any]:
              + (" Decided before the first cell and frozen in `targets.json`." if d.get("frozen_at") or d.get("frozen")
                 else "")]
     paras += rule.get("notes", [])
+    if d.get("budget"):  # the training budget from the screen's learning curve (frozen with the targets)
+        from .v2_budget import budget_lines
+
+        paras += [line.strip() for line in budget_lines(d["budget"])]
     paras += [line.strip() for line in cost_lines(d["cost"])]
     return {"title": "Targets and cost", "paragraphs": paras}
 

@@ -4,7 +4,11 @@
 screen's own split, then applies the cost rule (:mod:`insta.transfer.v2_cost`). The run refuses while the screen's
 targets are not final (:func:`check_targets_final`, unless ``--allow-partial-screen``) and writes the decision to
 ``<out>/targets.json`` before its first cell (:func:`freeze_targets`): a resumed run keeps it, whatever the screen
-or the measured costs say later, so nothing is decided after a v2 cell exists.
+or the measured costs say later, so nothing is decided after a v2 cell exists. With a ``budget`` section the
+decision also holds the training budget chosen from the screen's learning curve (:mod:`insta.transfer.v2_budget`):
+the config applies it to ``instances`` / ``train.learning_rate`` before the cost rule reads them, and a resumed
+run takes it from the frozen file. A ``targets.json`` frozen by another configuration is replaced only while
+``<out>`` holds no cell (and the log says so); with cells, the run refuses: two designs would share one folder.
 """
 from __future__ import annotations
 
@@ -26,20 +30,47 @@ DECISION_KEYS = ("targets", "cost", "instances", "sources", "seeds", "subset_see
 
 
 def decision_identity(cfg: TransferConfig) -> str:
-    """What a frozen decision depends on: the config keys that choose the targets and set the cost."""
-    return content_hash({k: cfg.raw.get(k) for k in DECISION_KEYS})
+    """What a frozen decision depends on: the config keys that choose the targets, the budget and the cost
+    (``budget`` only when the config has one, so a config without it keeps the identity it had before)."""
+    keys = DECISION_KEYS + (("budget",) if cfg.raw.get("budget") is not None else ())
+    return content_hash({k: cfg.raw.get(k) for k in keys})
 
 
-def read_frozen_targets(out: str | Path, identity: str) -> dict[str, Any] | None:
-    """The decision a run of this configuration froze under ``out`` (``None``: none, or another
-    configuration's, which the next run replaces)."""
+def read_frozen_targets(out: str | Path, identity: str, log: Any = None) -> dict[str, Any] | None:
+    """The decision a run of this configuration froze under ``out`` (``None``: none yet). A file frozen by
+    another configuration (or unreadable) is refused while ``out`` holds cells (replacing it would mix two
+    designs in one folder); with no cell it is replaced by the next run, and ``log`` says so."""
+    path = Path(out) / FROZEN_TARGETS
+    if not path.exists():
+        return None
     try:
-        data = json.loads((Path(out) / FROZEN_TARGETS).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    if not isinstance(data, dict) or data.get("identity") != identity or not isinstance(data.get("targets"), list):
-        return None
-    return data
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError):
+        data, why = None, "cannot be read"
+    else:
+        why = "" if isinstance(data, dict) and isinstance(data.get("targets"), list) else "is not a target decision"
+    if not why and data.get("identity") == identity:
+        return data
+    why = why or f"was frozen by another configuration (at {data.get('frozen_at', 'an unknown time')})"
+    cells = Path(out) / "cells"
+    n_cells = sum(1 for _ in cells.glob("*.json")) if cells.is_dir() else 0
+    if n_cells:
+        raise InstaError(f"{path} {why}, and {Path(out)} holds {n_cells} cell(s) of a run: deciding again would "
+                         "mix two designs in one folder; give this configuration another --out (or move "
+                         f"{Path(out)} away to start over)")
+    if log is not None:
+        log(f"targets: {path} {why}; {Path(out)} holds no cell yet, so this configuration decides again and its "
+            "run replaces the file")
+    return None
+
+
+def apply_budget(cfg: TransferConfig, budget: dict[str, Any]) -> None:
+    """Train every (source, seed) at a budget choice's instances and learning rate (before the cost rule)."""
+    cfg.instances = int(budget["instances"])
+    cfg.train.learning_rate = float(budget["learning_rate"])
+    written = cfg.written.setdefault("train", [])
+    if "learning_rate" not in written:
+        written.append("learning_rate")
 
 
 def decide_targets(run: Any, prior: tuple[float, float]) -> None:
@@ -49,9 +80,13 @@ def decide_targets(run: Any, prior: tuple[float, float]) -> None:
     from .v2_targets import screen_candidate
 
     cfg = run.cfg
-    frozen = read_frozen_targets(run.out, decision_identity(cfg))
+    frozen = read_frozen_targets(run.out, decision_identity(cfg), run.log)
     if frozen is not None:
         cfg.targets = list(frozen["targets"])
+        if frozen.get("budget"):
+            apply_budget(cfg, frozen["budget"])
+    elif cfg.budget_choice is not None:
+        apply_budget(cfg, cfg.budget_choice.to_dict())
     run.load_targets()
     cands = {t.id: screen_candidate(cfg.screen, t.id, t.task, t.catalog) for t in run.targets}
     for t in run.targets:
@@ -61,6 +96,11 @@ def decide_targets(run: Any, prior: tuple[float, float]) -> None:
         if frozen["rule"]["targets"] != cfg.target_choice.targets:
             run.log(f"targets: kept as frozen in {run.out / FROZEN_TARGETS} ({frozen.get('frozen_at')}); the "
                     "screen rule now gives another list")
+        now = cfg.budget_choice
+        if frozen.get("budget") and now is not None and (now.instances, now.learning_rate) != (
+                frozen["budget"]["instances"], frozen["budget"]["learning_rate"]):
+            run.log(f"budget: kept as frozen in {run.out / FROZEN_TARGETS}; the learning curve now gives "
+                    f"{now.instances} instances at lr {now.learning_rate:g}")
         return
     decision = cost_decision(run, cands, prior)
     kept = set(decision["kept"])
@@ -68,6 +108,8 @@ def decide_targets(run: Any, prior: tuple[float, float]) -> None:
     cfg.targets = [t.id for t in run.targets]
     run.target_decision = {"targets": list(cfg.targets), "rule": cfg.target_choice.to_dict(), "cost": decision,
                            "screen": str(cfg.screen.folder), "frozen": False}
+    if cfg.budget_choice is not None:
+        run.target_decision["budget"] = cfg.budget_choice.to_dict()
 
 
 def cost_decision(run: Any, cands: dict[str, Any], prior: tuple[float, float]) -> dict[str, Any]:
@@ -94,7 +136,10 @@ def cost_decision(run: Any, cands: dict[str, Any], prior: tuple[float, float]) -
 
 
 def check_targets_final(run: Any) -> None:
-    """Refuse targets that are not final yet (unless ``allow_partial_screen``); a frozen decision stands."""
+    """Refuse targets, or a training budget, that are not final yet (unless ``allow_partial_screen``; a budget
+    the learning curve cannot give, always); a frozen decision stands."""
+    from .v2_budget import check_budget_final
+
     d = run.target_decision
     if d is None or d.get("frozen"):
         return
@@ -102,6 +147,7 @@ def check_targets_final(run: Any) -> None:
     if not choice.final and not run.allow_partial_screen:
         raise InstaError(f"targets are not final: the screen has {len(choice.pending)} pending candidate(s); "
                          "run when it is complete (or pass --allow-partial-screen)")
+    check_budget_final(d.get("budget"), run.allow_partial_screen)
 
 
 def freeze_targets(run: Any) -> None:
@@ -130,8 +176,15 @@ def decision_lines(run: Any) -> list[str]:
     lines.append(f"  rule's targets ({len(choice.targets)}; screen order, v1's last): " + ", ".join(choice.targets))
     if choice.pending:
         lines.append(f"  pending in the screen ({len(choice.pending)}): " + ", ".join(choice.pending))
+    if d.get("budget"):
+        from .v2_budget import budget_lines
+
+        lines += budget_lines(d["budget"])
     lines += cost_lines(d["cost"])
-    if not d.get("frozen") and not choice.final:
+    budget_status = (d.get("budget") or {}).get("status", "final")
+    if not d.get("frozen") and budget_status == "unusable":
+        lines.append("the run refuses: the learning curve cannot give the budget (see above)")
+    elif not d.get("frozen") and (not choice.final or budget_status == "pending"):
         lines.append("the run refuses until the screen is complete (--allow-partial-screen overrides)")
     near = [s for s, r in run.source_rules.items() if r.get("rule") == "nearest"]
     if near:
@@ -154,5 +207,5 @@ def oracle_line(oracle: dict[str, Any]) -> str:
             "same evaluation examples")
 
 
-__all__ = ["DECISION_KEYS", "FROZEN_TARGETS", "check_targets_final", "cost_decision", "decide_targets",
+__all__ = ["DECISION_KEYS", "FROZEN_TARGETS", "apply_budget", "check_targets_final", "cost_decision", "decide_targets",
            "decision_identity", "decision_lines", "freeze_targets", "oracle_line", "read_frozen_targets"]
