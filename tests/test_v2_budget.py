@@ -17,8 +17,9 @@ from insta.transfer.runner import TransferRun
 from insta.transfer.screen import Screen
 from insta.transfer.screen_config import load_screen_config
 from insta.transfer.screen_verdicts import write_summary
-from insta.transfer.v2_budget import budget_lines, check_budget_final, choose_budget
+from insta.transfer.v2_budget import budget_lines, check_budget_final, choose_budget, curve_budget
 from insta.transfer.v2_decision import FROZEN_TARGETS
+from insta.transfer.v2_targets import read_screen
 from test_transfer_v2_design import DATA, REPO, quiet, v2_raw
 
 A, B = "bigbench:a", "bigbench:b"
@@ -316,9 +317,15 @@ def test_budget_config_errors(curve_screen, tmp_path):
         config_from_dict(budget_raw(cs, tmp_path, budget={"from_curve": cs["path"], "fractoin": 0.9}))
     with pytest.raises(InstaError, match="no budget with at least 400 instances"):  # the fixture curve tops at 12
         config_from_dict(budget_raw(cs, tmp_path, budget={"from_curve": cs["path"]}))
+    with pytest.raises(InstaError, match=r"^transfer config: budget.from_curve: screen config \S+nope.yaml not found"):
+        config_from_dict(budget_raw(cs, tmp_path, budget={"from_curve": str(tmp_path / "nope.yaml")}))
     listed = {**budget_raw(cs, tmp_path), "targets": [T1, T2]}
     with pytest.raises(InstaError, match="budget.from_curve needs targets from a screen"):
         config_from_dict(listed)
+    # the same rule from a notebook: the screen read as the config reads it
+    cfg = config_from_dict(budget_raw(cs, tmp_path))
+    alone = curve_budget(read_screen(cs["path"]), min_instances=6)
+    assert alone.to_dict() == cfg.budget_choice.to_dict() and (alone.instances, alone.learning_rate) == (6, 1.5e-4)
     # other training options than the curve's oracles: stated in the plan
     cfg = config_from_dict(budget_raw(cs, tmp_path, train={"epochs": 2, "batch_size": 4}))
     assert any("epochs: 1 there, 2 here" in n for n in cfg.budget_choice.notes)

@@ -187,8 +187,8 @@ def _budget_rule(raw: dict[str, Any], screen: Any, data_dir: str | None) -> tupl
     and the rule applied to the curve of ``budget.from_curve`` (``screen``: the targets' screen, reused when it is
     the same config)."""
     from .screen_config import REPORTED
-    from .v2_budget import choose_budget
-    from .v2_targets import read_screen
+    from .v2_budget import curve_budget
+    from .v2_targets import PREFIX as TARGETS_PREFIX, read_screen
 
     rule = read_section(BudgetRule, raw["budget"], "budget", prefix=PREFIX)
     if screen is None:
@@ -207,14 +207,15 @@ def _budget_rule(raw: dict[str, Any], screen: Any, data_dir: str | None) -> tupl
         raise _fail(f"{' and '.join(written)} would be set twice: budget.from_curve chooses "
                     f"{'them' if len(written) > 1 else 'it'} (remove {' and '.join(written)}, or the budget section)")
     same = Path(rule.from_curve).resolve() == Path(screen.config_path).resolve()
-    curve_screen = screen if same else read_screen(rule.from_curve, data_dir)
     try:
-        choice = choose_budget(curve_screen.summary.get("curve") or [], min_instances=rule.min_instances,
-                               fraction=rule.fraction, metric=rule.metric,
-                               targets=curve_screen.screen.cfg.curve.targets)
+        curve_screen = screen if same else read_screen(rule.from_curve, data_dir)
     except InstaError as err:
-        raise _fail(f"budget.from_curve: {curve_screen.folder / 'screen.json'}: {err}") from None
-    choice.screen = str(curve_screen.folder)
+        raise _fail("budget.from_curve: " + str(err).removeprefix(TARGETS_PREFIX)) from None
+    try:
+        choice = curve_budget(curve_screen, min_instances=rule.min_instances, fraction=rule.fraction,
+                              metric=rule.metric)
+    except InstaError as err:
+        raise _fail(f"budget.from_curve: {err}") from None
     choice.notes += _curve_differences(curve_screen, raw)
     return rule, choice
 

@@ -169,6 +169,20 @@ def choose_budget(curve: Sequence[dict[str, Any]], *, min_instances: int = 400, 
     return choice
 
 
+def curve_budget(src: Any, *, min_instances: int = 400, fraction: float = 0.9, metric: str = "margin_z"
+                 ) -> BudgetChoice:
+    """The rule on a screen's learning curve (``src``: :func:`insta.transfer.v2_targets.read_screen`'s
+    :class:`~insta.transfer.v2_targets.ScreenSource`): the ``curve`` rows of its ``screen.json``, averaged over its
+    config's ``curve.targets``. For a notebook too: ``curve_budget(read_screen("configs/screen-....yaml"))``."""
+    try:
+        choice = choose_budget(src.summary.get("curve") or [], min_instances=min_instances, fraction=fraction,
+                               metric=metric, targets=src.screen.cfg.curve.targets)
+    except InstaError as err:
+        raise InstaError(f"{src.folder / 'screen.json'}: {err}") from None
+    choice.screen = str(src.folder)
+    return choice
+
+
 def budget_lines(d: dict[str, Any]) -> list[str]:
     """A budget choice (:meth:`BudgetChoice.to_dict`, as frozen) as printable lines: the rule, the curve's table,
     the choice or what it waits for."""
@@ -224,4 +238,4 @@ def check_budget_final(d: dict[str, Any] | None, allow_partial: bool) -> None:
                          f"to train at {budget_name(d['instances'], d['learning_rate'])})")
 
 
-__all__ = ["BudgetChoice", "budget_lines", "budget_name", "check_budget_final", "choose_budget"]
+__all__ = ["BudgetChoice", "budget_lines", "budget_name", "check_budget_final", "choose_budget", "curve_budget"]
