@@ -169,6 +169,10 @@ def test_missing_or_valueless_rows_make_the_curve_unusable():
         choose_budget(curve(grid(a, a)), min_instances=1000, targets=[A, B])
     with pytest.raises(InstaError, match="no budget with at least 400 instances"):
         choose_budget([], targets=[A, B])
+    with pytest.raises(InstaError, match="must be a list of rows"):
+        choose_budget({"rows": []}, targets=[A, B])
+    with pytest.raises(InstaError, match="a row of 'bigbench:a' has no budget"):
+        choose_budget([{"task": A, "status": "pass"}], targets=[A, B])
 
 
 # ---------------------------------------------------------------- a transfer run on a fixture screen with a curve

@@ -98,6 +98,8 @@ def choose_budget(curve: Sequence[dict[str, Any]], *, min_instances: int = 400, 
     have a value at every candidate budget. One error when the curve has no budget of ``min_instances`` or more."""
     if not 0 < fraction <= 1:
         raise InstaError(f"budget.fraction must be in (0, 1] (got {fraction!r})")
+    if not isinstance(curve, (list, tuple)) or not all(isinstance(r, dict) for r in curve):
+        raise InstaError("the learning curve must be a list of rows (screen.json's 'curve')")
     targets = list(targets) if targets else list(dict.fromkeys(str(r.get("task")) for r in curve))
     rows: dict[tuple[str, tuple[int, float]], list[dict[str, Any]]] = {}
     for r in curve:
