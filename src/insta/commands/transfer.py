@@ -15,7 +15,9 @@ def add_parser(sub) -> None:
         "= base model's gold-answer NLL per token minus the trained model's (and the accuracy deltas). Every "
         "cell is cached: an interrupted run resumes where it stopped. Writes matrix.csv, matrix.json, "
         "results.json, report.md and report.html (with the seeds' reliability and every selection method scored "
-        "against the matrix).",
+        "against the matrix). A mixtures config (configs/mixtures-*.yaml, with from_transfer) runs a matrix's "
+        "mixtures experiment instead: each method's top-k mixture trained and evaluated, and the order the matrix "
+        "predicts compared with the measured one (mixtures.md, mixtures.json).",
         config_help="transfer config (YAML)",
         plan_help="print the sources, the work, the cells done and an ETA; train nothing",
         report_only_help="rewrite the matrix and the report from the cells finished so far (no training; safe "
@@ -30,6 +32,12 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..transfer.mixtures_config import is_mixtures_config
+
+    if is_mixtures_config(args.config):  # matrix v2's mixtures experiment (configs/mixtures-*.yaml)
+        from ._mixtures import run_command
+
+        return run_command(args)
     from ..util.fileio import check_output_dir
     from ..util.helpers import Log
     from ..transfer import load_transfer_config, plan_transfer, run_transfer

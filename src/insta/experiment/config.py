@@ -85,6 +85,11 @@ class ExperimentConfig(RunConfig):
     include_base: bool = True
     target_samples: int = 32  # unlabelled target instances for roe / dsir
     library_size: int = 100  # instances per source task for roe / dsir
+    #: target -> its evaluation example ids (instead of ``eval.n`` drawn with ``eval.seed``): a grid scored on the
+    #: very examples of another run (a transfer matrix's); the unlabelled samples are then drawn as
+    #: ``insta eval-selection --transfer`` draws them: outside those examples, in the order seeded by ``samples_seed``
+    eval_ids: dict[str, list[str]] | None = None
+    samples_seed: int = 0
     mixture: MixtureSettings = field(default_factory=MixtureSettings)
     report: ReportSettings = field(default_factory=ReportSettings)
     p3_table: P3TableSettings = field(default_factory=P3TableSettings)
@@ -107,7 +112,7 @@ class ExperimentConfig(RunConfig):
 TOP_KEYS = {
     "name", "description", "data_dir", "out", "seed", "targets", "k", "methods", "include_base", "encoder",
     "target_samples", "library_size", "pool", "mixture", "model", "train", "eval", "report", "p3_table",
-    "keep_models", "backend", "executor",
+    "keep_models", "backend", "executor", "eval_ids", "samples_seed",
 }
 SECTIONS = ("pool", "mixture", "train", "eval", "report", "p3_table")
 
@@ -136,6 +141,25 @@ def _check_top(raw: dict[str, Any]) -> None:
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
             raise _fail(f"{key} must be a positive integer (got {value!r})")
     check_runner(raw)
+    checked_get(raw, "samples_seed", 0, int)
+    _check_eval_ids(raw.get("eval_ids"), raw["targets"])
+
+
+def _check_eval_ids(eval_ids: Any, targets: list[str]) -> None:
+    """``eval_ids``: absent, or a mapping of every target to a non-empty list of distinct example ids."""
+    if eval_ids is None:
+        return
+    if not isinstance(eval_ids, dict):
+        raise _fail("eval_ids must be a mapping of each target to its evaluation example ids")
+    missing, stray = [t for t in targets if t not in eval_ids], [str(t) for t in eval_ids if t not in targets]
+    if missing:
+        raise _fail(f"eval_ids has no example ids for target(s) {', '.join(missing)}")
+    if stray:
+        raise _fail(f"eval_ids names {', '.join(stray)}: not a target of the config")
+    for t, ids in eval_ids.items():
+        ok = isinstance(ids, list) and ids and all(isinstance(i, str) and i for i in ids)
+        if not ok or len(set(ids)) != len(ids):
+            raise _fail(f"eval_ids[{t!r}] must be a non-empty list of distinct example ids")
 
 
 def _mixture(raw: Any) -> MixtureSettings:
@@ -192,6 +216,8 @@ def config_from_dict(raw: dict[str, Any], path: str = "") -> ExperimentConfig:
         include_base=bool(raw.get("include_base", True)),
         target_samples=raw.get("target_samples", 32),
         library_size=int(raw.get("library_size", 100)),
+        eval_ids={t: list(ids) for t, ids in raw["eval_ids"].items()} if raw.get("eval_ids") is not None else None,
+        samples_seed=int(raw.get("samples_seed", 0)),
         **run_fields(raw, str(path), _sections(raw), default_name="experiment"),
     )
     for spec in cfg.methods:

@@ -51,6 +51,8 @@ class Experiment(EngineRun):
         t0 = time.perf_counter()
         cfg = self.cfg
         self.load_targets(n_samples=cfg.target_samples)
+        if cfg.eval_ids is not None:
+            self._use_eval_ids(cfg.eval_ids)
         for spec in cfg.methods:
             self.methods[spec.label] = load_method(spec.name, label=spec.label, **spec.options)
         self.check_base_model()
@@ -60,6 +62,22 @@ class Experiment(EngineRun):
         if cfg.n_total < 1:
             raise InstaError("mixture.n_total must be at least 1")
         self.timings["prepare"] = time.perf_counter() - t0
+
+    def _use_eval_ids(self, eval_ids: dict[str, list[str]]) -> None:
+        """``eval_ids``: each target's evaluation examples are those (in that order), and its unlabelled samples
+        are drawn outside them as ``insta eval-selection --transfer`` draws them (seeded by ``samples_seed``)."""
+        from ..methods import unlabelled_samples
+
+        for t in self.targets:
+            ids = eval_ids[t.id]
+            by_id = {ex.id: ex for ex in t.task.iter_examples()}
+            missing = [i for i in ids if i not in by_id]
+            if missing:
+                raise InstaError(f"eval_ids: {len(missing)} id(s) given for target {t.id} are not its examples "
+                                 f"(e.g. {missing[0]!r})")
+            t.eval_examples = [by_id[i] for i in ids]
+            t.samples = unlabelled_samples(t.task, self.cfg.target_samples, set(ids), self.cfg.samples_seed)
+            t.samples_overlap_eval = False
 
     def _ensure_aligned_encoders(self) -> None:
         from ..align import ensure_aligned_encoder
