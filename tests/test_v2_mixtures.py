@@ -333,3 +333,58 @@ def test_end_to_end_with_a_tiny_real_model(tmp_path):
     trained = list((tmp_path / "mix" / "trained").glob("*.json"))
     assert trained and all(json.loads(p.read_text())["n_records"] == 2 * 4 for p in trained)
     assert not list((tmp_path / "mix" / "models").glob("*/model"))  # weights deleted once evaluated
+
+
+# ---------------------------------------------------------------- on a v2 run made from a screen
+
+
+def test_on_a_v2_run_from_a_screen_frozen_order_scoring_and_oracle(tmp_path):
+    """The whole chain on fixture data with the dry-run backend: a screen, matrix v2 from it (targets frozen in
+    targets.json, scored on margin_z by its own report), then the mixtures: the first targets of the frozen order,
+    the variant from v2's own scoring, and the screen's oracle as the reference of every mixture."""
+    from insta.transfer import config_from_dict as transfer_config, run_transfer
+    from insta.transfer.screen import Screen
+    from insta.transfer.screen_config import load_screen_config
+    from insta.transfer.screen_verdicts import write_summary
+
+    raw = yaml.safe_load((REPO / "configs" / "screen-tiny.yaml").read_text())
+    raw.update(data_dir=str(DATA), out=str(tmp_path / "screen"), curve={"targets": [], "instances": []})
+    (tmp_path / "screen.yaml").write_text(yaml.safe_dump(raw))
+    screen = Screen(load_screen_config(str(tmp_path / "screen.yaml")), log=quiet)
+    screen.prepare()
+    screen.run(progress=False)
+    write_summary(screen)
+    v2 = yaml.safe_load((REPO / "configs" / "transfer-tiny.yaml").read_text())
+    v2.update(data_dir=str(DATA), out=str(tmp_path / "v2"), seeds=[0], eval={"n": 8},
+              targets={"from_screen": str(tmp_path / "screen.yaml"), "max": 24, "min": 2},
+              sources={"strategy": "nearest-spread", "nearest": 1, "n": 4},
+              scoring={"include_unreliable": True, "encoder": "hashing", "target_samples": 4, "library_size": 8,
+                       "draws": 100, "bootstrap": 200, "metric": "margin_z", "methods": METHODS[:4]})
+    (tmp_path / "v2.yaml").write_text(yaml.safe_dump(v2))
+    v2_results = run_transfer(transfer_config(v2, str(tmp_path / "v2.yaml")), log=quiet, progress=False)
+    assert v2_results["scoring"]["metric"] == "margin_z"
+    frozen = json.loads((tmp_path / "v2" / "targets.json").read_text())["targets"]
+    (tmp_path / "methods.yaml").write_text(yaml.safe_dump(METHODS[:4]))
+    (tmp_path / "mix.yaml").write_text(yaml.safe_dump({
+        "from_transfer": str(tmp_path / "v2.yaml"), "methods": str(tmp_path / "methods.yaml"),
+        "out": str(tmp_path / "mix"), "targets": 2, "k": 2, "bootstrap": 200}))
+    cfg = load_mixtures_config(tmp_path / "mix.yaml")
+    d = derive_design(cfg, log=quiet)
+    assert d.targets == frozen[:2]
+    assert d.variant == choose_variant(v2_results["scoring"], ["insta-mean", "insta-max", "lexical", "roe"])
+    res = run_mixtures(cfg, log=quiet)
+    assert res["complete"]
+    matrix = json.loads((tmp_path / "v2" / "matrix.json").read_text())["rows"]
+    shares = 0
+    for t in res["targets"]:
+        ref = v2_results["oracle"]["targets"][t["target"]]["transfer"]
+        assert t["oracle"] == {"margin_z": ref["margin_z"], "acc": ref["acc"]}
+        for r in t["methods"]:
+            want = sum(x["transfer"] for x in matrix if x["target"] == t["target"] and x["metric"] == "margin_z"
+                       and x["source"] in r["sources"])
+            assert r["predicted"]["margin_z"] == pytest.approx(want)
+            if ref["margin_z"] > 0:
+                assert r["oracle_share"] == pytest.approx(r["measured"]["margin_z"]["mean"] / ref["margin_z"])
+                shares += 1
+    assert shares >= 1  # the dry-run oracles gain on their own task
+    assert "In-task oracle (reference, not a source)" in (tmp_path / "mix" / "mixtures.md").read_text()

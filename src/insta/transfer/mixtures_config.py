@@ -134,7 +134,8 @@ def choose_variant(scoring: dict[str, Any], listed: list[str]) -> dict[str, Any]
     unscored = [lab for lab in candidates + [RULE_REFERENCE] if lab not in summary]
     if unscored:
         raise InstaError(f"v2's scoring has no row for pre-registered method(s) {', '.join(unscored)}: score v2 with "
-                         "the pre-registered methods file")
+                         "the methods file (`insta eval-selection --transfer <v2 matrix.json> --metric margin_z "
+                         "--methods <methods file> --json FILE`) and name FILE in the config's 'scoring'")
     rows = []
     for lab in candidates:
         diff = (paired.get(f"{lab} - {RULE_REFERENCE}") or {}).get(RULE_SCORE) or {}
