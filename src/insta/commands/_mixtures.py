@@ -67,7 +67,8 @@ def _head(design: Any) -> list[str]:
              f"Each mixture: the method's top {design.cfg.k} v2 sources, {design.grid['mixture']['n_total']} training "
              f"instances (v2's per-source budget {design.v2.cfg.instances} x {design.cfg.k}), v2's training and "
              "evaluation options, evaluated on v2's evaluation examples of the target.",
-             f"Methods: {', '.join(s['label'] for s in design.slots)}; the variant {v['label']} ({v['by']})."]
+             f"Methods: {', '.join(s['label'] for s in design.slots)}; the variant {v['label']} ({v['by']}).",
+             *design.notes]
     if v.get("candidates"):
         lines.append("Variant rule (linear-gain NDCG of margin_z, the variant minus insta-mean [paired 95% CI]): "
                      + "; ".join(f"{c['label']} {_num(c['diff'])} [{_num(c['lo'])}, {_num(c['hi'])}]"

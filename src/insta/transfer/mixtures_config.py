@@ -267,7 +267,9 @@ def derive_design(cfg: MixturesConfig, *, log: Callable[[str], None] = lambda m:
         from .v2_targets import oracle_reference
 
         oracle = oracle_reference(v2cfg.screen, [t for t in v2.targets if t.id in targets], v2cfg.model)
-    return MixturesDesign(cfg, v2, matrix, targets, variant, slots, grid, oracle)
+    notes = [f"v2 has {len(targets)} target(s), fewer than the {cfg.targets} asked for: all are used"
+             ] if len(targets) < cfg.targets else []
+    return MixturesDesign(cfg, v2, matrix, targets, variant, slots, grid, oracle, notes)
 
 
 __all__ = ["MixturesConfig", "MixturesDesign", "choose_variant", "derive_design", "is_mixtures_config",
