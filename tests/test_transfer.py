@@ -264,6 +264,37 @@ def test_transfer_config_checks_scoring_methods_when_read():
                           "scoring": {"methods": [{"method": "insta-mean", "options": {"aggregation": "median"}}]}})
 
 
+def test_scoring_methods_may_name_a_methods_file(tmp_path, monkeypatch):
+    """``scoring.methods`` as a path reads the file (a pre-registered list, scored exactly: no INSTA-aligned rows
+    are added beside it), checked when the config is read; a missing or bad file is one error."""
+    from types import SimpleNamespace
+
+    from insta.evaluators import methods_vs_matrix
+    from insta.transfer.config import config_from_dict
+    from insta.transfer.results import score_matrix
+
+    listed = tmp_path / "methods.yaml"
+    listed.write_text("- insta-mean\n- {method: insta-mean, label: insta-max, options: {aggregation: max}}\n")
+    raw = {"pool": {"catalog": "bigbench"}, "targets": ["bbh:navigate"], "scoring": {"methods": str(listed)}}
+    seen = []
+    monkeypatch.setattr(methods_vs_matrix, "evaluate_methods_on_matrix",
+                        lambda *a, **kw: seen.append([label for label, _, _ in kw["methods"]]))
+    monkeypatch.setattr("insta.align.targets.ensure_aligned_encoder", lambda *a, **kw: True)  # an aligned encoder
+    cfg = config_from_dict({**raw, "scoring": {**raw["scoring"], "aligned_encoder": str(tmp_path)}})
+    score_matrix(SimpleNamespace(cfg=cfg, catalog=lambda name: None, targets=[]), matrix=None)
+    assert seen == [["insta-mean", "insta-max"]]
+    cfg = config_from_dict({**raw, "scoring": {"aligned_encoder": str(tmp_path)}})
+    score_matrix(SimpleNamespace(cfg=cfg, catalog=lambda name: None, targets=[]), matrix=None)
+    assert "insta-aligned-max" in seen[-1] and "roe" in seen[-1]  # no list given: the defaults and aligned rows
+    with pytest.raises(InstaError, match="cannot read methods file"):
+        config_from_dict({**raw, "scoring": {"methods": str(tmp_path / "none.yaml")}})
+    (tmp_path / "typo.yaml").write_text("- insta-meen\n")
+    with pytest.raises(InstaError, match="unknown selection method 'insta-meen'"):
+        config_from_dict({**raw, "scoring": {"methods": str(tmp_path / "typo.yaml")}})
+    v2 = yaml.safe_load((REPO / "configs/transfer-v2-bigbench-smollm2.yaml").read_text())["scoring"]["methods"]
+    assert len(methods_vs_matrix.read_method_specs(str(REPO / v2), build=False)) >= 10
+
+
 def test_scoring_seed_is_the_one_the_report_draws_target_inputs_with(monkeypatch):
     """``scoring.seed`` (default: the run's seed) reaches the method scoring, so a config can draw RoE/DSIR/hybrid
     inputs with the seed `insta eval-selection --transfer` uses (one matrix, one number everywhere)."""

@@ -49,13 +49,15 @@ def aligned_methods(encoder: str) -> list[tuple[str, str, dict[str, Any]]]:
             ("insta-aligned-topk-vote", "insta-aligned", {"encoder": encoder, "aggregation": "topk-vote"})]
 
 
-def parse_method_specs(raw: Any, where: str = "methods") -> list[tuple[str, str, dict[str, Any]]]:
+def parse_method_specs(raw: Any, where: str = "methods", build: bool = True) -> list[tuple[str, str, dict[str, Any]]]:
     """Method specs from data: a list whose items are a method name or ``{method, label, options}``.
 
     ``label`` defaults to the method name; labels must be unique (they name the table's rows). Each spec is
-    built once here, so an unknown method or option fails when the list is read, not after the ranking starts.
+    built once here, so an unknown method or option fails when the list is read, not after the ranking starts;
+    ``build=False`` checks the names and the list's shape only (for a list whose options name files a run writes
+    before it scores, such as its own matrix).
     """
-    from ..methods import load_method
+    from ..methods import METHODS, load_method
 
     if not isinstance(raw, list) or not raw:
         raise InstaError(f"{where}: expected a non-empty list of methods (names or {{method, label, options}})")
@@ -77,15 +79,18 @@ def parse_method_specs(raw: Any, where: str = "methods") -> list[tuple[str, str,
             raise InstaError(f"{where}[{i}] ({label}): options must be a mapping of option names to values")
         if any(label == s[0] for s in specs):
             raise InstaError(f"{where}[{i}]: label {label!r} is used twice")
+        if not build and item["method"] not in METHODS:
+            raise InstaError(f"{where}[{i}]: unknown selection method {item['method']!r}")
         try:
-            load_method(item["method"], label=label, **options)
+            if build:
+                load_method(item["method"], label=label, **options)
         except InstaError as err:
             raise InstaError(f"{where}[{i}] ({label}): {err}") from None
         specs.append((label, item["method"], dict(options)))
     return specs
 
 
-def read_method_specs(path: str) -> list[tuple[str, str, dict[str, Any]]]:
+def read_method_specs(path: str, build: bool = True) -> list[tuple[str, str, dict[str, Any]]]:
     """Method specs from a YAML or JSON file (a list, or a mapping with a ``methods`` list)."""
     import yaml
 
@@ -101,7 +106,16 @@ def read_method_specs(path: str) -> list[tuple[str, str, dict[str, Any]]]:
         raise InstaError(f"methods file {path} is not valid YAML/JSON ({type(err).__name__})") from None
     if isinstance(raw, dict) and set(raw) == {"methods"}:
         raw = raw["methods"]
-    return parse_method_specs(raw, where=str(path))
+    return parse_method_specs(raw, where=str(path), build=build)
+
+
+def method_specs(value: list[Any] | str, where: str = "methods", build: bool = True
+                 ) -> list[tuple[str, str, dict[str, Any]]]:
+    """Method specs given inline (a list, :func:`parse_method_specs`) or as the path of a methods file
+    (:func:`read_method_specs`), as a config's ``scoring.methods`` may give them."""
+    if isinstance(value, str):
+        return read_method_specs(value, build=build)
+    return parse_method_specs(value, where, build=build)
 
 
 def _source_pool(matrix: TransferMatrix, catalogs: Callable[[str], Catalog], source_catalog: str | None,

@@ -94,7 +94,9 @@ class ScoringSettings:
     """The report's scoring of selection methods against the matrix (:mod:`insta.evaluators.methods_vs_matrix`)."""
 
     enabled: bool = True
-    methods: list[Any] | None = None  # method specs (default: every method of the comparison)
+    #: method specs, or the path of a methods file (``insta eval-selection --methods``'s format); default: every
+    #: method of the comparison
+    methods: list[Any] | str | None = None
     encoder: str | None = None  # the encoder of the INSTA variants (None: all-MiniLM-L6-v2)
     aligned_encoder: str | None = None  # INSTA-aligned's encoder (left out when missing and ``align`` is not set)
     align: dict[str, Any] | None = None  # how to train ``aligned_encoder`` when it is missing
@@ -262,9 +264,11 @@ def _scoring(raw: Any) -> ScoringSettings:
     if scoring.metric is not None and scoring.metric not in METRICS:
         raise _fail(f"scoring.metric must be one of {', '.join(METRICS)} (got {scoring.metric!r})")
     if scoring.methods is not None:  # checked now, not after the matrix has run
-        from ..evaluators.methods_vs_matrix import parse_method_specs
+        from ..evaluators.methods_vs_matrix import method_specs
 
-        parse_method_specs(scoring.methods, "scoring.methods")
+        # a methods file may name what the run writes before it scores (v2's popular-source-loo reads the run's
+        # own matrix): its names and shape are checked now, its options when it is scored
+        method_specs(scoring.methods, "scoring.methods", build=not isinstance(scoring.methods, str))
     return scoring
 
 

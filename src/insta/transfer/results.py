@@ -68,17 +68,18 @@ def score_matrix(run: TransferRun, matrix: TransferMatrix, log: Callable[[str], 
                  ) -> dict[str, Any]:
     """The configured method scoring of this run's matrix (see :mod:`insta.evaluators.methods_vs_matrix`)."""
     from ..evaluators.methods_vs_matrix import (DEFAULT_METHODS, aligned_methods, evaluate_methods_on_matrix,
-                                                parse_method_specs, with_encoder)
+                                                method_specs, with_encoder)
 
     from ..align import ensure_aligned_encoder
 
     sc = run.cfg.scoring
-    specs = parse_method_specs(sc.methods, "scoring.methods") if sc.methods else DEFAULT_METHODS
+    specs = method_specs(sc.methods, "scoring.methods") if sc.methods else DEFAULT_METHODS
     methods = with_encoder(specs, sc.encoder)
     enc = sc.aligned_encoder
     if ensure_aligned_encoder(enc, lambda: run.catalog(run.cfg.pool.catalog), sc.align,
                               [t.task for t in run.targets], log=log, what="scoring"):
-        methods += aligned_methods(enc)
+        if not sc.methods:  # a given list (a pre-registered one) names its INSTA-aligned rows itself
+            methods += aligned_methods(enc)
     elif enc:
         log(f"scoring: aligned encoder {enc} not found: INSTA-aligned left out (train it with `insta align`, or "
             "give scoring.align to have the report train it)")

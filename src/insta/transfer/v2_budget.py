@@ -90,27 +90,11 @@ def _mean(xs: Sequence[float]) -> float:
     return sum(xs) / len(xs)
 
 
-def choose_budget(curve: Sequence[dict[str, Any]], *, min_instances: int = 400, fraction: float = 0.9,
-                  metric: str = "margin_z", targets: Sequence[str] | None = None) -> BudgetChoice:
-    """The pre-registered budget rule on a learning curve's rows (``screen.json``'s ``curve``: ``task``,
-    ``budget`` {instances, learning_rate}, ``seed``, ``status`` and the metric's ``change``). ``targets``: the
-    curve's targets as the screen config lists them (default: the rows' tasks, in order); every one of them must
-    have a value at every candidate budget. One error when the curve has no budget of ``min_instances`` or more."""
-    if not 0 < fraction <= 1:
-        raise InstaError(f"budget.fraction must be in (0, 1] (got {fraction!r})")
-    if not isinstance(curve, (list, tuple)) or not all(isinstance(r, dict) for r in curve):
-        raise InstaError("the learning curve must be a list of rows (screen.json's 'curve')")
-    targets = list(targets) if targets else list(dict.fromkeys(str(r.get("task")) for r in curve))
-    rows: dict[tuple[str, tuple[int, float]], list[dict[str, Any]]] = {}
-    for r in curve:
-        if r.get("task") in targets:
-            rows.setdefault((r["task"], _budget(r)), []).append(r)
-    budgets = sorted({b for _, b in rows})
-    cands = [b for b in budgets if b[0] >= min_instances]
-    if not targets or not cands:
-        have = ", ".join(budget_name(*b) for b in budgets) or "no rows"
-        raise InstaError(f"the learning curve has no budget with at least {min_instances} instances ({have})")
-    rule = {"min_instances": min_instances, "fraction": fraction, "metric": metric}
+def _curve_table(rows: dict[tuple[str, tuple[int, float]], list[dict[str, Any]]], targets: list[str],
+                 budgets: list[tuple[int, float]], cands: set[tuple[int, float]], metric: str
+                 ) -> tuple[list[dict[str, Any]], list[str], list[str]]:
+    """Per budget: each target's value (mean over seeds) and the mean over targets; plus the rows the rule needs
+    (``cands``) that are pending, and those missing or without a value (with why)."""
     pending: list[str] = []
     unusable: list[str] = []
     table = []
@@ -142,6 +126,31 @@ def choose_budget(curve: Sequence[dict[str, Any]], *, min_instances: int = 400, 
         table.append({"instances": b[0], "learning_rate": b[1], "candidate": needed, "per_target": per,
                       "mean": _mean(known) if len(known) == len(targets) else None, "qualifies": None,
                       "chosen": False})
+    return table, pending, unusable
+
+
+def choose_budget(curve: Sequence[dict[str, Any]], *, min_instances: int = 400, fraction: float = 0.9,
+                  metric: str = "margin_z", targets: Sequence[str] | None = None) -> BudgetChoice:
+    """The pre-registered budget rule on a learning curve's rows (``screen.json``'s ``curve``: ``task``,
+    ``budget`` {instances, learning_rate}, ``seed``, ``status`` and the metric's ``change``). ``targets``: the
+    curve's targets as the screen config lists them (default: the rows' tasks, in order); every one of them must
+    have a value at every candidate budget. One error when the curve has no budget of ``min_instances`` or more."""
+    if not 0 < fraction <= 1:
+        raise InstaError(f"budget.fraction must be in (0, 1] (got {fraction!r})")
+    if not isinstance(curve, (list, tuple)) or not all(isinstance(r, dict) for r in curve):
+        raise InstaError("the learning curve must be a list of rows (screen.json's 'curve')")
+    targets = list(targets) if targets else list(dict.fromkeys(str(r.get("task")) for r in curve))
+    rows: dict[tuple[str, tuple[int, float]], list[dict[str, Any]]] = {}
+    for r in curve:
+        if r.get("task") in targets:
+            rows.setdefault((r["task"], _budget(r)), []).append(r)
+    budgets = sorted({b for _, b in rows})
+    cands = [b for b in budgets if b[0] >= min_instances]
+    if not targets or not cands:
+        have = ", ".join(budget_name(*b) for b in budgets) or "no rows"
+        raise InstaError(f"the learning curve has no budget with at least {min_instances} instances ({have})")
+    rule = {"min_instances": min_instances, "fraction": fraction, "metric": metric}
+    table, pending, unusable = _curve_table(rows, targets, budgets, set(cands), metric)
     cheapest = cands[0]
     status = "unusable" if unusable else "pending" if pending else "final"
     choice = BudgetChoice(instances=cheapest[0], learning_rate=cheapest[1], status=status, rule=rule,
@@ -213,8 +222,8 @@ def budget_lines(d: dict[str, Any]) -> list[str]:
                      + (f" ({'; '.join(tags)})" if tags else ""))
     now = budget_name(d["instances"], d["learning_rate"])
     if d["status"] == "final":
-        best = "" if d.get("threshold") is None else \
-            f" (largest mean {d['best']:+.3f}, threshold {d['threshold']:+.3f})"
+        best = ("" if d.get("threshold") is None
+                else f" (largest mean {d['best']:+.3f}, threshold {d['threshold']:+.3f})")
         lines.append(f"  -> {now}{best}")
     elif d["status"] == "pending":
         shown = ", ".join(d["pending"][:3]) + (f" and {len(d['pending']) - 3} more" if len(d["pending"]) > 3 else "")
