@@ -51,3 +51,23 @@ def data_dir() -> Path:
     path = shared_data_dir()
     assert path.is_dir(), f"real data not found at {path}: set INSTA_DATA_DIR"
     return path
+
+
+@pytest.fixture
+def killed_after():
+    """``killed_after(backend, n)``: the backend, whose evaluation raises KeyboardInterrupt (a kill between two
+    cells) once it has evaluated ``n`` cells: the resume tests of every resumable run use it."""
+
+    def make(backend, n: int):
+        inner, left = backend.evaluate, [n]
+
+        def evaluate(*a, **k):
+            if left[0] == 0:
+                raise KeyboardInterrupt
+            left[0] -= 1
+            return inner(*a, **k)
+
+        backend.evaluate = evaluate
+        return backend
+
+    return make

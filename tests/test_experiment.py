@@ -37,18 +37,6 @@ def raw_tiny(tmp_path, **over):
     return raw
 
 
-class InterruptAfter(DryRunBackend):
-    def __init__(self, n):
-        super().__init__()
-        self.left = n
-
-    def evaluate(self, *a, **k):
-        if self.left == 0:
-            raise KeyboardInterrupt
-        self.left -= 1
-        return super().evaluate(*a, **k)
-
-
 def test_tiny_grid_runs_and_a_second_run_does_no_work(tmp_path):
     cfg = tiny(tmp_path)
     b1 = DryRunBackend()
@@ -88,9 +76,9 @@ def test_tiny_grid_runs_and_a_second_run_does_no_work(tmp_path):
     assert res2["working_run"]["seconds_total"] == res["seconds_total"]
 
 
-def test_an_interrupted_run_resumes_and_redoes_only_the_missing_cells(tmp_path):
+def test_an_interrupted_run_resumes_and_redoes_only_the_missing_cells(tmp_path, killed_after):
     cfg = tiny(tmp_path)
-    first = InterruptAfter(5)
+    first = killed_after(DryRunBackend(), 5)
     with pytest.raises(KeyboardInterrupt):
         run_experiment(cfg, backend=first, log=quiet, report=False)
     out = Path(cfg.out)

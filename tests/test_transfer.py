@@ -92,22 +92,10 @@ def test_matrix_matches_a_hand_computation(tmp_path):
     assert all(r["reliable"] and r["reliability"] == pytest.approx(1.0) for r in rel.values())
 
 
-def test_second_run_does_no_work_and_a_killed_run_resumes(tmp_path):
+def test_second_run_does_no_work_and_a_killed_run_resumes(tmp_path, killed_after):
     cfg = tiny(tmp_path)
-
-    class KilledAfter(TableBackend):
-        def __init__(self, n):
-            super().__init__()
-            self.left = n
-
-        def evaluate(self, *a, **k):
-            if self.left == 0:
-                raise KeyboardInterrupt  # as a kill between two cells
-            self.left -= 1
-            return super().evaluate(*a, **k)
-
     with pytest.raises(KeyboardInterrupt):
-        run_transfer(cfg, backend=KilledAfter(7), log=quiet, progress=False, report=False)
+        run_transfer(cfg, backend=killed_after(TableBackend(), 7), log=quiet, progress=False, report=False)
     cells = Path(cfg.out) / "cells"
     first = {p.name: p.read_text() for p in cells.glob("*.json")}
     assert len(first) == 7

@@ -245,22 +245,10 @@ def test_run_report_and_resume(tmp_path):
     assert again["tau"] == res["tau"]
 
 
-def test_a_killed_run_resumes_without_redoing_finished_cells(tmp_path):
+def test_a_killed_run_resumes_without_redoing_finished_cells(tmp_path, killed_after):
     cfg = load_mixtures_config(make_v2(tmp_path))
-
-    class KilledAfter(SourceEffect):
-        def __init__(self, n):
-            super().__init__()
-            self.left = n
-
-        def evaluate(self, *a, **k):
-            if self.left == 0:
-                raise KeyboardInterrupt
-            self.left -= 1
-            return super().evaluate(*a, **k)
-
     with pytest.raises(KeyboardInterrupt):
-        run_mixtures(cfg, backend=KilledAfter(3), log=quiet)
+        run_mixtures(cfg, backend=killed_after(SourceEffect(), 3), log=quiet)
     cells = tmp_path / "mix" / "cells"
     first = {p.name: p.read_text() for p in cells.glob("*.json")}
     assert len(first) == 3
