@@ -81,6 +81,71 @@ def test_batched_scores_equal_unbatched_and_manual(models, kind):
         assert batched[2][0] == pytest.approx(manual, abs=1e-4)
 
 
+def test_packed_scoring_equals_scoring_each_sequence_whole(models):
+    """Packed scoring (several prompts and all their options in one forward, block mask) gives each sequence's
+    own log-likelihood, in fewer forward passes than the KV-cache path; the model passed the check on first use."""
+    from insta.evaluate import scoring
+
+    lm = load_model(models["causal"])
+    prompts = [f"Which group ? Q : {' '.join(['a%d' % j for j in range(n)])} A :" for n in (1, 4, 9, 2)]
+    reqs = [(p, o) for p in prompts for o in ("yes", "no", "maybe yes", "the answer")] + [("A :", "no")]
+    packed = Scorer(lm, batch_size=2, share_prefix=True)
+    got = packed.loglikelihood(reqs)
+    assert lm.packing_ok is True
+    plain = Scorer(lm, batch_size=1, share_prefix=False).loglikelihood(reqs)
+    for (a, n), (b, m) in zip(got, plain):
+        assert n == m and a == pytest.approx(b, abs=1e-4)
+    again = Scorer(lm, batch_size=2, share_prefix=True)
+    assert again.loglikelihood(reqs) == got  # checked once: the second scorer packs straight away
+    assert again.n_forward == 1  # 17 sequences of a few tokens: one packed forward
+    # a budget smaller than one prompt with its options splits it (the prefix repeats), with the same scores
+    old = scoring.PACK_TOKENS
+    try:
+        scoring.PACK_TOKENS = 12
+        small = Scorer(lm, batch_size=2, share_prefix=True)
+        split = small.loglikelihood(reqs)
+        assert [n for _, n in split] == [n for _, n in got] and small.n_forward > 2
+        assert [a for a, _ in split] == pytest.approx([a for a, _ in got], abs=1e-4)
+    finally:
+        scoring.PACK_TOKENS = old
+
+
+def test_pack_rows_fills_rows_in_order_and_splits_long_segments():
+    from insta.evaluate.scoring import pack_rows, packed_segment
+
+    enc = [([1, 2, 3, 4], 3), ([1, 2, 3, 5, 6], 3), ([9, 8], 1), ([7, 7, 7, 7, 7, 7, 7, 7], 2)]
+    segs = [packed_segment(enc, [0, 1]), packed_segment(enc, [2]), packed_segment(enc, [3])]
+    assert segs[0] == ([1, 2, 3], [(0, [4]), (1, [5, 6])])
+    rows = pack_rows(segs, budget=8)
+    assert rows == [[segs[0], segs[1]], [segs[2]]]  # 6 + 2 tokens fit; the 8-token segment runs alone
+    split = pack_rows([segs[0]], budget=5)  # 3 + 1 fits, + 2 more does not: the prefix repeats
+    assert split == [[([1, 2, 3], [(0, [4])])], [([1, 2, 3], [(1, [5, 6])])]]
+    # options whose truncated prompts differ share only their common start
+    assert packed_segment([([5, 1, 2, 9], 3), ([1, 2, 3, 9], 3)], [0, 1])[0] == []
+
+
+def test_a_model_that_ignores_the_packing_mask_falls_back_to_the_kv_cache_path(models):
+    """A forward pass that drops a custom 4D mask would score options against each other: the first-use check
+    catches it, and the scores are the KV-cache path's."""
+    lm = load_model(models["causal"])
+    forward = lm.model.forward
+
+    def careless(*a, **kw):
+        mask = kw.get("attention_mask")
+        if mask is not None and mask.dim() == 4:
+            kw.pop("attention_mask")
+            kw.pop("position_ids", None)
+        return forward(*a, **kw)
+
+    lm.model.forward = careless
+    reqs = [("Q : a1 a2 A :", o) for o in ("yes", "no", "maybe yes")] + [("Q : b1 A :", "no")]
+    got = Scorer(lm, batch_size=2, share_prefix=True).loglikelihood(reqs)
+    assert lm.packing_ok is False
+    plain = Scorer(lm, batch_size=1, share_prefix=False).loglikelihood(reqs)
+    assert [n for _, n in got] == [n for _, n in plain]
+    assert [a for a, _ in got] == pytest.approx([b for b, _ in plain], abs=1e-4)
+
+
 def test_causal_boundary_merge_uses_natural_tokenization():
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast

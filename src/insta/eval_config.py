@@ -21,8 +21,8 @@ class EvalConfig:
     limit: int | None = option(None, "first N examples of each task", minimum=1)
     limit_per_template: int | None = option(None, "first N examples of each template (T0-style tasks)", minimum=1)
     batch_size: int = option(8, "sequences per forward pass", minimum=1)
-    share_prefix: bool = option(True, "causal LMs: run a prompt once for all its options (KV cache), then the "
-                                "options")
+    share_prefix: bool = option(True, "causal LMs: run a prompt once for all its options (packed forward passes, "
+                                "or its KV cache), not once per option")
     primary_metric: str | None = option(None, "headline metric (default acc; rouge_l / exact_match for generation)")
     calibration: str = option("auto", "content-free prompt for acc_calibrated (unconditional = lm-eval's "
                               "acc_mutual_info)", choices=CALIBRATIONS)

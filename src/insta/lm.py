@@ -208,6 +208,8 @@ class LoadedModel:
     name: str  # as the user gave it
     location: str  # the directory (or hub id) loaded
     adapter: str | None = None  # a LoRA adapter directory applied on top, if any
+    #: whether packed scoring (:mod:`insta.evaluate.scoring`) gives this model's scores: checked on first use
+    packing_ok: bool | None = None
 
     @property
     def is_seq2seq(self) -> bool:
