@@ -124,6 +124,18 @@ def test_pack_rows_fills_rows_in_order_and_splits_long_segments():
     assert packed_segment([([5, 1, 2, 9], 3), ([1, 2, 3, 9], 3)], [0, 1])[0] == []
 
 
+def test_packed_token_count_is_each_prompt_once_plus_every_option(models):
+    from insta.evaluate.scoring import packed_token_count
+
+    lm = load_model(models["causal"])
+    ex = Example(id="e", input="Which group ? Q : a1 a2 A :", references=["no"], options=["yes", "no", "maybe yes"],
+                 label=1)
+    enc = [encode_causal(lm.tokenizer, ex.input, o, 512) for o in ex.options]
+    k = min(e[1] for e in enc)
+    assert packed_token_count(lm.tokenizer, [ex, ex], 512) == 2 * (k + sum(len(s) - k for s, _ in enc))
+    assert packed_token_count(lm.tokenizer, [Example(id="g", input="Q", references=["x"])], 512) == 0
+
+
 def test_a_model_that_ignores_the_packing_mask_falls_back_to_the_kv_cache_path(models):
     """A forward pass that drops a custom 4D mask would score options against each other: the first-use check
     catches it, and the scores are the KV-cache path's."""

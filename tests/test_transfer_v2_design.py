@@ -274,6 +274,42 @@ def test_cost_rule_is_honoured_by_the_run(fixture_screen, tmp_path):
     assert any("wins over the budget" in line for line in low["plan_lines"])
 
 
+def test_cost_rule_ranks_targets_by_evaluation_tokens(fixture_screen, tmp_path):
+    """``cost.rank_by: tokens``: a target's cost is its evaluation tokens (what packed scoring runs) x the screen's
+    seconds per token (median of its packed base cells), so the most expensive is the one with the most tokens,
+    whatever seconds its own base cell happened to take."""
+    from insta.evaluate.scoring import packed_token_count
+    from insta.lm import load_tokenizer, resolve_model
+
+    fs = fixture_screen
+    screen = fs["screen"]
+    tok = load_tokenizer(resolve_model("smollm2"))
+    specs = ["bigbench:zoo_statements", "bigbench:plant_facts", "bigbench:sports_understanding"]
+    cands = {c.spec: c for c in screen.candidates if c.spec in specs}
+    tokens = {t: packed_token_count(tok, c.eval_examples, 512) for t, c in cands.items()}
+    most = max(reversed(specs), key=lambda t: tokens[t])
+    # the base cell of the most token-heavy target was timed fastest (say, on an idle machine): tokens rank anyway
+    seconds = {t: 2.0 * tokens[t] for t in specs}  # hours enough to be over any tiny budget
+    seconds[most] = min(seconds.values()) / 2
+    for t, c in cands.items():
+        path = screen.cell_path(screen.eval_key("base", c))
+        path.write_text(json.dumps({**json.loads(path.read_text()), "seconds": seconds[t], "scoring_path": "packed"}))
+    by_seconds = plan_transfer(config_from_dict(v2_raw(fs, tmp_path, out=str(tmp_path / "s"),
+                                                       cost={"budget_hours": 1e-6})), log=quiet)
+    assert by_seconds["target_decision"]["cost"]["dropped"][0] != most  # the old rule: the slowest cell goes
+    plan = plan_transfer(config_from_dict(v2_raw(fs, tmp_path, out=str(tmp_path / "t"),
+                                                 cost={"budget_hours": 1e-6, "rank_by": "tokens"})), log=quiet)
+    cost = plan["target_decision"]["cost"]
+    assert cost["dropped"] == [most]
+    rate = sorted(seconds[t] / tokens[t] for t in specs)[1]  # the median of three
+    for t in specs:
+        n = len(cands[t].eval_examples)
+        assert cost["eval_s_per_example"][t] == pytest.approx(tokens[t] / n * rate, rel=1e-3)
+        assert "median of 3 packed base evaluation(s)" in cost["eval_from"][t]
+    with pytest.raises(InstaError, match="cost.rank_by"):
+        config_from_dict(v2_raw(fs, tmp_path, cost={"rank_by": "flops"}))
+
+
 def test_bad_input_one_line(fixture_screen, tmp_path, capsys):
     fs = fixture_screen
     with pytest.raises(InstaError, match="screen config .* not found"):

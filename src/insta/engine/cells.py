@@ -2,7 +2,8 @@
 ``<out>/cells/<key>.json`` (atomically, when complete) by :func:`write_cell`. Every cell carries ``v``, ``key``,
 ``model_key``, ``target``, ``metrics``, ``samples`` (per-example arrays, what paired statistics read), ``seconds``,
 ``load_seconds``, ``train`` (the record of the model's training) and ``finished``, plus what the run adds
-(the transfer matrix: ``source``, ``seed``).
+(the transfer matrix: ``source``, ``seed``) and, where the evaluation reports it, ``scoring_path`` (how its
+log-likelihoods were scored: ``packed``, ``kv-cache``, ``whole``; cells without it predate packed scoring).
 
 Also here: the per-example arrays of an evaluation result (:func:`compact_samples`), and the upgrader that brings
 older cells and ``results.json`` files to today's form, numbers kept (:func:`upgrade_cell`,

@@ -80,9 +80,12 @@ def execute_job(job: ModelJob, backend: Any = None) -> dict[str, Any]:
     load_s = time.perf_counter() - t0
     for ev in job.evals:
         t1 = time.perf_counter()
-        scored = job.score(backend.evaluate(handle, ev.examples, job.eval, ev.task_id, ev.catalog))
+        res = backend.evaluate(handle, ev.examples, job.eval, ev.task_id, ev.catalog)
+        scored = job.score(res)
+        path = (res.get("timings") or {}).get("scoring_path") if isinstance(res, dict) else None
+        fields = {**(job.cell_fields or {}), **({"scoring_path": path} if path else {})}
         cell = write_cell(out, ev.key, job.model_key, ev.target, scored, seconds=time.perf_counter() - t1,
-                          load_seconds=load_s, train=record, fields=job.cell_fields)
+                          load_seconds=load_s, train=record, fields=fields)
         info["cells"].append({k: cell[k] for k in ("key", "target", "seconds", "metrics", "samples")})
     info["evaluated"] = len(job.evals)
     del handle

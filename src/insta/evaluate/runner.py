@@ -78,6 +78,7 @@ def evaluate_examples(lm: Any, examples: Sequence[Example], config: EvalConfig |
         "examples_per_second": round(len(samples) / seconds, 3) if seconds > 0 else None,
         "n_sequences_scored": n_requests,
         "n_forward": scorer.n_forward,
+        "scoring_path": "+".join(sorted(scorer.paths)) or None,  # packed, kv-cache, whole (Scorer.paths)
     }
     result["created"] = timestamp()
     result["samples"] = samples

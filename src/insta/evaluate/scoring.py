@@ -79,6 +79,18 @@ def pack_rows(segments: list[tuple[list[int], list]], budget: int) -> list[list[
     return rows
 
 
+def packed_token_count(tokenizer: Any, examples: Sequence[Any], max_source_length: int) -> int:
+    """How many tokens packed scoring runs for rank examples (each prompt once, then every option's own tokens):
+    a model-free measure of an evaluation's cost, proportional to its FLOPs."""
+    total = 0
+    for ex in examples:
+        enc = [encode_causal(tokenizer, ex.input, o, max_source_length) for o in (ex.options or [])]
+        if enc:
+            prefix, members = packed_segment(enc, list(range(len(enc))))
+            total += len(prefix) + sum(len(rest) for _, rest in members)
+    return total
+
+
 class Scorer:
     """Batched log-likelihoods and greedy generations from a :class:`~insta.lm.LoadedModel`."""
 
@@ -92,6 +104,7 @@ class Scorer:
         self.progress = progress
         self.share_prefix = share_prefix
         self.n_forward = 0
+        self.paths: set[str] = set()  # how log-likelihoods were scored: packed, kv-cache, whole
 
     @property
     def device(self):
@@ -120,6 +133,7 @@ class Scorer:
             for i, (p, _) in enumerate(requests):
                 groups.setdefault(p, []).append(i)
             if self._packed(enc, list(groups.values()), out, bar):
+                self.paths.add("packed")
                 if bar is not None:
                     bar.close()
                 return out
@@ -128,6 +142,7 @@ class Scorer:
             try:
                 for g in shared:
                     self._ll_causal_shared(enc, g, out)
+                    self.paths.add("kv-cache")
                     done.update(g)
                     if bar is not None:
                         bar.update(len(g))
@@ -135,6 +150,8 @@ class Scorer:
                 self.share_prefix = False
             rest = [i for i in rest if i not in done]
         self._ll_causal_plain(enc, rest, out, bar)
+        if rest:
+            self.paths.add("whole")
         if bar is not None:
             bar.close()
         return out
@@ -326,6 +343,8 @@ class Scorer:
         order = sorted(range(len(enc)), key=lambda i: -len(enc[i][0]))
         out: list[tuple[float, int]] = [(0.0, 0)] * len(enc)
         bar = self._bar(len(enc), "scoring")
+        if enc:
+            self.paths.add("whole")
         for s in range(0, len(order), self.batch_size):
             idx = order[s:s + self.batch_size]
             ids, att = pad_batch(self.tok, [enc[i][0] for i in idx])

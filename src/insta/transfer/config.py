@@ -59,6 +59,10 @@ class CostSettings:
 
     budget_hours: float | None = None  # None: no rule
     estimate: str = "measured"  # measured (the screen's seconds on this machine) | gpu (one H100, FLOPs counted)
+    #: measured only: what ranks targets by cost: "seconds" (each base cell's seconds per example) or "tokens"
+    #: (each target's evaluation tokens x the screen's seconds per token: free of machine load and of the scorer
+    #: that measured each cell)
+    rank_by: str = "seconds"
 
 
 @dataclass
@@ -252,6 +256,8 @@ def _cost(raw: Any) -> CostSettings:
     cost = read_section(CostSettings, raw, "cost", prefix=PREFIX)
     if cost.estimate not in COST_ESTIMATES:
         raise _fail(f"cost.estimate must be one of {', '.join(COST_ESTIMATES)} (got {cost.estimate!r})")
+    if cost.rank_by not in ("seconds", "tokens"):
+        raise _fail(f"cost.rank_by must be seconds or tokens (got {cost.rank_by!r})")
     if cost.budget_hours is not None and not cost.budget_hours > 0:
         raise _fail(f"cost.budget_hours must be positive (got {cost.budget_hours!r})")
     return cost

@@ -68,15 +68,59 @@ def apply_cost_rule(targets: Sequence[str], inputs: CostInputs, n_trainings: int
             "floor_hours": run_hours([], inputs, n_trainings, instances)["hours"], "notes": list(inputs.notes)}
 
 
-def measured_inputs(src: Any, cands: dict[str, Any], default_train_s: float, default_eval_s: float) -> CostInputs:
+def eval_tokens(model: str, cands: dict[str, Any], max_source_length: int) -> dict[str, int]:
+    """Per target, the tokens packed scoring runs on its evaluation examples (model-free, load-free)."""
+    from ..evaluate.scoring import packed_token_count
+    from ..lm import load_tokenizer, resolve_model
+
+    tok = load_tokenizer(resolve_model(model))
+    return {t: packed_token_count(tok, c.eval_examples, max_source_length) for t, c in cands.items()}
+
+
+def seconds_per_token(src: Any, cands: dict[str, Any], tokens: dict[str, int]) -> tuple[float | None, str]:
+    """Median seconds per evaluated token of the screen's base cells of ``cands`` scored packed (all of their
+    base cells, said so, when none was: those ran before packed scoring and are pessimistic)."""
+    import statistics
+
+    packed, other = [], []
+    for t, c in cands.items():
+        base = src.screen.read_cell("base", c)
+        if not base or not tokens.get(t):
+            continue
+        try:
+            rate = float(base["seconds"]) / tokens[t]
+        except (KeyError, TypeError, ValueError):
+            continue
+        (packed if base.get("scoring_path") == "packed" else other).append(rate)
+    if packed:
+        return statistics.median(packed), f"median of {len(packed)} packed base evaluation(s) in the screen"
+    if other:
+        return statistics.median(other), (f"median of {len(other)} base evaluation(s) in the screen, all from "
+                                          "before packed scoring (pessimistic)")
+    return None, ""
+
+
+def measured_inputs(src: Any, cands: dict[str, Any], default_train_s: float, default_eval_s: float,
+                    tokens: dict[str, int] | None = None) -> CostInputs:
     """Costs measured by the screen (``src``: :class:`~insta.transfer.v2_targets.ScreenSource`; ``cands``: target
-    -> its screen candidate): per-target base-model seconds per example, oracles' seconds per instance."""
+    -> its screen candidate): oracles' seconds per training instance; per target, with ``tokens`` (its evaluation
+    tokens, :func:`eval_tokens`): tokens per example x the screen's seconds per token (:func:`seconds_per_token`),
+    so targets rank by their tokens; without: the base cell's seconds per example."""
     from .v2_targets import base_seconds_per_example, train_seconds_per_instance
 
     eval_s, eval_from = {}, {}
-    measured = {t: base_seconds_per_example(src, c) for t, c in cands.items()}
-    for t, s in measured.items():
-        if s is not None:
+    rate, rate_from = seconds_per_token(src, cands, tokens) if tokens is not None else (None, "")
+    for t, c in cands.items():
+        n = max(1, len(c.eval_examples))
+        s = base_seconds_per_example(src, c) if tokens is None else None
+        if tokens is not None:
+            per_ex = tokens[t] / n
+            s_tok = rate if rate is not None else default_eval_s / max(1.0, sum(tokens.values()) / max(
+                1, sum(len(x.eval_examples) for x in cands.values())))
+            eval_s[t] = per_ex * s_tok
+            eval_from[t] = (f"{per_ex:.0f} tokens/example x {s_tok:.3g} s/token ("
+                            + (rate_from if rate is not None else "a-priori: no base cell in the screen") + ")")
+        elif s is not None:
             eval_s[t], eval_from[t] = s, "the screen's base cell"
         else:
             eval_s[t], eval_from[t] = default_eval_s, "a-priori (no base cell in the screen)"
@@ -154,5 +198,5 @@ def cost_lines(decision: dict[str, Any], unit: str = "h") -> list[str]:
     return lines
 
 
-__all__ = ["CostInputs", "apply_cost_rule", "cost_lines", "gpu_inputs", "measured_inputs", "n_trainings",
-           "run_hours"]
+__all__ = ["CostInputs", "apply_cost_rule", "cost_lines", "eval_tokens", "gpu_inputs", "measured_inputs",
+           "n_trainings", "run_hours", "seconds_per_token"]

@@ -114,7 +114,7 @@ def decide_targets(run: Any, prior: tuple[float, float]) -> None:
 
 def cost_decision(run: Any, cands: dict[str, Any], prior: tuple[float, float]) -> dict[str, Any]:
     """The cost rule on the rule's targets (``cands``: target -> its screen candidate)."""
-    from .v2_cost import apply_cost_rule, gpu_inputs, measured_inputs, n_trainings
+    from .v2_cost import apply_cost_rule, eval_tokens, gpu_inputs, measured_inputs, n_trainings
 
     cfg = run.cfg
     if cfg.cost.estimate == "gpu":
@@ -122,7 +122,8 @@ def cost_decision(run: Any, cands: dict[str, Any], prior: tuple[float, float]) -
         inputs = gpu_inputs(cfg.model, cands, [t for t in src if t.has_examples],
                             (cfg.train.max_source_length, cfg.train.max_target_length), cfg.eval.max_source_length)
     else:
-        inputs = measured_inputs(cfg.screen, cands, *prior)
+        tokens = eval_tokens(cfg.model, cands, cfg.eval.max_source_length) if cfg.cost.rank_by == "tokens" else None
+        inputs = measured_inputs(cfg.screen, cands, *prior, tokens=tokens)
     n_src = cfg.sources.n or len(cfg.sources.list)
     trainings = n_trainings(n_src, cfg.seeds, cfg.subset_seeds.seeds, cfg.subset_seeds.every)
     floor = min(cfg.target_rule.min, len(cands))
