@@ -6,7 +6,7 @@ The evaluation of the learnability screen and of transfer matrix v2 (SmolLM2-135
 calibration, batch 8, prompts up to 512 tokens) on BIG-bench targets of the screen, one side at a time:
 
 * ``packed-N``: the default; prompts and their options packed into forward passes of up to N tokens under a
-  block mask (:data:`insta.evaluate.scoring.PACK_TOKENS` is the default N);
+  block mask (:data:`insta.evaluate.packing.PACK_TOKENS` is the default N);
 * ``kv``: the path before packing: each prompt once, its KV cache repeated over its options (batch 8);
 * ``plain``: every (prompt, option) sequence whole, as lm-evaluation-harness scores it (slow on many options).
 
@@ -41,20 +41,20 @@ def _data_dir() -> Path:
 def _run_side(lm, side: str, examples, task_id: str) -> tuple[float, list[list[float]]]:
     """Seconds and per-example option scores of one side on one task."""
     from insta.evaluate import EvalConfig, evaluate_examples
-    from insta.evaluate import scoring
+    from insta.evaluate import packing
 
     cfg = EvalConfig(calibration="none", batch_size=8, max_source_length=512, progress=False,
                      share_prefix=side != "plain")
-    old = scoring.PACK_TOKENS
+    old = packing.PACK_TOKENS
     lm.packing_ok = False if side == "kv" else True  # packed sides: the model passed the check (tests cover it)
     if side.startswith("packed-"):
-        scoring.PACK_TOKENS = int(side.split("-", 1)[1])
+        packing.PACK_TOKENS = int(side.split("-", 1)[1])
     try:
         t0 = time.perf_counter()
         res = evaluate_examples(lm, examples, cfg, task_id=task_id, catalog="bigbench")
         seconds = time.perf_counter() - t0
     finally:
-        scoring.PACK_TOKENS = old
+        packing.PACK_TOKENS = old
         lm.packing_ok = None
     return seconds, [s["scores_sum"] for s in res["samples"]]
 

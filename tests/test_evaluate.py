@@ -84,7 +84,7 @@ def test_batched_scores_equal_unbatched_and_manual(models, kind):
 def test_packed_scoring_equals_scoring_each_sequence_whole(models):
     """Packed scoring (several prompts and all their options in one forward, block mask) gives each sequence's
     own log-likelihood, in fewer forward passes than the KV-cache path; the model passed the check on first use."""
-    from insta.evaluate import scoring
+    from insta.evaluate import packing
 
     lm = load_model(models["causal"])
     prompts = [f"Which group ? Q : {' '.join(['a%d' % j for j in range(n)])} A :" for n in (1, 4, 9, 2)]
@@ -99,19 +99,19 @@ def test_packed_scoring_equals_scoring_each_sequence_whole(models):
     assert again.loglikelihood(reqs) == got  # checked once: the second scorer packs straight away
     assert again.n_forward == 1  # 17 sequences of a few tokens: one packed forward
     # a budget smaller than one prompt with its options splits it (the prefix repeats), with the same scores
-    old = scoring.PACK_TOKENS
+    old = packing.PACK_TOKENS
     try:
-        scoring.PACK_TOKENS = 12
+        packing.PACK_TOKENS = 12
         small = Scorer(lm, batch_size=2, share_prefix=True)
         split = small.loglikelihood(reqs)
         assert [n for _, n in split] == [n for _, n in got] and small.n_forward > 2
         assert [a for a, _ in split] == pytest.approx([a for a, _ in got], abs=1e-4)
     finally:
-        scoring.PACK_TOKENS = old
+        packing.PACK_TOKENS = old
 
 
 def test_pack_rows_fills_rows_in_order_and_splits_long_segments():
-    from insta.evaluate.scoring import pack_rows, packed_segment
+    from insta.evaluate.packing import pack_rows, packed_segment
 
     enc = [([1, 2, 3, 4], 3), ([1, 2, 3, 5, 6], 3), ([9, 8], 1), ([7, 7, 7, 7, 7, 7, 7, 7], 2)]
     segs = [packed_segment(enc, [0, 1]), packed_segment(enc, [2]), packed_segment(enc, [3])]
@@ -125,7 +125,7 @@ def test_pack_rows_fills_rows_in_order_and_splits_long_segments():
 
 
 def test_packed_token_count_is_each_prompt_once_plus_every_option(models):
-    from insta.evaluate.scoring import packed_token_count
+    from insta.evaluate.packing import packed_token_count
 
     lm = load_model(models["causal"])
     ex = Example(id="e", input="Which group ? Q : a1 a2 A :", references=["no"], options=["yes", "no", "maybe yes"],

@@ -278,7 +278,7 @@ def test_cost_rule_ranks_targets_by_evaluation_tokens(fixture_screen, tmp_path):
     """``cost.rank_by: tokens``: a target's cost is its evaluation tokens (what packed scoring runs) x the screen's
     seconds per token (median of its packed base cells), so the most expensive is the one with the most tokens,
     whatever seconds its own base cell happened to take."""
-    from insta.evaluate.scoring import packed_token_count
+    from insta.evaluate.packing import packed_token_count
     from insta.lm import load_tokenizer, resolve_model
 
     fs = fixture_screen

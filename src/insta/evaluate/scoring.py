@@ -1,25 +1,22 @@
 """The scoring engine: batched log-likelihoods of continuations (causal or seq2seq) and greedy generations, from a
 :class:`~insta.lm.LoadedModel`; batches padded by the tokenizer.
 
-Causal log-likelihoods with ``share_prefix`` run *packed*: a prompt's tokens once, each of its continuations after
-them, and several prompts in one forward pass of up to :data:`PACK_TOKENS` tokens, under a block attention mask
-(a continuation sees its prompt and itself; position ids restart after the prompt), so no token runs twice and the
-matrix products are large. A model whose forward pass does not honour a custom 4D mask and position ids is caught
-by a check on its first packed forward against the KV-cache path (the prompt once, its KV cache repeated over the
-continuations), which then serves instead. ``share_prefix=False`` scores every (prompt, continuation) sequence
-whole, as lm-evaluation-harness does.
+Causal log-likelihoods with ``share_prefix`` run *packed* (:mod:`insta.evaluate.packing`): a prompt's tokens once,
+each of its continuations after them, and several prompts in one forward pass of up to
+:data:`~insta.evaluate.packing.PACK_TOKENS` tokens, under a block attention mask (a continuation sees its prompt and
+itself; position ids restart after the prompt), so no token runs twice and the matrix products are large. A model
+whose forward pass does not honour a custom 4D mask and position ids is caught by a check on its first packed
+forward against the KV-cache path (the prompt once, its KV cache repeated over the continuations), which then
+serves instead. ``share_prefix=False`` scores every (prompt, continuation) sequence whole, as lm-evaluation-harness
+does.
 """
 from __future__ import annotations
 
 from typing import Any, Sequence
 
 from ..lm import encode_causal, encode_seq2seq
+from . import packing
 
-#: tokens per packed forward pass (a prompt with its continuations longer than this runs alone); measured on
-#: SmolLM2-135M on 2 CPU cores, 1,024 was fastest of 512-2,048 (benchmarks/bench_eval_packing.py)
-PACK_TOKENS = 1024
-#: how far a packed score may differ from the KV-cache path's on the check (summed log-probabilities, float32)
-PACK_CHECK_TOLERANCE = 1e-3
 
 
 def pad_batch(tokenizer: Any, seqs: Sequence[Sequence[int]], side: str = "right") -> tuple[Any, Any]:
@@ -36,59 +33,6 @@ def pad_batch(tokenizer: Any, seqs: Sequence[Sequence[int]], side: str = "right"
     att = torch.nn.utils.rnn.pad_sequence([torch.ones_like(r) for r in rows], batch_first=True, padding_value=0,
                                           padding_side=side)
     return ids, att
-
-
-def common_prefix_len_all(seqs: Sequence[Sequence[int]]) -> int:
-    """How many leading ids all ``seqs`` share (a truncated prompt can differ at its start between options)."""
-    n = min(len(s) for s in seqs)
-    for j in range(n):
-        if any(s[j] != seqs[0][j] for s in seqs[1:]):
-            return j
-    return n
-
-
-def packed_segment(enc: Sequence[tuple[list[int], int]], members: list[int]) -> tuple[list[int], list]:
-    """(shared prefix ids, [(request, its ids after the prefix)]) of requests that share a prompt."""
-    P = min(common_prefix_len_all([enc[i][0] for i in members]), min(enc[i][1] for i in members))
-    return enc[members[0]][0][:P], [(i, enc[i][0][P:]) for i in members]
-
-
-def pack_rows(segments: list[tuple[list[int], list]], budget: int) -> list[list[tuple[list[int], list]]]:
-    """Segments packed greedily, in order, into rows of at most ``budget`` tokens; a segment longer than that is
-    split between its members (each part repeats the prefix), a part longer than that runs alone."""
-    rows: list[list[tuple[list[int], list]]] = []
-    cur: list[tuple[list[int], list]] = []
-    used = 0
-    for prefix, members in segments:
-        parts, part, n = [], [], len(prefix)
-        for i, rest in members:
-            if part and n + len(rest) > budget:
-                parts.append((part, n))
-                part, n = [], len(prefix)
-            part.append((i, rest))
-            n += len(rest)
-        parts.append((part, n))
-        for part, n in parts:
-            if cur and used + n > budget:
-                rows.append(cur)
-                cur, used = [], 0
-            cur.append((prefix, part))
-            used += n
-    if cur:
-        rows.append(cur)
-    return rows
-
-
-def packed_token_count(tokenizer: Any, examples: Sequence[Any], max_source_length: int) -> int:
-    """How many tokens packed scoring runs for rank examples (each prompt once, then every option's own tokens):
-    a model-free measure of an evaluation's cost, proportional to its FLOPs."""
-    total = 0
-    for ex in examples:
-        enc = [encode_causal(tokenizer, ex.input, o, max_source_length) for o in (ex.options or [])]
-        if enc:
-            prefix, members = packed_segment(enc, list(range(len(enc))))
-            total += len(prefix) + sum(len(rest) for _, rest in members)
-    return total
 
 
 class Scorer:
@@ -163,10 +107,11 @@ class Scorer:
         ok = getattr(self.lm, "packing_ok", None)
         if ok is False:
             return False
-        rows = pack_rows([packed_segment(enc, g) for g in groups], PACK_TOKENS)
+        rows = packing.pack_rows([packing.packed_segment(enc, g) for g in groups], packing.PACK_TOKENS)
         for r, row in enumerate(rows):
             try:
-                scores = self._packed_forward(enc, row)
+                scores, ran = packing.packed_forward(self.model, enc, row)
+                self.n_forward += ran
             except (TypeError, ValueError, RuntimeError, NotImplementedError, IndexError):
                 if r:  # it worked on earlier rows of this model: a real error
                     raise
@@ -200,64 +145,8 @@ class Scorer:
         except (TypeError, AttributeError, NotImplementedError, ValueError):
             self._ll_causal_plain(enc, members, ref, None)
         return all(scores[i][1] == ref[i][1]
-                   and abs(scores[i][0] - ref[i][0]) <= PACK_CHECK_TOLERANCE * (1 + abs(ref[i][0]))
+                   and abs(scores[i][0] - ref[i][0]) <= packing.PACK_CHECK_TOLERANCE * (1 + abs(ref[i][0]))
                    for i in members)
-
-    def _packed_forward(self, enc, row) -> dict[int, tuple[float, int]]:
-        """One packed forward pass over ``row`` (segments: a shared prefix and its members' remaining tokens);
-        returns each member's (sum of log-probs, n tokens)."""
-        import torch
-
-        ids: list[int] = []
-        pos: list[int] = []
-        seg: list[int] = []
-        mem: list[int] = []
-        where = []  # (request, offset of its prefix, prefix length, offset of its own tokens)
-        for s, (prefix, part) in enumerate(row):
-            start = len(ids)
-            ids += prefix
-            pos += range(len(prefix))
-            seg += [s] * len(prefix)
-            mem += [-1] * len(prefix)
-            for i, rest in part:
-                where.append((i, start, len(prefix), len(ids)))
-                ids += rest
-                pos += range(len(prefix), len(prefix) + len(rest))
-                seg += [s] * len(rest)
-                mem += [i] * len(rest)
-        rows, tgts, owner = [], [], []
-        for i, start, P, o in where:
-            seq, k = enc[i]
-            for p in range(max(k, 1), len(seq)):  # token p is predicted at the position of token p - 1
-                rows.append(start + p - 1 if p - 1 < P else o + (p - 1 - P))
-                tgts.append(seq[p])
-                owner.append(i)
-        res: dict[int, tuple[float, int]] = {i: (0.0, 0) for i, *_ in where}
-        if not rows:
-            return res
-        dev = self.device
-        dtype = next(self.model.parameters()).dtype
-        n = len(ids)
-        seg_t, mem_t, q = torch.tensor(seg), torch.tensor(mem), torch.arange(n)
-        allow = ((q[None, :] <= q[:, None]) & (seg_t[None, :] == seg_t[:, None])
-                 & ((mem_t[None, :] == -1) | (mem_t[None, :] == mem_t[:, None])))
-        mask = torch.zeros((1, 1, n, n), dtype=dtype).masked_fill(~allow[None, None], torch.finfo(dtype).min)
-        keep = sorted(set(rows))
-        at = {r: j for j, r in enumerate(keep)}
-        with torch.inference_mode():
-            logits = self.model(input_ids=torch.tensor([ids], device=dev), position_ids=torch.tensor([pos], device=dev),
-                                attention_mask=mask.to(dev), logits_to_keep=torch.tensor(keep, device=dev)).logits[0]
-        self.n_forward += 1
-        if logits.shape[0] != len(keep):
-            raise ValueError("the model ignored logits_to_keep")
-        sel = torch.log_softmax(logits[torch.tensor([at[r] for r in rows], device=dev)].float(), dim=-1)
-        lp = sel.gather(1, torch.tensor(tgts, device=dev)[:, None])[:, 0].tolist()
-        sums: dict[int, float] = {}
-        counts: dict[int, int] = {}
-        for o, v in zip(owner, lp):
-            sums[o] = sums.get(o, 0.0) + v
-            counts[o] = counts.get(o, 0) + 1
-        return {i: (sums.get(i, 0.0), counts.get(i, 0)) for i in res}
 
     def _ll_causal_shared(self, enc, members: list[int], out) -> None:
         """Score several continuations of one prompt: the shared prompt prefix runs once (its KV cache is
@@ -266,7 +155,7 @@ class Scorer:
 
         import torch
 
-        P = min(common_prefix_len_all([enc[i][0] for i in members]), min(enc[i][1] for i in members))
+        P = min(packing.common_prefix_len_all([enc[i][0] for i in members]), min(enc[i][1] for i in members))
         prefix = enc[members[0]][0][:P]
         dev = self.device
         with torch.inference_mode():

@@ -70,7 +70,7 @@ def apply_cost_rule(targets: Sequence[str], inputs: CostInputs, n_trainings: int
 
 def eval_tokens(model: str, cands: dict[str, Any], max_source_length: int) -> dict[str, int]:
     """Per target, the tokens packed scoring runs on its evaluation examples (model-free, load-free)."""
-    from ..evaluate.scoring import packed_token_count
+    from ..evaluate.packing import packed_token_count
     from ..lm import load_tokenizer, resolve_model
 
     tok = load_tokenizer(resolve_model(model))
