@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
-from ..lm import encode_causal
+from ..lm import common_prefix_len, encode_causal
 
 #: tokens per packed forward pass (a prompt with its continuations longer than this runs alone); measured on
 #: SmolLM2-135M on 2 CPU cores, 1,024 was fastest of 512-2,048 (benchmarks/bench_eval_packing.py)
@@ -16,19 +16,21 @@ PACK_TOKENS = 1024
 PACK_CHECK_TOLERANCE = 1e-3
 
 
-def common_prefix_len_all(seqs: Sequence[Sequence[int]]) -> int:
-    """How many leading ids all ``seqs`` share (a truncated prompt can differ at its start between options)."""
-    n = min(len(s) for s in seqs)
-    for j in range(n):
-        if any(s[j] != seqs[0][j] for s in seqs[1:]):
-            return j
-    return n
-
-
 def packed_segment(enc: Sequence[tuple[list[int], int]], members: list[int]) -> tuple[list[int], list]:
-    """(shared prefix ids, [(request, its ids after the prefix)]) of requests that share a prompt."""
-    P = min(common_prefix_len_all([enc[i][0] for i in members]), min(enc[i][1] for i in members))
-    return enc[members[0]][0][:P], [(i, enc[i][0][P:]) for i in members]
+    """(shared prefix ids, [(request, its ids after the prefix)]) of requests that share a prompt: their context
+    ids as far as every member has the same ones (a left-truncated prompt can differ at its start between options)."""
+    first = enc[members[0]][0]
+    P = min(min(enc[i][1] for i in members), *(common_prefix_len(first, enc[i][0]) for i in members))
+    return first[:P], [(i, enc[i][0][P:]) for i in members]
+
+
+def sum_by_owner(owners: Sequence[int], values: Sequence[float]) -> dict[int, tuple[float, int]]:
+    """(sum, count) of per-token log-probabilities by the request that owns each token."""
+    out: dict[int, tuple[float, int]] = {}
+    for o, v in zip(owners, values):
+        total, n = out.get(o, (0.0, 0))
+        out[o] = (total + v, n + 1)
+    return out
 
 
 def pack_rows(segments: list[tuple[list[int], list]], budget: int) -> list[list[tuple[list[int], list]]]:
@@ -113,14 +115,9 @@ def packed_forward(model: Any, enc: Sequence[tuple[list[int], int]], row: list
     at = {r: j for j, r in enumerate(keep)}
     with torch.inference_mode():
         logits = model(input_ids=torch.tensor([ids], device=dev), position_ids=torch.tensor([pos], device=dev),
-                            attention_mask=mask.to(dev), logits_to_keep=torch.tensor(keep, device=dev)).logits[0]
+                       attention_mask=mask.to(dev), logits_to_keep=torch.tensor(keep, device=dev)).logits[0]
     if logits.shape[0] != len(keep):
         raise ValueError("the model ignored logits_to_keep")
     sel = torch.log_softmax(logits[torch.tensor([at[r] for r in rows], device=dev)].float(), dim=-1)
     lp = sel.gather(1, torch.tensor(tgts, device=dev)[:, None])[:, 0].tolist()
-    sums: dict[int, float] = {}
-    counts: dict[int, int] = {}
-    for o, v in zip(owner, lp):
-        sums[o] = sums.get(o, 0.0) + v
-        counts[o] = counts.get(o, 0) + 1
-    return {i: (sums.get(i, 0.0), counts.get(i, 0)) for i in res}, True
+    return {**res, **sum_by_owner(owner, lp)}, True

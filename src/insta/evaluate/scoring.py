@@ -18,7 +18,6 @@ from ..lm import encode_causal, encode_seq2seq
 from . import packing
 
 
-
 def pad_batch(tokenizer: Any, seqs: Sequence[Sequence[int]], side: str = "right") -> tuple[Any, Any]:
     """Token id lists as one padded batch: ``(input_ids, attention_mask)`` tensors, padded on ``side`` by
     ``tokenizer.pad`` (with id 0 when the tokenizer has no padding token)."""
@@ -155,8 +154,8 @@ class Scorer:
 
         import torch
 
-        P = min(packing.common_prefix_len_all([enc[i][0] for i in members]), min(enc[i][1] for i in members))
-        prefix = enc[members[0]][0][:P]
+        prefix, _ = packing.packed_segment(enc, members)
+        P = len(prefix)
         dev = self.device
         with torch.inference_mode():
             pre = self.model(input_ids=torch.tensor([prefix], device=dev), use_cache=True)
@@ -215,13 +214,9 @@ class Scorer:
             if rows:
                 sel = logits[torch.tensor(rows), torch.tensor(cols)].float()
                 lp = torch.log_softmax(sel, dim=-1).gather(1, torch.tensor(tgts, device=sel.device)[:, None])[:, 0]
-                sums: dict[int, float] = {}
-                counts: dict[int, int] = {}
-                for o, v in zip(owner, lp.tolist()):
-                    sums[o] = sums.get(o, 0.0) + v
-                    counts[o] = counts.get(o, 0) + 1
+                totals = packing.sum_by_owner(owner, lp.tolist())
                 for i in idx:
-                    out[i] = (sums.get(i, 0.0), counts.get(i, 0))
+                    out[i] = totals.get(i, (0.0, 0))
             if bar is not None:
                 bar.update(len(idx))
 
