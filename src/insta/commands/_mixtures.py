@@ -5,7 +5,6 @@ resumable cells under ``<out>/cells``). The two packages do not import each othe
 from __future__ import annotations
 
 import argparse
-import json
 from typing import Any, Callable
 
 from ..errors import InstaError
@@ -32,13 +31,9 @@ def _entries(exp: Any) -> list[dict[str, Any]]:
 
 
 def _cell_reader(exp: Any) -> Callable[[str], dict[str, Any] | None]:
-    def read(key: str) -> dict[str, Any] | None:
-        p = exp.cell_path(key)
-        try:
-            return json.loads(p.read_text()) if p.is_file() else None
-        except ValueError:
-            return None
-    return read
+    from ..engine.cells import read_cell
+
+    return lambda key: read_cell(exp.cell_path(key))
 
 
 def _plan(design: Any, exp: Any, analysis: dict[str, Any]) -> dict[str, Any]:

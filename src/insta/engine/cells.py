@@ -116,6 +116,18 @@ def write_cell(out: Path, key: str, model_key: str, target: str, scored: dict[st
     return cell
 
 
+def read_cell(path: Path) -> dict[str, Any] | None:
+    """A cell file's content (``None``: not written yet, or unreadable: it is computed again)."""
+    import json
+
+    if not Path(path).is_file():
+        return None
+    try:
+        return json.loads(Path(path).read_text())
+    except ValueError:
+        return None
+
+
 def margin_metrics(samples: dict[str, Any]) -> dict[str, float]:
     """``margin`` and ``margin_z`` (the transfer matrix's rank metrics, :func:`insta.metrics.margins`) of a cell's
     per-example arrays, when every example is a rank example with its option scores; else nothing."""

@@ -214,13 +214,9 @@ class Screen:
         return self.out / "cells" / f"{key}.json"
 
     def read_cell(self, model_key: str, cand: Candidate) -> dict[str, Any] | None:
-        p = self.cell_path(self.eval_key(model_key, cand))
-        if not p.is_file():
-            return None
-        try:
-            return json.loads(p.read_text())
-        except ValueError:
-            return None
+        from ..engine.cells import read_cell
+
+        return read_cell(self.cell_path(self.eval_key(model_key, cand)))
 
     # -- units: ("base", spec) ; ("oracle", spec, budget, seed)
     def units(self) -> list[tuple]:
