@@ -82,7 +82,7 @@ def execute_job(job: ModelJob, backend: Any = None) -> dict[str, Any]:
         t1 = time.perf_counter()
         res = backend.evaluate(handle, ev.examples, job.eval, ev.task_id, ev.catalog)
         scored = job.score(res)
-        path = (res.get("timings") or {}).get("scoring_path") if isinstance(res, dict) else None
+        path = (res.get("timings") or {}).get("scoring_path")
         fields = {**(job.cell_fields or {}), **({"scoring_path": path} if path else {})}
         cell = write_cell(out, ev.key, job.model_key, ev.target, scored, seconds=time.perf_counter() - t1,
                           load_seconds=load_s, train=record, fields=fields)

@@ -81,11 +81,11 @@ def parse_method_specs(raw: Any, where: str = "methods", build: bool = True) -> 
             raise InstaError(f"{where}[{i}]: label {label!r} is used twice")
         if not build and item["method"] not in METHODS:
             raise InstaError(f"{where}[{i}]: unknown selection method {item['method']!r}")
-        try:
-            if build:
+        if build:
+            try:
                 load_method(item["method"], label=label, **options)
-        except InstaError as err:
-            raise InstaError(f"{where}[{i}] ({label}): {err}") from None
+            except InstaError as err:
+                raise InstaError(f"{where}[{i}] ({label}): {err}") from None
         specs.append((label, item["method"], dict(options)))
     return specs
 

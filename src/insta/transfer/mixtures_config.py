@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -77,16 +78,10 @@ def load_mixtures_config(path: str | os.PathLike, overrides: dict[str, Any] | No
         raise InstaError(PREFIX + "must be a mapping")
     raw = {**raw, **{k: v for k, v in (overrides or {}).items() if v is not None}}
     check_keys(raw, KEYS, "the top level", PREFIX)
-    hints = {f.name: f for f in dataclasses.fields(MixturesConfig)}
-    values: dict[str, Any] = {}
-    for key, value in raw.items():
-        if key == "description":
-            continue
-        f = hints[key]
-        tp = {"from_transfer": str, "methods": str, "name": str, "out": str, "data_dir": str | None,
-              "scoring": str | None, "variant": str, "executor": str | None, "backend": str | None,
-              "keep_models": bool}.get(key, int)
-        values[key] = checked(value, tp, key, minimum=f.metadata.get("minimum"), prefix=PREFIX)
+    types = typing.get_type_hints(MixturesConfig)
+    minimum = {f.name: f.metadata.get("minimum") for f in dataclasses.fields(MixturesConfig)}
+    values = {key: checked(value, types[key], key, minimum=minimum[key], prefix=PREFIX)
+              for key, value in raw.items() if key != "description"}
     for key in ("from_transfer", "methods"):
         if not values.get(key):
             raise InstaError(f"{PREFIX}'{key}' is required (see configs/mixtures-v2-bigbench-smollm2.yaml)")

@@ -109,21 +109,22 @@ def measured_inputs(src: Any, cands: dict[str, Any], default_train_s: float, def
     from .v2_targets import base_seconds_per_example, train_seconds_per_instance
 
     eval_s, eval_from = {}, {}
-    rate, rate_from = seconds_per_token(src, cands, tokens) if tokens is not None else (None, "")
-    for t, c in cands.items():
-        n = max(1, len(c.eval_examples))
-        s = base_seconds_per_example(src, c) if tokens is None else None
-        if tokens is not None:
-            per_ex = tokens[t] / n
-            s_tok = rate if rate is not None else default_eval_s / max(1.0, sum(tokens.values()) / max(
-                1, sum(len(x.eval_examples) for x in cands.values())))
+    if tokens is not None:
+        s_tok, rate_from = seconds_per_token(src, cands, tokens)
+        if s_tok is None:  # the a-priori seconds per example, spread over the targets' mean tokens per example
+            mean_tokens = sum(tokens.values()) / max(1, sum(len(c.eval_examples) for c in cands.values()))
+            s_tok, rate_from = default_eval_s / max(1.0, mean_tokens), "a-priori: no base cell in the screen"
+        for t, c in cands.items():
+            per_ex = tokens[t] / max(1, len(c.eval_examples))
             eval_s[t] = per_ex * s_tok
-            eval_from[t] = (f"{per_ex:.0f} tokens/example x {s_tok:.3g} s/token ("
-                            + (rate_from if rate is not None else "a-priori: no base cell in the screen") + ")")
-        elif s is not None:
-            eval_s[t], eval_from[t] = s, "the screen's base cell"
-        else:
-            eval_s[t], eval_from[t] = default_eval_s, "a-priori (no base cell in the screen)"
+            eval_from[t] = f"{per_ex:.0f} tokens/example x {s_tok:.3g} s/token ({rate_from})"
+    else:
+        for t, c in cands.items():
+            s = base_seconds_per_example(src, c)
+            if s is not None:
+                eval_s[t], eval_from[t] = s, "the screen's base cell"
+            else:
+                eval_s[t], eval_from[t] = default_eval_s, "a-priori (no base cell in the screen)"
     train = train_seconds_per_instance(src)
     return CostInputs(
         train_s_per_instance=train if train is not None else default_train_s,
